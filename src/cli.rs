@@ -1,0 +1,87 @@
+//! Command-line arguments (clap derive, every flag also from the environment).
+
+use std::{path::PathBuf, time::Duration};
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "headroom",
+    version,
+    about = "Block-PVC and memory headroom for Kubernetes on Proxmox"
+)]
+pub struct Args {
+    /// Config file (YAML); every key is optional.
+    #[arg(long, global = true, env = "HEADROOM_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// Log format on stderr.
+    #[arg(long, global = true, env = "HEADROOM_LOG_FORMAT", default_value = "plain")]
+    pub log_format: LogFormat,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Plain,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
+}
+
+/// Where cluster state comes from.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SourceArgs {
+    /// Read the cluster from a snapshot file instead of the API server.
+    #[arg(long, env = "HEADROOM_SNAPSHOT")]
+    pub snapshot: Option<PathBuf>,
+
+    /// Kubeconfig for the live source (default: KUBECONFIG, ~/.kube/config or in-cluster).
+    #[arg(long, env = "HEADROOM_KUBECONFIG", conflicts_with = "snapshot")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// How long the live source may take to list every kind.
+    #[arg(long, env = "HEADROOM_SYNC_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub sync_timeout: Duration,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print the per-node capacity table and the cluster projection, then exit.
+    Status {
+        #[command(flatten)]
+        source: SourceArgs,
+        #[arg(long, short, env = "HEADROOM_OUTPUT", default_value = "table")]
+        output: Output,
+    },
+    /// Write the live cluster state headroom reads to a file (a kubectl-style List).
+    Snapshot {
+        #[arg(long, env = "HEADROOM_KUBECONFIG")]
+        kubeconfig: Option<PathBuf>,
+        /// Output file; `-` for stdout.
+        #[arg(long, default_value = "-")]
+        out: PathBuf,
+    },
+    /// Validate the config file and print the effective config with defaults.
+    CheckConfig,
+}
+
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("invalid duration {s:?}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        super::Args::command().debug_assert();
+    }
+}

@@ -1,0 +1,528 @@
+//! The config file: typed keys with documented defaults, strict parsing, precise errors.
+//!
+//! Every key is optional. Unknown keys are errors (a misspelt trigger must not silently do
+//! nothing), and every error names the file, the key path and the reason.
+
+use std::{fmt, path::Path, time::Duration};
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer, de};
+
+/// A config file that could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: cannot read: {source}")]
+    Read {
+        file: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{file}: not valid YAML: {reason}")]
+    Syntax { file: String, reason: String },
+    #[error("{file}: key `{key}`: {reason}")]
+    Key {
+        file: String,
+        key: String,
+        reason: String,
+    },
+}
+
+/// What `/validate` does when no capacity can be had.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Enforcement {
+    Deny,
+    Warn,
+    Off,
+}
+
+/// What a scale-down does with the VM once its Node is gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ScaleDownAction {
+    /// Keep the VM stopped as a cold spare (the runbook's preferred option).
+    Shutdown,
+    /// Destroy the VM with `purge=1`.
+    Destroy,
+}
+
+/// A duration written as `0s`, `90s`, `15m`, `720h` or `1h30m`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct Period(pub Duration);
+
+impl<'de> Deserialize<'de> for Period {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text).map(Period).map_err(|e| {
+            de::Error::custom(format!(
+                "invalid duration {text:?} ({e}); use e.g. 30s, 15m, 720h"
+            ))
+        })
+    }
+}
+
+impl Serialize for Period {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl fmt::Display for Period {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let secs = self.0.as_secs();
+        if secs == 0 {
+            return f.write_str("0s");
+        }
+        let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+        if h > 0 {
+            write!(f, "{h}h")?;
+        }
+        if m > 0 {
+            write!(f, "{m}m")?;
+        }
+        if s > 0 {
+            write!(f, "{s}s")?;
+        }
+        Ok(())
+    }
+}
+
+/// The whole config file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+pub struct Config {
+    pub block_driver: String,
+    pub soft_cap: u32,
+    pub hard_cap_default: u32,
+    pub enforcement: Enforcement,
+    pub excluded_namespaces: Vec<String>,
+    pub triggers: Triggers,
+    pub signals: Signals,
+    pub scale_down: ScaleDown,
+    /// Absent: dry-run, planned calls are logged and nothing is called.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proxmox: Option<Proxmox>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            block_driver: "csi.proxmox.sinextra.dev".into(),
+            soft_cap: 24,
+            hard_cap_default: 29,
+            enforcement: Enforcement::Warn,
+            excluded_namespaces: vec!["kube-system".into(), "kube-node-lease".into()],
+            triggers: Triggers::default(),
+            signals: Signals::default(),
+            scale_down: ScaleDown::default(),
+            proxmox: None,
+        }
+    }
+}
+
+/// Scale-up triggers; a trigger set to `null` is disabled.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+pub struct Triggers {
+    pub free_block_slots: Option<Below<i64>>,
+    pub memory_request_ratio: Option<Above>,
+    pub planned_block_volumes: Option<PlannedBlockVolumes>,
+}
+
+impl Default for Triggers {
+    fn default() -> Self {
+        Self {
+            free_block_slots: Some(Below {
+                below: 4,
+                r#for: Period::default(),
+            }),
+            memory_request_ratio: Some(Above {
+                above: 0.90,
+                r#for: Period::default(),
+            }),
+            planned_block_volumes: Some(PlannedBlockVolumes {
+                at_least: 3,
+                when_max_node_at_least: 22,
+                r#for: Period::default(),
+            }),
+        }
+    }
+}
+
+/// Fires when the value is strictly below `below` for `for`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Below<T> {
+    pub below: T,
+    #[serde(default)]
+    pub r#for: Period,
+}
+
+/// Fires when the value is strictly above `above` for `for`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Above {
+    pub above: f64,
+    #[serde(default)]
+    pub r#for: Period,
+}
+
+/// Fires when the value is at least `atLeast` for `for`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AtLeast {
+    pub at_least: i64,
+    #[serde(default)]
+    pub r#for: Period,
+}
+
+/// Holds when the value is at most `atMost`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AtMost {
+    pub at_most: i64,
+}
+
+/// Holds when the ratio is strictly below `below`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RatioBelow {
+    pub below: f64,
+}
+
+/// The runbook's "≥3 planned PVCs while a node is at ≥22".
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PlannedBlockVolumes {
+    pub at_least: i64,
+    pub when_max_node_at_least: i64,
+    #[serde(default)]
+    pub r#for: Period,
+}
+
+/// Reported in status, metrics and alerts; never a reason to add a VM by themselves.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+pub struct Signals {
+    pub max_node_block_volumes: Option<AtLeast>,
+}
+
+impl Default for Signals {
+    fn default() -> Self {
+        Self {
+            max_node_block_volumes: Some(AtLeast {
+                at_least: 22,
+                r#for: Period::default(),
+            }),
+        }
+    }
+}
+
+/// Conditions that must all hold for `for` before a node is taken away.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+pub struct ScaleDown {
+    pub max_node_block_volumes: Option<AtMost>,
+    pub memory_request_ratio: Option<RatioBelow>,
+    pub memory_limit_ratio: Option<RatioBelow>,
+    pub r#for: Period,
+    pub action: ScaleDownAction,
+}
+
+impl Default for ScaleDown {
+    fn default() -> Self {
+        Self {
+            max_node_block_volumes: Some(AtMost { at_most: 20 }),
+            memory_request_ratio: Some(RatioBelow { below: 0.70 }),
+            memory_limit_ratio: Some(RatioBelow { below: 0.95 }),
+            r#for: Period(Duration::from_secs(720 * 3600)),
+            action: ScaleDownAction::Shutdown,
+        }
+    }
+}
+
+/// The Proxmox VE endpoint and how new workers are made.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Proxmox {
+    pub url: String,
+    #[serde(default = "default_token_file")]
+    pub token_file: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
+    #[serde(default)]
+    pub hosts: Vec<ProxmoxHost>,
+    #[serde(default)]
+    pub vm: VmShape,
+    #[serde(default = "default_max_nodes")]
+    pub max_nodes: u32,
+    #[serde(default = "default_host_reserve")]
+    pub host_memory_reserve_mi_b: u64,
+    #[serde(default = "default_join_timeout")]
+    pub join_timeout: Period,
+}
+
+fn default_token_file() -> String {
+    "/var/run/secrets/headroom/pve-token".into()
+}
+fn default_max_nodes() -> u32 {
+    10
+}
+fn default_host_reserve() -> u64 {
+    2048
+}
+fn default_join_timeout() -> Period {
+    Period(Duration::from_secs(15 * 60))
+}
+
+/// A PVE node that may host new workers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ProxmoxHost {
+    pub name: String,
+    pub template: u32,
+    pub storage: String,
+}
+
+/// The size and naming of a new worker VM.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+pub struct VmShape {
+    pub cores: u32,
+    #[serde(rename = "memoryMiB")]
+    pub memory_mib: u64,
+    pub name_pattern: String,
+    pub vmid_range: [u32; 2],
+    pub tags: Vec<String>,
+}
+
+impl Default for VmShape {
+    fn default() -> Self {
+        Self {
+            cores: 8,
+            memory_mib: 32768,
+            name_pattern: "k8s-node{n}".into(),
+            vmid_range: [207, 299],
+            tags: vec!["headroom".into()],
+        }
+    }
+}
+
+impl Config {
+    /// Loads a config file, or the defaults when `path` is `None`.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let Some(path) = path else {
+            return Ok(Self::default());
+        };
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            file: file.clone(),
+            source,
+        })?;
+        Self::parse(&file, &text)
+    }
+
+    /// Parses config text; `file` only names the source in errors.
+    pub fn parse(file: &str, text: &str) -> Result<Self, ConfigError> {
+        let value: serde_json::Value = if text.trim().is_empty() {
+            serde_json::Value::Object(Default::default())
+        } else {
+            serde_saphyr::from_str(text).map_err(|e| ConfigError::Syntax {
+                file: file.into(),
+                reason: first_line(&e.to_string()),
+            })?
+        };
+        let config: Config = serde_path_to_error::deserialize(value).map_err(|e| ConfigError::Key {
+            file: file.into(),
+            key: e.path().to_string(),
+            reason: e.inner().to_string(),
+        })?;
+        config.check().map_err(|(key, reason)| ConfigError::Key {
+            file: file.into(),
+            key,
+            reason,
+        })?;
+        Ok(config)
+    }
+
+    /// Cross-key rules serde cannot express.
+    fn check(&self) -> Result<(), (String, String)> {
+        let fail = |key: &str, reason: String| Err((key.to_owned(), reason));
+        if self.block_driver.is_empty() {
+            return fail("blockDriver", "must not be empty".into());
+        }
+        if self.soft_cap == 0 || self.soft_cap > self.hard_cap_default {
+            return fail(
+                "softCap",
+                format!(
+                    "must be between 1 and hardCapDefault ({}), got {}",
+                    self.hard_cap_default, self.soft_cap
+                ),
+            );
+        }
+        for (key, ratio) in [
+            (
+                "triggers.memoryRequestRatio.above",
+                self.triggers.memory_request_ratio.map(|t| t.above),
+            ),
+            (
+                "scaleDown.memoryRequestRatio.below",
+                self.scale_down.memory_request_ratio.map(|t| t.below),
+            ),
+            (
+                "scaleDown.memoryLimitRatio.below",
+                self.scale_down.memory_limit_ratio.map(|t| t.below),
+            ),
+        ] {
+            if let Some(r) = ratio
+                && !(r.is_finite() && r >= 0.0)
+            {
+                return fail(key, format!("must be a ratio ≥ 0 such as 0.9, got {r}"));
+            }
+        }
+        if let Some(p) = &self.proxmox {
+            if !p.url.starts_with("https://") {
+                return fail("proxmox.url", format!("must be an https:// URL, got {:?}", p.url));
+            }
+            if p.ca_file.is_some() && p.fingerprint.is_some() {
+                return fail(
+                    "proxmox.fingerprint",
+                    "set caFile or fingerprint, not both".into(),
+                );
+            }
+            if p.hosts.is_empty() {
+                return fail("proxmox.hosts", "at least one host is needed to provision".into());
+            }
+            let [lo, hi] = p.vm.vmid_range;
+            if lo < 100 || lo > hi {
+                return fail(
+                    "proxmox.vm.vmidRange",
+                    format!("must be [low, high] with 100 ≤ low ≤ high, got [{lo}, {hi}]"),
+                );
+            }
+            if !p.vm.name_pattern.contains("{n}") {
+                return fail("proxmox.vm.namePattern", "must contain {n}".into());
+            }
+        }
+        Ok(())
+    }
+
+    /// The effective config as YAML, defaults filled in.
+    pub fn to_yaml(&self) -> String {
+        serde_saphyr::to_string(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+    }
+}
+
+fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or_default().to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_the_documented_defaults() {
+        let c = Config::parse("c.yaml", "").unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.soft_cap, 24);
+        assert_eq!(c.hard_cap_default, 29);
+        assert_eq!(c.scale_down.r#for.to_string(), "720h");
+    }
+
+    #[test]
+    fn the_interface_example_parses() {
+        let text = r#"
+blockDriver: csi.proxmox.sinextra.dev
+softCap: 24
+hardCapDefault: 29
+enforcement: deny
+excludedNamespaces: [kube-system, kube-node-lease]
+triggers:
+  freeBlockSlots: {below: 4, for: 0s}
+  memoryRequestRatio: {above: 0.90, for: 0s}
+  plannedBlockVolumes: {atLeast: 3, whenMaxNodeAtLeast: 22}
+signals:
+  maxNodeBlockVolumes: {atLeast: 22}
+scaleDown:
+  maxNodeBlockVolumes: {atMost: 20}
+  memoryRequestRatio: {below: 0.70}
+  memoryLimitRatio: {below: 0.95}
+  for: 720h
+  action: shutdown
+proxmox:
+  url: https://pve.example:8006
+  tokenFile: /var/run/secrets/headroom/pve-token
+  caFile: /etc/headroom/pve-ca.pem
+  hosts:
+    - name: pve
+      template: 2000
+      storage: local-lvm
+  vm: {cores: 8, memoryMiB: 32768, namePattern: "k8s-node{n}", vmidRange: [207, 299], tags: [headroom]}
+  maxNodes: 10
+  hostMemoryReserveMiB: 2048
+  joinTimeout: 15m
+"#;
+        let c = Config::parse("c.yaml", text).unwrap();
+        assert_eq!(c.enforcement, Enforcement::Deny);
+        let p = c.proxmox.as_ref().unwrap();
+        assert_eq!(p.vm.memory_mib, 32768);
+        assert_eq!(p.join_timeout, Period(Duration::from_secs(900)));
+        // The effective config reads back to itself.
+        assert_eq!(Config::parse("again", &c.to_yaml()).unwrap(), c);
+    }
+
+    #[test]
+    fn a_null_trigger_is_disabled() {
+        let c = Config::parse("c.yaml", "triggers: {memoryRequestRatio: null}").unwrap();
+        assert!(c.triggers.memory_request_ratio.is_none());
+        assert!(c.triggers.free_block_slots.is_some());
+    }
+
+    #[test]
+    fn errors_name_the_file_and_the_key() {
+        let cases = [
+            ("softcap: 3", "`.`", "unknown field `softcap`"),
+            ("softCap: many", "`softCap`", "invalid type"),
+            (
+                "triggers: {freeBlockSlots: {below: 4, fro: 1s}}",
+                "`triggers.freeBlockSlots`",
+                "unknown field `fro`",
+            ),
+            ("scaleDown: {for: soon}", "`scaleDown.for`", "invalid duration"),
+            ("enforcement: maybe", "`enforcement`", "unknown variant"),
+            ("softCap: 40", "`softCap`", "between 1 and hardCapDefault"),
+            (
+                "proxmox: {url: http://pve:8006, hosts: [{name: a, template: 1, storage: s}]}",
+                "`proxmox.url`",
+                "https",
+            ),
+        ];
+        for (text, key, reason) in cases {
+            let err = Config::parse("cfg.yaml", text).unwrap_err().to_string();
+            assert!(err.starts_with("cfg.yaml: key "), "{text}: {err}");
+            assert!(err.contains(key), "{text}: want key {key} in {err}");
+            assert!(err.contains(reason), "{text}: want {reason:?} in {err}");
+        }
+    }
+
+    #[test]
+    fn broken_yaml_is_a_syntax_error() {
+        let err = Config::parse("cfg.yaml", "softCap: [1,").unwrap_err();
+        assert!(matches!(err, ConfigError::Syntax { .. }), "{err}");
+    }
+
+    #[test]
+    fn periods_render_compactly() {
+        for (secs, text) in [
+            (0, "0s"),
+            (90, "1m30s"),
+            (900, "15m"),
+            (2_592_000, "720h"),
+            (5400, "1h30m"),
+        ] {
+            assert_eq!(Period(Duration::from_secs(secs)).to_string(), text);
+        }
+    }
+}

@@ -1,0 +1,7 @@
+//! Decisions: pure functions from a cluster state (and `now` as a value) to an answer.
+//!
+//! Nothing under this module performs I/O, reads the clock or touches a client; the compiler
+//! keeps it that way because none of those crates is imported here.
+
+pub mod accounting;
+pub mod projection;

@@ -1,0 +1,314 @@
+//! The cluster index: trimmed objects kept in memory, fed by watch events or a snapshot file.
+//!
+//! `ClusterState` is plain data changed only through `apply`, `delete` and `reset`, so it is
+//! tested without streams. `SharedIndex` wraps it for the server: writers are the watch tasks,
+//! readers take the latest `ClusterView` (the accounting), which is rebuilt once per change
+//! batch instead of once per request.
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    sync::{Arc, RwLock},
+};
+
+use crate::model::{
+    AttachmentInfo, ClaimInfo, CsiNodeInfo, NodeInfo, NsName, PodInfo, StorageClassInfo, VolumeInfo,
+};
+
+/// The kinds headroom watches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Kind {
+    Node,
+    CsiNode,
+    StorageClass,
+    PersistentVolume,
+    PersistentVolumeClaim,
+    Pod,
+    VolumeAttachment,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 7] = [
+        Kind::Node,
+        Kind::CsiNode,
+        Kind::StorageClass,
+        Kind::PersistentVolume,
+        Kind::PersistentVolumeClaim,
+        Kind::Pod,
+        Kind::VolumeAttachment,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Node => "Node",
+            Kind::CsiNode => "CSINode",
+            Kind::StorageClass => "StorageClass",
+            Kind::PersistentVolume => "PersistentVolume",
+            Kind::PersistentVolumeClaim => "PersistentVolumeClaim",
+            Kind::Pod => "Pod",
+            Kind::VolumeAttachment => "VolumeAttachment",
+        }
+    }
+}
+
+/// One trimmed object of any watched kind.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Object {
+    Node(NodeInfo),
+    CsiNode(CsiNodeInfo),
+    StorageClass(StorageClassInfo),
+    Volume(VolumeInfo),
+    Claim(ClaimInfo),
+    Pod(PodInfo),
+    Attachment(AttachmentInfo),
+}
+
+impl Object {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Object::Node(_) => Kind::Node,
+            Object::CsiNode(_) => Kind::CsiNode,
+            Object::StorageClass(_) => Kind::StorageClass,
+            Object::Volume(_) => Kind::PersistentVolume,
+            Object::Claim(_) => Kind::PersistentVolumeClaim,
+            Object::Pod(_) => Kind::Pod,
+            Object::Attachment(_) => Kind::VolumeAttachment,
+        }
+    }
+}
+
+/// Identifies an object for deletion without needing its content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectKey {
+    pub kind: Kind,
+    pub namespace: String,
+    pub name: String,
+}
+
+impl Object {
+    /// The key this object is stored under.
+    pub fn key(&self) -> ObjectKey {
+        let (namespace, name) = match self {
+            Object::Node(o) => (String::new(), o.name.clone()),
+            Object::CsiNode(o) => (String::new(), o.name.clone()),
+            Object::StorageClass(o) => (String::new(), o.name.clone()),
+            Object::Volume(o) => (String::new(), o.name.clone()),
+            Object::Claim(o) => (o.namespace.clone(), o.name.clone()),
+            Object::Pod(o) => (o.namespace.clone(), o.name.clone()),
+            Object::Attachment(o) => (String::new(), o.name.clone()),
+        };
+        ObjectKey {
+            kind: self.kind(),
+            namespace,
+            name,
+        }
+    }
+}
+
+/// Every watched object, keyed by name (cluster-scoped) or namespace/name.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ClusterState {
+    pub nodes: BTreeMap<String, NodeInfo>,
+    pub csi_nodes: HashMap<String, CsiNodeInfo>,
+    pub storage_classes: HashMap<String, StorageClassInfo>,
+    pub volumes: HashMap<String, VolumeInfo>,
+    pub claims: HashMap<NsName, ClaimInfo>,
+    pub pods: HashMap<NsName, PodInfo>,
+    pub attachments: HashMap<String, AttachmentInfo>,
+}
+
+impl ClusterState {
+    /// Builds a state from a list of objects (a snapshot file).
+    pub fn from_objects(objects: impl IntoIterator<Item = Object>) -> Self {
+        let mut state = Self::default();
+        for o in objects {
+            state.apply(o);
+        }
+        state
+    }
+
+    /// Adds or replaces an object.
+    pub fn apply(&mut self, object: Object) {
+        match object {
+            Object::Node(o) => {
+                self.nodes.insert(o.name.clone(), o);
+            }
+            Object::CsiNode(o) => {
+                self.csi_nodes.insert(o.name.clone(), o);
+            }
+            Object::StorageClass(o) => {
+                self.storage_classes.insert(o.name.clone(), o);
+            }
+            Object::Volume(o) => {
+                self.volumes.insert(o.name.clone(), o);
+            }
+            Object::Claim(o) => {
+                self.claims.insert((o.namespace.clone(), o.name.clone()), o);
+            }
+            Object::Pod(o) => {
+                self.pods.insert((o.namespace.clone(), o.name.clone()), o);
+            }
+            Object::Attachment(o) => {
+                self.attachments.insert(o.name.clone(), o);
+            }
+        }
+    }
+
+    /// Removes an object; removing one that is not there is not an error (watches repeat).
+    pub fn delete(&mut self, key: &ObjectKey) {
+        let name = &key.name;
+        let namespaced = || (key.namespace.clone(), key.name.clone());
+        match key.kind {
+            Kind::Node => drop(self.nodes.remove(name)),
+            Kind::CsiNode => drop(self.csi_nodes.remove(name)),
+            Kind::StorageClass => drop(self.storage_classes.remove(name)),
+            Kind::PersistentVolume => drop(self.volumes.remove(name)),
+            Kind::PersistentVolumeClaim => drop(self.claims.remove(&namespaced())),
+            Kind::Pod => drop(self.pods.remove(&namespaced())),
+            Kind::VolumeAttachment => drop(self.attachments.remove(name)),
+        }
+    }
+
+    /// Replaces every object of `kind` with `objects` (a relist): what was deleted while the
+    /// watch was down disappears.
+    pub fn reset(&mut self, kind: Kind, objects: Vec<Object>) {
+        match kind {
+            Kind::Node => self.nodes.clear(),
+            Kind::CsiNode => self.csi_nodes.clear(),
+            Kind::StorageClass => self.storage_classes.clear(),
+            Kind::PersistentVolume => self.volumes.clear(),
+            Kind::PersistentVolumeClaim => self.claims.clear(),
+            Kind::Pod => self.pods.clear(),
+            Kind::VolumeAttachment => self.attachments.clear(),
+        }
+        for o in objects.into_iter().filter(|o| o.kind() == kind) {
+            self.apply(o);
+        }
+    }
+}
+
+/// The index shared between the watch tasks (writers) and the handlers (readers).
+#[derive(Clone, Default)]
+pub struct SharedIndex {
+    inner: Arc<RwLock<IndexInner>>,
+}
+
+#[derive(Default)]
+struct IndexInner {
+    state: ClusterState,
+    synced: BTreeSet<Kind>,
+    generation: u64,
+}
+
+impl SharedIndex {
+    /// An index already holding `state`, every kind synced (snapshot mode).
+    pub fn from_state(state: ClusterState) -> Self {
+        let index = Self::default();
+        {
+            let mut inner = index.write();
+            inner.state = state;
+            inner.synced = Kind::ALL.into_iter().collect();
+        }
+        index
+    }
+
+    // A poisoned lock means a writer panicked mid-update; the maps are still structurally
+    // valid, so keep serving rather than cascade the panic into every handler.
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, IndexInner> {
+        self.inner.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, IndexInner> {
+        self.inner.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn apply(&self, object: Object) {
+        let mut inner = self.write();
+        inner.state.apply(object);
+        inner.generation += 1;
+    }
+
+    pub fn delete(&self, key: &ObjectKey) {
+        let mut inner = self.write();
+        inner.state.delete(key);
+        inner.generation += 1;
+    }
+
+    /// A completed relist of `kind`; marks it synced.
+    pub fn reset(&self, kind: Kind, objects: Vec<Object>) {
+        let mut inner = self.write();
+        inner.state.reset(kind, objects);
+        inner.synced.insert(kind);
+        inner.generation += 1;
+    }
+
+    /// True once every kind has listed at least once.
+    pub fn is_synced(&self) -> bool {
+        self.read().synced.len() == Kind::ALL.len()
+    }
+
+    /// Kinds not yet listed.
+    pub fn unsynced(&self) -> Vec<Kind> {
+        let inner = self.read();
+        Kind::ALL
+            .into_iter()
+            .filter(|k| !inner.synced.contains(k))
+            .collect()
+    }
+
+    /// Bumped on every change; lets readers skip rebuilding an unchanged view.
+    pub fn generation(&self) -> u64 {
+        self.read().generation
+    }
+
+    /// Runs `f` on the current state under the read lock.
+    pub fn with_state<T>(&self, f: impl FnOnce(&ClusterState, u64) -> T) -> T {
+        let inner = self.read();
+        f(&inner.state, inner.generation)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(name: &str) -> Object {
+        Object::Node(NodeInfo {
+            name: name.into(),
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn reset_drops_objects_deleted_while_disconnected() {
+        let mut s = ClusterState::default();
+        s.apply(node("a"));
+        s.apply(node("b"));
+        s.apply(Object::Attachment(AttachmentInfo {
+            name: "va".into(),
+            ..Default::default()
+        }));
+        s.reset(Kind::Node, vec![node("b"), node("c")]);
+        assert_eq!(s.nodes.keys().collect::<Vec<_>>(), ["b", "c"]);
+        assert_eq!(s.attachments.len(), 1, "a reset touches only its own kind");
+    }
+
+    #[test]
+    fn delete_of_a_missing_object_is_harmless() {
+        let mut s = ClusterState::default();
+        s.delete(&node("ghost").key());
+        s.apply(node("a"));
+        s.delete(&node("a").key());
+        assert!(s.nodes.is_empty());
+    }
+
+    #[test]
+    fn synced_only_when_every_kind_listed() {
+        let index = SharedIndex::default();
+        for kind in Kind::ALL {
+            assert!(!index.is_synced());
+            index.reset(kind, vec![]);
+        }
+        assert!(index.is_synced());
+        assert!(index.unsynced().is_empty());
+    }
+}

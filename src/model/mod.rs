@@ -1,0 +1,342 @@
+//! The cluster as the decisions see it: Kubernetes objects trimmed to the fields headroom reads.
+//!
+//! Conversions from k8s-openapi types live here so that the watch path and the snapshot path
+//! trim identically. A trimmed object keeps no managedFields, annotations or status it does not
+//! need, which is what keeps the index small at 150,000 pods.
+
+pub mod quantity;
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::{
+    core::v1::{Container, Node, PersistentVolume, PersistentVolumeClaim, Pod},
+    storage::v1::{CSINode, StorageClass, VolumeAttachment},
+};
+use quantity::QuantityError;
+use serde::{Deserialize, Serialize};
+
+/// A namespaced name, `namespace/name`.
+pub type NsName = (String, String);
+
+/// The resource name the webhook adds to pods that mount block claims.
+pub const BLOCK_VOLUMES_RESOURCE: &str = "headroom.io/block-volumes";
+
+/// A node with what schedulability and capacity need.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct NodeInfo {
+    pub name: String,
+    pub ready: bool,
+    pub unschedulable: bool,
+    /// Taints with effect NoSchedule or NoExecute (they make the node unschedulable).
+    pub hard_taints: Vec<String>,
+    pub memory_allocatable: i64,
+    pub cpu_allocatable_millis: i64,
+    /// Allocatable `nvidia.com/gpu`, or 1 when only the GPU-present label is set.
+    pub gpus: i64,
+    pub provider_id: Option<String>,
+}
+
+/// The block driver's published attach limit on one node (the hard cap).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct CsiNodeInfo {
+    pub name: String,
+    /// driver name → `allocatable.count` (None when the driver publishes no count).
+    pub drivers: BTreeMap<String, Option<i64>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct StorageClassInfo {
+    pub name: String,
+    pub provisioner: String,
+    pub is_default: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct VolumeInfo {
+    pub name: String,
+    pub csi_driver: Option<String>,
+    pub volume_handle: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ClaimInfo {
+    pub namespace: String,
+    pub name: String,
+    pub storage_class: Option<String>,
+    /// The bound PV (`spec.volumeName`).
+    pub volume_name: Option<String>,
+    pub phase: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct PodInfo {
+    pub namespace: String,
+    pub name: String,
+    pub node_name: Option<String>,
+    /// Succeeded or Failed: holds no resources and no volumes.
+    pub terminal: bool,
+    /// Claim names in the pod's namespace, generic ephemeral volumes included.
+    pub claims: Vec<String>,
+    /// Effective requests as kube-scheduler computes them.
+    pub memory_request: i64,
+    pub memory_limit: i64,
+    pub cpu_request_millis: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct AttachmentInfo {
+    pub name: String,
+    pub attacher: String,
+    pub node_name: String,
+    pub pv_name: Option<String>,
+    /// Set for inline (migrated) volumes, which have no PV object.
+    pub inline_handle: Option<String>,
+    pub attached: bool,
+    pub detaching: bool,
+}
+
+fn is_true(s: &str) -> bool {
+    s.eq_ignore_ascii_case("true")
+}
+
+type Quantities = BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>;
+
+/// The quantity under `key` (0 when absent); a malformed one is an error naming the key.
+fn quantity(map: Option<&Quantities>, key: &str, scale: u32) -> Result<i64, QuantityError> {
+    match map.and_then(|m| m.get(key)) {
+        None => Ok(0),
+        Some(q) => quantity::parse_scaled(&q.0, scale).map_err(|e| QuantityError(format!("{key}: {}", e.0))),
+    }
+}
+
+impl TryFrom<&Node> for NodeInfo {
+    type Error = QuantityError;
+
+    fn try_from(node: &Node) -> Result<Self, QuantityError> {
+        let spec = node.spec.as_ref();
+        let status = node.status.as_ref();
+        let ready = status
+            .and_then(|s| s.conditions.as_ref())
+            .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
+            .is_some_and(|c| c.status == "True");
+        let hard_taints = spec
+            .and_then(|s| s.taints.as_ref())
+            .into_iter()
+            .flatten()
+            .filter(|t| t.effect == "NoSchedule" || t.effect == "NoExecute")
+            .map(|t| format!("{}:{}", t.key, t.effect))
+            .collect();
+        let allocatable = status.and_then(|s| s.allocatable.as_ref().or(s.capacity.as_ref()));
+        let gpu_label = node
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("nvidia.com/gpu.present"))
+            .is_some_and(|v| is_true(v));
+        let gpus = quantity(allocatable, "nvidia.com/gpu", 1)?.max(i64::from(gpu_label));
+        Ok(NodeInfo {
+            name: node.metadata.name.clone().unwrap_or_default(),
+            ready,
+            unschedulable: spec.and_then(|s| s.unschedulable).unwrap_or(false),
+            hard_taints,
+            memory_allocatable: quantity(allocatable, "memory", 1)?,
+            cpu_allocatable_millis: quantity(allocatable, "cpu", 1000)?,
+            gpus,
+            provider_id: spec.and_then(|s| s.provider_id.clone()),
+        })
+    }
+}
+
+impl From<&CSINode> for CsiNodeInfo {
+    fn from(n: &CSINode) -> Self {
+        let drivers = n
+            .spec
+            .drivers
+            .iter()
+            .map(|d| {
+                (
+                    d.name.clone(),
+                    d.allocatable.as_ref().and_then(|a| a.count).map(i64::from),
+                )
+            })
+            .collect();
+        CsiNodeInfo {
+            name: n.metadata.name.clone().unwrap_or_default(),
+            drivers,
+        }
+    }
+}
+
+impl From<&StorageClass> for StorageClassInfo {
+    fn from(sc: &StorageClass) -> Self {
+        let annotations = sc.metadata.annotations.as_ref();
+        let is_default = [
+            "storageclass.kubernetes.io/is-default-class",
+            "storageclass.beta.kubernetes.io/is-default-class",
+        ]
+        .iter()
+        .any(|k| annotations.and_then(|a| a.get(*k)).is_some_and(|v| is_true(v)));
+        StorageClassInfo {
+            name: sc.metadata.name.clone().unwrap_or_default(),
+            provisioner: sc.provisioner.clone(),
+            is_default,
+        }
+    }
+}
+
+impl From<&PersistentVolume> for VolumeInfo {
+    fn from(pv: &PersistentVolume) -> Self {
+        let csi = pv.spec.as_ref().and_then(|s| s.csi.as_ref());
+        VolumeInfo {
+            name: pv.metadata.name.clone().unwrap_or_default(),
+            csi_driver: csi.map(|c| c.driver.clone()),
+            volume_handle: csi.map(|c| c.volume_handle.clone()),
+        }
+    }
+}
+
+impl From<&PersistentVolumeClaim> for ClaimInfo {
+    fn from(pvc: &PersistentVolumeClaim) -> Self {
+        let spec = pvc.spec.as_ref();
+        ClaimInfo {
+            namespace: pvc.metadata.namespace.clone().unwrap_or_default(),
+            name: pvc.metadata.name.clone().unwrap_or_default(),
+            storage_class: spec.and_then(|s| s.storage_class_name.clone()),
+            volume_name: spec.and_then(|s| s.volume_name.clone()).filter(|v| !v.is_empty()),
+            phase: pvc
+                .status
+                .as_ref()
+                .and_then(|s| s.phase.clone())
+                .unwrap_or_else(|| "Pending".into()),
+        }
+    }
+}
+
+impl From<&VolumeAttachment> for AttachmentInfo {
+    fn from(va: &VolumeAttachment) -> Self {
+        let inline = va
+            .spec
+            .source
+            .inline_volume_spec
+            .as_ref()
+            .and_then(|s| s.csi.as_ref());
+        AttachmentInfo {
+            name: va.metadata.name.clone().unwrap_or_default(),
+            attacher: va.spec.attacher.clone(),
+            node_name: va.spec.node_name.clone(),
+            pv_name: va.spec.source.persistent_volume_name.clone(),
+            inline_handle: inline.map(|c| c.volume_handle.clone()),
+            attached: va.status.as_ref().is_some_and(|s| s.attached),
+            detaching: va.metadata.deletion_timestamp.is_some(),
+        }
+    }
+}
+
+/// Memory and CPU of one container: (memory request, memory limit, cpu request millis).
+/// The API server defaults a missing request to the limit, so a limit-only container requests it.
+fn container_resources(c: &Container) -> Result<Resources, QuantityError> {
+    let r = c.resources.as_ref();
+    let requests = r.and_then(|r| r.requests.as_ref());
+    let limits = r.and_then(|r| r.limits.as_ref());
+    let requested = |key| requests.is_some_and(|m| m.contains_key(key));
+    let mem_limit = quantity(limits, "memory", 1)?;
+    let mem_request = if requested("memory") {
+        quantity(requests, "memory", 1)?
+    } else {
+        mem_limit
+    };
+    let cpu = if requested("cpu") {
+        quantity(requests, "cpu", 1000)?
+    } else {
+        quantity(limits, "cpu", 1000)?
+    };
+    // A container without a memory limit counts what it requests towards the limit ratio.
+    Ok((
+        mem_request,
+        if mem_limit > 0 { mem_limit } else { mem_request },
+        cpu,
+    ))
+}
+
+/// (memory request bytes, memory limit bytes, cpu request millicores).
+pub type Resources = (i64, i64, i64);
+
+/// A pod's effective resources as kube-scheduler computes them (`resource.PodRequests`):
+/// the larger of the containers' sum and each init container's peak, where restartable
+/// (sidecar) init containers keep running and add to everything after them; plus overhead.
+pub fn pod_resources(pod: &Pod) -> Result<Resources, QuantityError> {
+    let Some(spec) = pod.spec.as_ref() else {
+        return Ok((0, 0, 0));
+    };
+    let add = |a: Resources, b: Resources| (a.0 + b.0, a.1 + b.1, a.2 + b.2);
+    let max = |a: Resources, b: Resources| (a.0.max(b.0), a.1.max(b.1), a.2.max(b.2));
+    let mut sum = (0, 0, 0);
+    for c in &spec.containers {
+        sum = add(sum, container_resources(c)?);
+    }
+    let mut sidecars = (0, 0, 0);
+    let mut init_peak = (0, 0, 0);
+    for c in spec.init_containers.iter().flatten() {
+        let r = container_resources(c)?;
+        if c.restart_policy.as_deref() == Some("Always") {
+            sidecars = add(sidecars, r);
+            init_peak = max(init_peak, sidecars);
+        } else {
+            init_peak = max(init_peak, add(r, sidecars));
+        }
+    }
+    sum = add(sum, sidecars);
+    let mut total = max(sum, init_peak);
+    if let Some(overhead) = spec.overhead.as_ref() {
+        let mem = quantity(Some(overhead), "memory", 1)?;
+        total = add(total, (mem, mem, quantity(Some(overhead), "cpu", 1000)?));
+    }
+    Ok(total)
+}
+
+/// The claim names a pod mounts: PVC volumes and generic ephemeral volumes (`<pod>-<volume>`).
+pub fn pod_claims(pod: &Pod) -> Vec<String> {
+    let pod_name = pod.metadata.name.as_deref().unwrap_or_default();
+    let mut claims: Vec<String> = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.volumes.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|v| match (&v.persistent_volume_claim, &v.ephemeral) {
+            (Some(pvc), _) => Some(pvc.claim_name.clone()),
+            (None, Some(_)) => Some(format!("{pod_name}-{}", v.name)),
+            _ => None,
+        })
+        .collect();
+    claims.sort();
+    claims.dedup();
+    claims
+}
+
+impl TryFrom<&Pod> for PodInfo {
+    type Error = QuantityError;
+
+    fn try_from(pod: &Pod) -> Result<Self, QuantityError> {
+        let phase = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.phase.as_deref())
+            .unwrap_or("Pending");
+        let (memory_request, memory_limit, cpu_request_millis) = pod_resources(pod)?;
+        Ok(PodInfo {
+            namespace: pod.metadata.namespace.clone().unwrap_or_default(),
+            name: pod.metadata.name.clone().unwrap_or_default(),
+            node_name: pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.node_name.clone())
+                .filter(|n| !n.is_empty()),
+            terminal: phase == "Succeeded" || phase == "Failed",
+            claims: pod_claims(pod),
+            memory_request,
+            memory_limit,
+            cpu_request_millis,
+        })
+    }
+}

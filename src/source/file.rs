@@ -1,0 +1,207 @@
+//! The snapshot file: a kubectl `List` (YAML or JSON), multi-document YAML, or one object.
+//!
+//! Objects of kinds headroom does not read are skipped; a malformed object of a kind it does
+//! read is an error naming the object, because silently dropping a Pod would skew the counts.
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use super::Watched;
+use crate::index::{ClusterState, Kind, Object};
+
+/// A snapshot that could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("{file}: cannot read: {source}")]
+    Read {
+        file: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{file}: not valid YAML or JSON: {reason}")]
+    Syntax { file: String, reason: String },
+    #[error("{file}: {object}: {reason}")]
+    Object {
+        file: String,
+        object: String,
+        reason: String,
+    },
+}
+
+/// Reads a snapshot file into a cluster state.
+pub fn load(path: &Path) -> Result<ClusterState, SnapshotError> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| SnapshotError::Read {
+        file: file.clone(),
+        source,
+    })?;
+    parse(&file, &text)
+}
+
+/// Parses snapshot text; `file` names the source in errors.
+pub fn parse(file: &str, text: &str) -> Result<ClusterState, SnapshotError> {
+    let syntax = |reason: String| SnapshotError::Syntax {
+        file: file.into(),
+        reason,
+    };
+    let documents: Vec<Value> = if text.trim_start().starts_with('{') {
+        vec![serde_json::from_str(text).map_err(|e| syntax(e.to_string()))?]
+    } else {
+        serde_saphyr::from_multiple(text)
+            .map_err(|e| syntax(e.to_string().lines().next().unwrap_or_default().to_owned()))?
+    };
+    let mut objects = Vec::new();
+    for (d, doc) in documents.into_iter().enumerate() {
+        match doc {
+            Value::Null => continue,
+            Value::Object(ref map)
+                if map
+                    .get("kind")
+                    .and_then(Value::as_str)
+                    .is_some_and(|k| k.ends_with("List")) =>
+            {
+                let items = match map.get("items") {
+                    Some(Value::Array(items)) => items.clone(),
+                    Some(Value::Null) | None => Vec::new(),
+                    Some(_) => {
+                        return Err(SnapshotError::Object {
+                            file: file.into(),
+                            object: format!("document {d}"),
+                            reason: "`items` is not a list".into(),
+                        });
+                    }
+                };
+                for (i, item) in items.into_iter().enumerate() {
+                    objects.extend(decode(file, &format!("items[{i}]"), item)?);
+                }
+            }
+            other => objects.extend(decode(file, &format!("document {d}"), other)?),
+        }
+    }
+    Ok(ClusterState::from_objects(objects))
+}
+
+/// Decodes one object; `Ok(None)` for kinds headroom does not read.
+fn decode(file: &str, position: &str, value: Value) -> Result<Option<Object>, SnapshotError> {
+    let fail = |object: String, reason: String| SnapshotError::Object {
+        file: file.into(),
+        object,
+        reason,
+    };
+    let Value::Object(map) = &value else {
+        return Err(fail(position.into(), "not an object".into()));
+    };
+    let kind = map
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let meta = map.get("metadata");
+    let name = meta
+        .and_then(|m| m.get("name"))
+        .and_then(Value::as_str)
+        .unwrap_or("?");
+    let described = match meta.and_then(|m| m.get("namespace")).and_then(Value::as_str) {
+        Some(ns) => format!("{position} ({kind} {ns}/{name})"),
+        None => format!("{position} ({kind} {name})"),
+    };
+    let kind = match kind.as_str() {
+        "Node" => Kind::Node,
+        "CSINode" => Kind::CsiNode,
+        "StorageClass" => Kind::StorageClass,
+        "PersistentVolume" => Kind::PersistentVolume,
+        "PersistentVolumeClaim" => Kind::PersistentVolumeClaim,
+        "Pod" => Kind::Pod,
+        "VolumeAttachment" => Kind::VolumeAttachment,
+        "" => return Err(fail(described, "has no `kind`".into())),
+        _ => return Ok(None),
+    };
+    if name == "?" {
+        return Err(fail(described, "has no `metadata.name`".into()));
+    }
+    fn typed<K: Watched>(value: Value) -> Result<Object, String> {
+        let obj: K =
+            serde_path_to_error::deserialize(value).map_err(|e| format!("`{}`: {}", e.path(), e.inner()))?;
+        obj.trim().map_err(|e| e.to_string())
+    }
+    use k8s_openapi::api::{core::v1 as core, storage::v1 as storage};
+    let object = match kind {
+        Kind::Node => typed::<core::Node>(value),
+        Kind::CsiNode => typed::<storage::CSINode>(value),
+        Kind::StorageClass => typed::<storage::StorageClass>(value),
+        Kind::PersistentVolume => typed::<core::PersistentVolume>(value),
+        Kind::PersistentVolumeClaim => typed::<core::PersistentVolumeClaim>(value),
+        Kind::Pod => typed::<core::Pod>(value),
+        Kind::VolumeAttachment => typed::<storage::VolumeAttachment>(value),
+    }
+    .map_err(|reason| fail(described, reason))?;
+    Ok(Some(object))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_three_formats_read_the_same() {
+        let list_yaml = r#"
+apiVersion: v1
+kind: List
+items:
+- {apiVersion: v1, kind: Node, metadata: {name: a}}
+- {apiVersion: v1, kind: ConfigMap, metadata: {name: ignored, namespace: x}}
+- {apiVersion: v1, kind: Pod, metadata: {name: p, namespace: x}, spec: {containers: []}}
+"#;
+        let multi = "apiVersion: v1\nkind: Node\nmetadata: {name: a}\n---\nkind: Pod\napiVersion: v1\nmetadata: {name: p, namespace: x}\nspec: {containers: []}\n";
+        let json = r#"{"kind":"List","apiVersion":"v1","items":[{"kind":"Node","apiVersion":"v1","metadata":{"name":"a"}},{"kind":"Pod","apiVersion":"v1","metadata":{"name":"p","namespace":"x"},"spec":{"containers":[]}}]}"#;
+        let a = parse("a", list_yaml).unwrap();
+        assert_eq!(a.nodes.len(), 1);
+        assert_eq!(a.pods.len(), 1);
+        assert_eq!(parse("b", multi).unwrap(), a);
+        assert_eq!(parse("c", json).unwrap(), a);
+    }
+
+    #[test]
+    fn a_malformed_object_is_named() {
+        let cases = [
+            (
+                "kind: List\nitems:\n- {kind: Pod, metadata: {name: web, namespace: shop}, spec: {containers: 3}}\n",
+                "items[0] (Pod shop/web)",
+                "spec.containers",
+            ),
+            (
+                "kind: Node\nmetadata: {name: n1}\nstatus: {allocatable: {memory: lots}}\n",
+                "document 0 (Node n1)",
+                "memory",
+            ),
+            (
+                "kind: List\nitems:\n- {kind: Node}\n",
+                "items[0] (Node ?)",
+                "metadata.name",
+            ),
+            (
+                "kind: List\nitems:\n- {metadata: {name: x}}\n",
+                "items[0]",
+                "kind",
+            ),
+        ];
+        for (text, object, reason) in cases {
+            let err = parse("snap.yaml", text).unwrap_err().to_string();
+            assert!(err.starts_with(&format!("snap.yaml: {object}")), "{err}");
+            assert!(err.contains(reason), "want {reason:?} in {err}");
+        }
+    }
+
+    #[test]
+    fn broken_syntax_is_reported() {
+        assert!(matches!(
+            parse("s", "kind: [List"),
+            Err(SnapshotError::Syntax { .. })
+        ));
+        assert!(matches!(
+            parse("s", "{\"kind\": "),
+            Err(SnapshotError::Syntax { .. })
+        ));
+    }
+}

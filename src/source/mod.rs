@@ -1,0 +1,52 @@
+//! Where cluster state comes from: a snapshot file or live watches, both trimmed the same way.
+
+pub mod file;
+pub mod live;
+
+use k8s_openapi::{
+    api::{
+        core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod},
+        storage::v1::{CSINode, StorageClass, VolumeAttachment},
+    },
+    serde::de::DeserializeOwned,
+};
+
+use crate::{
+    index::{Kind, Object},
+    model::quantity::QuantityError,
+};
+
+/// A Kubernetes type headroom watches, and how it is trimmed into the index.
+pub trait Watched:
+    kube::Resource<DynamicType = ()> + DeserializeOwned + Clone + std::fmt::Debug + Send + Sync + 'static
+{
+    const KIND: Kind;
+    fn trim(&self) -> Result<Object, QuantityError>;
+}
+
+macro_rules! watched {
+    ($ty:ty, $kind:ident, $variant:ident, try) => {
+        impl Watched for $ty {
+            const KIND: Kind = Kind::$kind;
+            fn trim(&self) -> Result<Object, QuantityError> {
+                Ok(Object::$variant(self.try_into()?))
+            }
+        }
+    };
+    ($ty:ty, $kind:ident, $variant:ident) => {
+        impl Watched for $ty {
+            const KIND: Kind = Kind::$kind;
+            fn trim(&self) -> Result<Object, QuantityError> {
+                Ok(Object::$variant(self.into()))
+            }
+        }
+    };
+}
+
+watched!(Node, Node, Node, try);
+watched!(Pod, Pod, Pod, try);
+watched!(CSINode, CsiNode, CsiNode);
+watched!(StorageClass, StorageClass, StorageClass);
+watched!(PersistentVolume, PersistentVolume, Volume);
+watched!(PersistentVolumeClaim, PersistentVolumeClaim, Claim);
+watched!(VolumeAttachment, VolumeAttachment, Attachment);

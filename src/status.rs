@@ -1,0 +1,250 @@
+//! The `status` report: the per-node table and the projection, as text or JSON.
+//!
+//! Built from a `ClusterView` and an `Evaluation`; rendering is pure so it is tested as text.
+
+use std::fmt::Write;
+
+use serde::Serialize;
+
+use crate::{
+    config::Config,
+    decide::{
+        accounting::{ClaimState, ClusterView, NodeUsage},
+        projection::{self, AdmittedDemand, Check, Evaluation, History, Incoming, Projection, VmCapacity},
+    },
+    model::quantity::Bytes,
+};
+
+/// What `status --output json` prints.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusReport {
+    pub nodes: Vec<NodeUsage>,
+    pub cluster: ClusterSummary,
+    pub triggers: Vec<Check>,
+    pub signals: Vec<Check>,
+    pub scale_down: Vec<Check>,
+    pub provisioner: ProvisionerSummary,
+}
+
+/// The cluster line.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterSummary {
+    pub free_block_slots: i64,
+    pub memory_request_ratio: f64,
+    pub memory_limit_ratio: f64,
+    pub block_volumes: i64,
+    pub room: i64,
+    pub pending_block_claims: i64,
+    pub dormant_block_claims: i64,
+    pub schedulable_nodes: usize,
+    pub max_node_block_volumes: i64,
+}
+
+/// What the provisioner would do on this projection.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProvisionerSummary {
+    /// `dry-run` without a `proxmox:` section, else `proxmox`.
+    pub mode: &'static str,
+    pub incoming_vms: i64,
+    /// VMs a scale-up would add now to stop every trigger (None: more than maxNodes allow).
+    pub vms_to_add: Option<i64>,
+}
+
+impl StatusReport {
+    /// Builds the report; `history` and `now` carry the `for:` durations between calls.
+    pub fn build(
+        view: &ClusterView,
+        config: &Config,
+        admitted: AdmittedDemand,
+        incoming: Incoming,
+        history: &mut History,
+        now: std::time::Instant,
+    ) -> Self {
+        let vm = VmCapacity::from_config(config);
+        let p: Projection = projection::project(view, admitted, incoming, vm);
+        let Evaluation {
+            triggers,
+            signals,
+            scale_down,
+        } = projection::evaluate(&p, config, history, now);
+        let limit = config.proxmox.as_ref().map_or(10, |p| i64::from(p.max_nodes));
+        let limit = (limit - view.nodes.len() as i64 - incoming.vms).max(0);
+        let vms_to_add = projection::vms_to_clear_triggers(view, admitted, incoming, vm, config, limit);
+        StatusReport {
+            nodes: view.nodes.clone(),
+            cluster: ClusterSummary {
+                free_block_slots: p.free_block_slots,
+                memory_request_ratio: p.memory_request_ratio,
+                memory_limit_ratio: p.memory_limit_ratio,
+                block_volumes: view.nodes.iter().map(|n| n.block_volumes).sum(),
+                room: p.room,
+                pending_block_claims: p.pending_block_claims,
+                dormant_block_claims: view
+                    .block_claims
+                    .values()
+                    .filter(|(_, s)| *s == ClaimState::Dormant)
+                    .count() as i64,
+                schedulable_nodes: view.schedulable().count(),
+                max_node_block_volumes: p.max_node_block_volumes,
+            },
+            triggers,
+            signals,
+            scale_down,
+            provisioner: ProvisionerSummary {
+                mode: if config.proxmox.is_some() {
+                    "proxmox"
+                } else {
+                    "dry-run"
+                },
+                incoming_vms: incoming.vms,
+                vms_to_add,
+            },
+        }
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+    }
+
+    /// The operator's table.
+    pub fn to_table(&self) -> String {
+        let mut out = String::new();
+        let name_w = self.nodes.iter().map(|n| n.name.len()).max().unwrap_or(4).max(4);
+        let bar_w = self
+            .nodes
+            .iter()
+            .map(|n| n.hard_cap.max(n.block_volumes))
+            .max()
+            .unwrap_or(0)
+            .clamp(0, 64) as usize;
+        let _ = writeln!(
+            out,
+            "{:name_w$}  {:>5}  {:>9}  {:bar_w$}  {:>26}  {:>3}  SCHEDULABLE",
+            "NODE",
+            "BLOCK",
+            "SOFT/HARD",
+            "LUNS",
+            "MEMORY REQUESTED",
+            "GPU",
+            bar_w = bar_w + 2
+        );
+        for n in &self.nodes {
+            let mem = format!(
+                "{} / {} {:>3.0}%",
+                short_gib(n.memory_requested_bytes),
+                short_gib(n.memory_allocatable_bytes),
+                percent(n.memory_requested_bytes, n.memory_allocatable_bytes)
+            );
+            let _ = writeln!(
+                out,
+                "{:name_w$}  {:>5}  {:>9}  {}  {:>26}  {:>3}  {}",
+                n.name,
+                n.block_volumes,
+                format!("{}/{}", n.soft_cap, n.hard_cap),
+                bar(n, bar_w),
+                mem,
+                if n.gpus > 0 {
+                    n.gpus.to_string()
+                } else {
+                    "-".into()
+                },
+                sched_text(n),
+            );
+        }
+        let c = &self.cluster;
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "cluster: {} block volumes, fullest node {}; {} slots free under the soft cap on {} schedulable nodes, \
+             {} pending block claims ({} dormant) -> freeBlockSlots {}; memory requests {:.0}%, limits {:.0}%",
+            c.block_volumes,
+            c.max_node_block_volumes,
+            c.room,
+            c.schedulable_nodes,
+            c.pending_block_claims,
+            c.dormant_block_claims,
+            c.free_block_slots,
+            c.memory_request_ratio * 100.0,
+            c.memory_limit_ratio * 100.0,
+        );
+        section(&mut out, "triggers", &self.triggers, ["ok", "FIRING"]);
+        section(&mut out, "signals", &self.signals, ["ok", "FIRING"]);
+        section(
+            &mut out,
+            "scale-down conditions (all must hold)",
+            &self.scale_down,
+            ["not met", "met"],
+        );
+        let p = &self.provisioner;
+        let plan = match p.vms_to_add {
+            Some(0) => "no VM needed".to_owned(),
+            Some(n) => format!("would add {n} VM(s)"),
+            None => "triggers would still fire at maxNodes".to_owned(),
+        };
+        let _ = writeln!(
+            out,
+            "\nprovisioner: {} ({} incoming); {plan}",
+            p.mode, p.incoming_vms
+        );
+        out
+    }
+}
+
+fn sched_text(n: &NodeUsage) -> String {
+    match &n.unschedulable_reason {
+        None => "yes".to_owned(),
+        Some(r) => format!("no ({r})"),
+    }
+}
+
+/// `words` = [what a check that does not hold shows, what a sustained one shows].
+fn section(out: &mut String, title: &str, checks: &[Check], [idle, active]: [&str; 2]) {
+    if checks.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "\n{title}:");
+    let w = checks.iter().map(|c| c.name.len()).max().unwrap_or(0);
+    for c in checks {
+        let state = match (c.firing, c.sustained, c.held_for) {
+            (true, true, _) => active.to_owned(),
+            (true, false, Some(held)) => format!("held {held} of {}", c.r#for),
+            _ => idle.to_owned(),
+        };
+        let _ = writeln!(out, "  {:w$}  {:<18}  {}", c.name, state, c.reason);
+    }
+}
+
+/// `[#####.......|....]`: used LUNs as `#` (`!` past the soft cap), `|` at the soft cap.
+fn bar(n: &NodeUsage, width: usize) -> String {
+    let mut s = String::with_capacity(width + 3);
+    s.push('[');
+    for i in 0..width as i64 {
+        if i == n.soft_cap {
+            s.push('|');
+        }
+        s.push(match (i < n.block_volumes, i < n.soft_cap, i < n.hard_cap) {
+            (true, true, _) => '#',
+            (true, false, _) => '!',
+            (false, true, _) => '.',
+            (false, false, true) => ':',
+            (false, false, false) => ' ',
+        });
+    }
+    if n.soft_cap >= width as i64 {
+        s.push('|');
+    }
+    s.push(']');
+    s
+}
+
+fn short_gib(bytes: i64) -> String {
+    let s = Bytes(bytes).to_string();
+    s.trim_end_matches(" GiB").to_owned() + "Gi"
+}
+
+fn percent(a: i64, b: i64) -> f64 {
+    if b <= 0 { 0.0 } else { a as f64 * 100.0 / b as f64 }
+}

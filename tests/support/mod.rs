@@ -1,0 +1,97 @@
+//! Test support: Kubernetes objects as the API server encodes them, and helpers to load them.
+#![allow(dead_code)]
+
+pub mod apiserver;
+
+use serde_json::{Value, json};
+
+pub const BLOCK: &str = "csi.proxmox.sinextra.dev";
+pub const NFS: &str = "nfs.csi.k8s.io";
+
+pub fn node(name: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}},
+        "spec": {},
+        "status": {"allocatable": {"memory": "32Gi", "cpu": "8"},
+                   "conditions": [{"type": "Ready", "status": "True"}]}})
+}
+
+/// Applies `f` to a JSON object and returns it (builder style).
+pub fn with(mut v: Value, f: impl FnOnce(&mut Value)) -> Value {
+    f(&mut v);
+    v
+}
+
+pub fn csinode(name: &str, count: Option<i64>) -> Value {
+    let mut driver = json!({"name": BLOCK, "nodeID": name});
+    if let Some(c) = count {
+        driver["allocatable"] = json!({"count": c});
+    }
+    json!({"apiVersion": "storage.k8s.io/v1", "kind": "CSINode", "metadata": {"name": name},
+        "spec": {"drivers": [driver, {"name": NFS, "nodeID": name}]}})
+}
+
+pub fn storage_class(name: &str, provisioner: &str, default: bool) -> Value {
+    let mut sc = json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": name},
+        "provisioner": provisioner, "volumeBindingMode": "WaitForFirstConsumer"});
+    if default {
+        sc["metadata"]["annotations"] = json!({"storageclass.kubernetes.io/is-default-class": "true"});
+    }
+    sc
+}
+
+/// A bound claim `ns/name` of `class` and its PV (`pv-<name>`, handle `h-<name>`).
+pub fn bound_claim(ns: &str, name: &str, class: &str) -> Vec<Value> {
+    let driver = if class == "nfs" { NFS } else { BLOCK };
+    vec![
+        json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": name, "namespace": ns},
+            "spec": {"storageClassName": class, "volumeName": format!("pv-{name}"), "accessModes": ["ReadWriteOnce"]},
+            "status": {"phase": "Bound"}}),
+        json!({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": format!("pv-{name}")},
+            "spec": {"csi": {"driver": driver, "volumeHandle": format!("h-{name}")},
+                     "claimRef": {"namespace": ns, "name": name}},
+            "status": {"phase": "Bound"}}),
+    ]
+}
+
+/// An unbound claim (`storageClassName` omitted when `class` is None).
+pub fn unbound_claim(ns: &str, name: &str, class: Option<&str>) -> Value {
+    let mut spec = json!({"accessModes": ["ReadWriteOnce"]});
+    if let Some(c) = class {
+        spec["storageClassName"] = json!(c);
+    }
+    json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": name, "namespace": ns},
+        "spec": spec, "status": {"phase": "Pending"}})
+}
+
+pub fn attachment(name: &str, attacher: &str, node: &str, pv: &str, attached: bool) -> Value {
+    json!({"apiVersion": "storage.k8s.io/v1", "kind": "VolumeAttachment", "metadata": {"name": name},
+        "spec": {"attacher": attacher, "nodeName": node, "source": {"persistentVolumeName": pv}},
+        "status": {"attached": attached}})
+}
+
+/// A running pod in `ns` mounting `claims`, on `node` when given, requesting `memory`.
+pub fn pod(ns: &str, name: &str, node: Option<&str>, claims: &[&str], memory: &str) -> Value {
+    let volumes: Vec<Value> = claims
+        .iter()
+        .enumerate()
+        .map(|(i, c)| json!({"name": format!("v{i}"), "persistentVolumeClaim": {"claimName": c}}))
+        .collect();
+    let mut p = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": ns},
+        "spec": {"containers": [{"name": "app", "image": "app", "resources": {"requests": {"memory": memory}}}],
+                 "volumes": volumes},
+        "status": {"phase": if node.is_some() { "Running" } else { "Pending" }}});
+    if let Some(n) = node {
+        p["spec"]["nodeName"] = json!(n);
+    }
+    p
+}
+
+/// A kubectl `List` of `items`.
+pub fn list(items: impl IntoIterator<Item = Value>) -> Value {
+    json!({"apiVersion": "v1", "kind": "List", "metadata": {}, "items": items.into_iter().collect::<Vec<_>>()})
+}
+
+/// Reads `items` through the snapshot decoder, exactly as a snapshot file would be.
+pub fn state(items: impl IntoIterator<Item = Value>) -> headroom::index::ClusterState {
+    headroom::source::file::parse("fixture", &list(items).to_string()).expect("fixture decodes")
+}
