@@ -483,11 +483,15 @@ proxmox:
     #[test]
     fn errors_name_the_file_and_the_key() {
         let cases = [
-            ("softcap: 3", "`.`", "unknown field `softcap`"),
+            (
+                "softcap: 3",
+                "`softcap`",
+                "unknown field `softcap`, expected one of",
+            ),
             ("softCap: many", "`softCap`", "invalid type"),
             (
                 "triggers: {freeBlockSlots: {below: 4, fro: 1s}}",
-                "`triggers.freeBlockSlots`",
+                "`triggers.freeBlockSlots.fro`",
                 "unknown field `fro`",
             ),
             ("scaleDown: {for: soon}", "`scaleDown.for`", "invalid duration"),
