@@ -1,16 +1,12 @@
 //! The composition root: parses arguments, wires sources, decisions and output, owns the tasks.
 
-use std::{io::Write, process::ExitCode, time::Instant};
+use std::{io::Write, process::ExitCode};
 
 use anyhow::{Context, bail};
 use clap::Parser;
 use headroom::{
     cli::{Args, Command, LogFormat, Output, SourceArgs},
     config::Config,
-    decide::{
-        accounting::{self, Reservations, Settings},
-        projection::{AdmittedDemand, History, Incoming},
-    },
     index::SharedIndex,
     source::{file, live},
     status::StatusReport,
@@ -61,17 +57,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
         Command::Status { source, output } => {
             let index = load_index(&source).await?;
-            let view = index.with_state(|state, _| {
-                accounting::account(state, &Settings::from(&config), &Reservations::new())
-            });
-            let report = StatusReport::build(
-                &view,
-                &config,
-                AdmittedDemand::default(),
-                Incoming::default(),
-                &mut History::default(),
-                Instant::now(),
-            );
+            let report = index.with_state(|state, _| StatusReport::once(state, &config));
             let text = match output {
                 Output::Json => report.to_json() + "\n",
                 Output::Table => report.to_table(),

@@ -9,9 +9,10 @@ use serde::Serialize;
 use crate::{
     config::Config,
     decide::{
-        accounting::{ClaimState, ClusterView, NodeUsage},
+        accounting::{self, ClaimState, ClusterView, NodeUsage, Reservations, Settings},
         projection::{self, AdmittedDemand, Check, Evaluation, History, Incoming, Projection, VmCapacity},
     },
+    index::ClusterState,
     model::quantity::Bytes,
 };
 
@@ -103,6 +104,20 @@ impl StatusReport {
                 vms_to_add,
             },
         }
+    }
+
+    /// The one-shot report of `status`: no admitted demand, nothing incoming, no history.
+    pub fn once(state: &ClusterState, config: &Config) -> Self {
+        let view = accounting::account(state, &Settings::from(config), &Reservations::new());
+        let (admitted, incoming) = (AdmittedDemand::default(), Incoming::default());
+        Self::build(
+            &view,
+            config,
+            admitted,
+            incoming,
+            &mut History::default(),
+            std::time::Instant::now(),
+        )
     }
 
     pub fn to_json(&self) -> String {

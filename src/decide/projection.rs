@@ -317,3 +317,317 @@ pub fn vms_to_clear_triggers(
             .all(|(_, holds, _, _)| !holds)
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::{
+        config::{Above, Below, Config},
+        decide::accounting::{ClaimState, NodeUsage},
+    };
+
+    const GI: i64 = 1024 * 1024 * 1024;
+
+    fn usage(name: &str, block: i64, mem_req_gi: i64) -> NodeUsage {
+        NodeUsage {
+            name: name.into(),
+            block_volumes: block,
+            soft_cap: 24,
+            hard_cap: 28,
+            memory_requested_bytes: mem_req_gi * GI,
+            memory_limits_bytes: mem_req_gi * GI,
+            memory_allocatable_bytes: 32 * GI,
+            cpu_requested_millis: 0,
+            cpu_allocatable_millis: 8000,
+            schedulable: true,
+            unschedulable_reason: None,
+            gpus: 0,
+            pods: 0,
+            volume_keys: Default::default(),
+        }
+    }
+
+    fn view(nodes: Vec<NodeUsage>, pending: usize) -> ClusterView {
+        let block_claims = (0..pending)
+            .map(|i| {
+                (
+                    ("ns".to_owned(), format!("c{i}")),
+                    (format!("claim:ns/c{i}"), ClaimState::Pending),
+                )
+            })
+            .collect();
+        ClusterView {
+            nodes,
+            block_claims,
+            key_nodes: Default::default(),
+        }
+    }
+
+    fn vm() -> VmCapacity {
+        VmCapacity {
+            block_slots: 24,
+            memory_bytes: 32 * GI,
+        }
+    }
+
+    fn firing(ev: &Evaluation, name: &str) -> bool {
+        ev.triggers
+            .iter()
+            .chain(&ev.signals)
+            .chain(&ev.scale_down)
+            .any(|c| c.name == name && c.firing)
+    }
+
+    /// (case, nodes, pending claims, admitted, incoming, [(check, firing)])
+    type Row = (
+        &'static str,
+        Vec<NodeUsage>,
+        usize,
+        AdmittedDemand,
+        Incoming,
+        Vec<(&'static str, bool)>,
+    );
+
+    #[test]
+    fn triggers_and_signals_on_the_projection() {
+        let cases: Vec<Row> = vec![
+            (
+                "roomy cluster: nothing fires",
+                vec![usage("a", 10, 10), usage("b", 10, 10)],
+                0,
+                AdmittedDemand::default(),
+                Incoming::default(),
+                vec![
+                    ("freeBlockSlots", false),
+                    ("memoryRequestRatio", false),
+                    ("plannedBlockVolumes", false),
+                    ("maxNodeBlockVolumes", false),
+                ],
+            ),
+            (
+                "free slots 3 < 4 fires",
+                vec![usage("a", 22, 10), usage("b", 23, 10)],
+                0,
+                AdmittedDemand::default(),
+                Incoming::default(),
+                vec![("freeBlockSlots", true), ("maxNodeBlockVolumes", true)],
+            ),
+            (
+                "exactly 4 free does not fire (strictly below)",
+                vec![usage("a", 22, 10), usage("b", 22, 10)],
+                0,
+                AdmittedDemand::default(),
+                Incoming::default(),
+                vec![("freeBlockSlots", false)],
+            ),
+            (
+                "pending claims eat the room",
+                vec![usage("a", 20, 10), usage("b", 20, 10)],
+                5,
+                AdmittedDemand::default(),
+                Incoming::default(),
+                vec![("freeBlockSlots", true), ("plannedBlockVolumes", false)],
+            ),
+            (
+                "admitted block demand counts before any object exists",
+                vec![usage("a", 18, 10), usage("b", 18, 10)],
+                0,
+                AdmittedDemand {
+                    block_volumes: 9,
+                    memory_bytes: 0,
+                },
+                Incoming::default(),
+                vec![("freeBlockSlots", true)],
+            ),
+            (
+                "a VM on its way covers the same demand",
+                vec![usage("a", 18, 10), usage("b", 18, 10)],
+                0,
+                AdmittedDemand {
+                    block_volumes: 9,
+                    memory_bytes: 0,
+                },
+                Incoming { vms: 1 },
+                vec![("freeBlockSlots", false)],
+            ),
+            (
+                "memory above 90% fires; admitted memory counts",
+                vec![usage("a", 0, 28), usage("b", 0, 28)],
+                0,
+                AdmittedDemand {
+                    block_volumes: 0,
+                    memory_bytes: 2 * GI,
+                },
+                Incoming::default(),
+                vec![("memoryRequestRatio", true)],
+            ),
+            (
+                "planned ≥3 while the fullest node is at 22, room not covering planned + reserve",
+                vec![usage("a", 22, 10), usage("b", 22, 10)],
+                3,
+                AdmittedDemand::default(),
+                Incoming::default(),
+                vec![("plannedBlockVolumes", true), ("maxNodeBlockVolumes", true)],
+            ),
+            (
+                "planned ≥3 at 22 but plenty of room elsewhere",
+                vec![usage("a", 22, 10), usage("b", 0, 10)],
+                3,
+                AdmittedDemand::default(),
+                Incoming::default(),
+                vec![("plannedBlockVolumes", false), ("maxNodeBlockVolumes", true)],
+            ),
+            (
+                "scale-down conditions hold on a quiet cluster",
+                vec![usage("a", 5, 8), usage("b", 4, 8)],
+                0,
+                AdmittedDemand::default(),
+                Incoming::default(),
+                vec![
+                    ("scaleDown.maxNodeBlockVolumes", true),
+                    ("scaleDown.memoryRequestRatio", true),
+                    ("scaleDown.memoryLimitRatio", true),
+                ],
+            ),
+        ];
+        let config = Config::default();
+        for (name, nodes, pending, admitted, incoming, want) in cases {
+            let v = view(nodes, pending);
+            let p = project(&v, admitted, incoming, vm());
+            let ev = evaluate(&p, &config, &mut History::default(), Instant::now());
+            for (check, expected) in want {
+                assert_eq!(firing(&ev, check), expected, "{name}: {check} (projection {p:?})");
+            }
+        }
+    }
+
+    #[test]
+    fn for_durations_count_from_when_the_condition_started_to_hold() {
+        let mut config = Config::default();
+        config.triggers.free_block_slots = Some(Below {
+            below: 4,
+            r#for: Period(Duration::from_secs(300)),
+        });
+        config.triggers.memory_request_ratio = Some(Above {
+            above: 0.9,
+            r#for: Period(Duration::ZERO),
+        });
+        let tight = view(vec![usage("a", 23, 10), usage("b", 23, 10)], 0);
+        let roomy = view(vec![usage("a", 2, 10), usage("b", 2, 10)], 0);
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut h = History::default();
+        let step = |h: &mut History, v: &ClusterView, secs: u64| {
+            let ev = evaluate(
+                &project(v, AdmittedDemand::default(), Incoming::default(), vm()),
+                &config,
+                h,
+                at(secs),
+            );
+            let c = ev
+                .triggers
+                .iter()
+                .find(|c| c.name == "freeBlockSlots")
+                .unwrap()
+                .clone();
+            (c.firing, c.sustained, ev.scale_up_wanted())
+        };
+        assert_eq!(
+            step(&mut h, &tight, 0),
+            (true, false, false),
+            "holds, not yet for 5m"
+        );
+        assert_eq!(step(&mut h, &tight, 299), (true, false, false));
+        assert_eq!(step(&mut h, &tight, 300), (true, true, true), "held 5m: acts");
+        assert_eq!(
+            step(&mut h, &roomy, 301),
+            (false, false, false),
+            "stopped holding: reset"
+        );
+        assert_eq!(
+            step(&mut h, &tight, 302),
+            (true, false, false),
+            "counts again from 302"
+        );
+        assert_eq!(step(&mut h, &tight, 602), (true, true, true));
+    }
+
+    #[test]
+    fn scale_down_needs_every_condition_for_the_whole_period() {
+        let config = Config::default(); // for: 720h
+        let quiet = view(vec![usage("a", 5, 8), usage("b", 4, 8)], 0);
+        let busy_mem = view(vec![usage("a", 5, 30), usage("b", 4, 30)], 0);
+        let t0 = Instant::now();
+        let hours = |h: u64| t0 + Duration::from_secs(h * 3600);
+        let mut h = History::default();
+        let mut allowed = |v: &ClusterView, at: Instant| {
+            evaluate(
+                &project(v, AdmittedDemand::default(), Incoming::default(), vm()),
+                &config,
+                &mut h,
+                at,
+            )
+            .scale_down_allowed()
+        };
+        assert!(!allowed(&quiet, hours(0)));
+        assert!(!allowed(&quiet, hours(719)));
+        assert!(allowed(&quiet, hours(720)));
+        assert!(
+            !allowed(&busy_mem, hours(721)),
+            "one condition broke: the clock restarts"
+        );
+        assert!(!allowed(&quiet, hours(722)), "holds again from 722");
+        assert!(!allowed(&quiet, hours(722 + 719)));
+        assert!(allowed(&quiet, hours(722 + 720)));
+    }
+
+    #[test]
+    fn fewest_vms_that_stop_every_trigger() {
+        let config = Config::default();
+        let full = view(vec![usage("a", 24, 10), usage("b", 24, 10)], 30);
+        let none = vms_to_clear_triggers(
+            &full,
+            AdmittedDemand::default(),
+            Incoming::default(),
+            vm(),
+            &config,
+            5,
+        );
+        // 30 pending + reserve 4 = 34 slots → 2 VMs of 24.
+        assert_eq!(none, Some(2));
+        let one_coming = vms_to_clear_triggers(
+            &full,
+            AdmittedDemand::default(),
+            Incoming { vms: 1 },
+            vm(),
+            &config,
+            5,
+        );
+        assert_eq!(one_coming, Some(1), "incoming capacity is not asked for twice");
+        assert_eq!(
+            vms_to_clear_triggers(
+                &full,
+                AdmittedDemand::default(),
+                Incoming::default(),
+                vm(),
+                &config,
+                1
+            ),
+            None
+        );
+        let roomy = view(vec![usage("a", 1, 10)], 0);
+        assert_eq!(
+            vms_to_clear_triggers(
+                &roomy,
+                AdmittedDemand::default(),
+                Incoming::default(),
+                vm(),
+                &config,
+                5
+            ),
+            Some(0)
+        );
+    }
+}

@@ -1,1 +1,356 @@
-//! Filled in with the live-source tests.
+//! A stand-in kube-apiserver: list and watch over HTTP for the kinds headroom reads.
+//!
+//! Speaks the wire format the real one does: `GET <collection>` returns a typed list with
+//! `metadata.resourceVersion`; `?watch=true&resourceVersion=N` streams newline-delimited
+//! `{"type": ADDED|MODIFIED|DELETED|ERROR, "object": …}` events after N, and answers an expired
+//! resourceVersion with an `ERROR` event carrying a 410 `Status`, as etcd compaction does.
+//! Tests drive it with `apply`, `delete`, `expire_watches` and `hold`.
+
+use std::{
+    collections::{BTreeMap, HashSet},
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+};
+
+use axum::{
+    Router,
+    body::Body,
+    extract::{Query, Request, State},
+    http::StatusCode,
+    response::{IntoResponse, Response},
+};
+use futures::StreamExt;
+use serde_json::{Value, json};
+use tokio::sync::broadcast;
+
+/// Collection path, list kind, and API version for each kind served.
+const COLLECTIONS: &[(&str, &str, &str, &str)] = &[
+    ("Node", "/api/v1/nodes", "NodeList", "v1"),
+    ("Pod", "/api/v1/pods", "PodList", "v1"),
+    (
+        "PersistentVolume",
+        "/api/v1/persistentvolumes",
+        "PersistentVolumeList",
+        "v1",
+    ),
+    (
+        "PersistentVolumeClaim",
+        "/api/v1/persistentvolumeclaims",
+        "PersistentVolumeClaimList",
+        "v1",
+    ),
+    (
+        "StorageClass",
+        "/apis/storage.k8s.io/v1/storageclasses",
+        "StorageClassList",
+        "storage.k8s.io/v1",
+    ),
+    (
+        "CSINode",
+        "/apis/storage.k8s.io/v1/csinodes",
+        "CSINodeList",
+        "storage.k8s.io/v1",
+    ),
+    (
+        "VolumeAttachment",
+        "/apis/storage.k8s.io/v1/volumeattachments",
+        "VolumeAttachmentList",
+        "storage.k8s.io/v1",
+    ),
+];
+
+#[derive(Clone, Debug)]
+enum Feed {
+    Event {
+        path: &'static str,
+        rv: u64,
+        kind: &'static str,
+        object: Value,
+    },
+    Expire,
+}
+
+#[derive(Default)]
+struct Store {
+    rv: u64,
+    /// path → key → object
+    objects: BTreeMap<&'static str, BTreeMap<String, Value>>,
+    /// Watches asking for a resourceVersion at or below this get 410 Gone.
+    compacted: u64,
+    /// Events kept for watches that resume from an older resourceVersion.
+    log: Vec<(&'static str, u64, &'static str, Value)>,
+    held: HashSet<&'static str>,
+    requests: Vec<String>,
+}
+
+/// A running stand-in API server.
+#[derive(Clone)]
+pub struct ApiServer {
+    store: Arc<Mutex<Store>>,
+    feed: broadcast::Sender<Feed>,
+    released: Arc<tokio::sync::Notify>,
+    pub addr: SocketAddr,
+}
+
+fn collection_of(kind: &str) -> &'static (&'static str, &'static str, &'static str, &'static str) {
+    COLLECTIONS
+        .iter()
+        .find(|c| c.0 == kind)
+        .unwrap_or_else(|| panic!("stand-in serves no {kind}"))
+}
+
+fn key_of(object: &Value) -> String {
+    let m = &object["metadata"];
+    format!(
+        "{}/{}",
+        m["namespace"].as_str().unwrap_or(""),
+        m["name"].as_str().unwrap_or("")
+    )
+}
+
+impl ApiServer {
+    pub async fn start() -> Self {
+        let (feed, _) = broadcast::channel(4096);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = ApiServer {
+            store: Arc::default(),
+            feed,
+            released: Arc::new(tokio::sync::Notify::new()),
+            addr,
+        };
+        let app = Router::new().fallback(handle).with_state(server.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// A kube client pointed at this server.
+    pub fn client(&self) -> kube::Client {
+        let config = kube::Config::new(self.url().parse().unwrap());
+        kube::Client::try_from(config).unwrap()
+    }
+
+    /// Writes a kubeconfig for this server into `dir` and returns its path.
+    pub fn kubeconfig(&self, dir: &std::path::Path) -> std::path::PathBuf {
+        let path = dir.join("kubeconfig");
+        let text = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: stand-in\n  cluster: {{server: \"{}\"}}\n\
+             users:\n- name: u\n  user: {{token: test}}\ncontexts:\n- name: c\n  context: {{cluster: stand-in, user: u}}\n\
+             current-context: c\n",
+            self.url()
+        );
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// Creates or replaces an object (ADDED or MODIFIED to watchers).
+    pub fn apply(&self, mut object: Value) {
+        let kind = object["kind"].as_str().unwrap().to_owned();
+        let (_, path, _, _) = collection_of(&kind);
+        let mut store = self.store.lock().unwrap();
+        store.rv += 1;
+        let rv = store.rv;
+        object["metadata"]["resourceVersion"] = json!(rv.to_string());
+        let key = key_of(&object);
+        let existed = store
+            .objects
+            .entry(path)
+            .or_default()
+            .insert(key, object.clone())
+            .is_some();
+        let event = if existed { "MODIFIED" } else { "ADDED" };
+        store.log.push((path, rv, event, object.clone()));
+        let _ = self.feed.send(Feed::Event {
+            path,
+            rv,
+            kind: event,
+            object,
+        });
+    }
+
+    /// Deletes an object (DELETED to watchers).
+    pub fn delete(&self, object: &Value) {
+        let (_, path, _, _) = collection_of(object["kind"].as_str().unwrap());
+        let mut store = self.store.lock().unwrap();
+        let Some(mut old) = store.objects.entry(path).or_default().remove(&key_of(object)) else {
+            return;
+        };
+        store.rv += 1;
+        let rv = store.rv;
+        old["metadata"]["resourceVersion"] = json!(rv.to_string());
+        store.log.push((path, rv, "DELETED", old.clone()));
+        let _ = self.feed.send(Feed::Event {
+            path,
+            rv,
+            kind: "DELETED",
+            object: old,
+        });
+    }
+
+    /// Deletes an object with no event, as if it went while watchers were disconnected.
+    pub fn delete_silently(&self, object: &Value) {
+        let (_, path, _, _) = collection_of(object["kind"].as_str().unwrap());
+        let mut store = self.store.lock().unwrap();
+        store.objects.entry(path).or_default().remove(&key_of(object));
+        store.rv += 1;
+    }
+
+    /// Compacts history and ends every open watch with 410 Gone, forcing a relist.
+    pub fn expire_watches(&self) {
+        let mut store = self.store.lock().unwrap();
+        store.compacted = store.rv;
+        store.log.clear();
+        let _ = self.feed.send(Feed::Expire);
+    }
+
+    /// Lists of `kind` wait until `release` is called.
+    pub fn hold(&self, kind: &str) {
+        self.store.lock().unwrap().held.insert(collection_of(kind).1);
+    }
+
+    pub fn release(&self) {
+        self.store.lock().unwrap().held.clear();
+        self.released.notify_waiters();
+    }
+
+    /// Request lines seen so far ("GET /api/v1/nodes?…").
+    pub fn requests(&self) -> Vec<String> {
+        self.store.lock().unwrap().requests.clone()
+    }
+}
+
+async fn handle(
+    State(server): State<ApiServer>,
+    Query(query): Query<BTreeMap<String, String>>,
+    req: Request,
+) -> Response {
+    let path = req.uri().path().to_owned();
+    server
+        .store
+        .lock()
+        .unwrap()
+        .requests
+        .push(format!("{} {}", req.method(), req.uri()));
+    let Some(&(_, collection, list_kind, api_version)) = COLLECTIONS.iter().find(|c| c.1 == path) else {
+        return status_response(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            &format!("the server could not find {path}"),
+        );
+    };
+    if req.method() != axum::http::Method::GET {
+        return status_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllowed",
+            "read-only stand-in",
+        );
+    }
+    if query.get("watch").is_some_and(|w| w == "true" || w == "1") {
+        let since: u64 = query
+            .get("resourceVersion")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        return watch(server, collection, since);
+    }
+    loop {
+        let notified = server.released.notified();
+        if !server.store.lock().unwrap().held.contains(collection) {
+            break;
+        }
+        notified.await;
+    }
+    let store = server.store.lock().unwrap();
+    let items: Vec<Value> = store
+        .objects
+        .get(collection)
+        .map(|m| m.values().cloned().collect())
+        .unwrap_or_default();
+    axum::Json(json!({"kind": list_kind, "apiVersion": api_version,
+        "metadata": {"resourceVersion": store.rv.to_string()}, "items": items}))
+    .into_response()
+}
+
+fn watch(server: ApiServer, collection: &'static str, since: u64) -> Response {
+    let mut rx = server.feed.subscribe();
+    let (backlog, expired) = {
+        let store = server.store.lock().unwrap();
+        let backlog: Vec<String> = store
+            .log
+            .iter()
+            .filter(|(p, rv, _, _)| *p == collection && *rv > since)
+            .map(|(_, _, kind, object)| line(kind, object))
+            .collect();
+        (backlog, since < store.compacted)
+    };
+    let stream = async_stream(move |tx: tokio::sync::mpsc::Sender<String>| async move {
+        if expired {
+            let _ = tx.send(gone()).await;
+            return;
+        }
+        for l in backlog {
+            if tx.send(l).await.is_err() {
+                return;
+            }
+        }
+        loop {
+            match rx.recv().await {
+                Ok(Feed::Event {
+                    path,
+                    rv,
+                    kind,
+                    object,
+                }) if path == collection && rv > since => {
+                    if tx.send(line(kind, &object)).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(Feed::Event { .. }) => {}
+                Ok(Feed::Expire) | Err(_) => {
+                    let _ = tx.send(gone()).await;
+                    return;
+                }
+            }
+        }
+    });
+    Response::builder()
+        .header("content-type", "application/json")
+        .body(Body::from_stream(stream.map(Ok::<_, std::convert::Infallible>)))
+        .unwrap()
+}
+
+fn line(kind: &str, object: &Value) -> String {
+    format!("{}\n", json!({"type": kind, "object": object}))
+}
+
+fn gone() -> String {
+    line(
+        "ERROR",
+        &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": "too old resource version", "reason": "Expired", "code": 410}),
+    )
+}
+
+fn status_response(code: StatusCode, reason: &str, message: &str) -> Response {
+    let body = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": message, "reason": reason, "code": code.as_u16()});
+    (code, axum::Json(body)).into_response()
+}
+
+/// A stream fed by a task through a channel (keeps the watch loop readable).
+fn async_stream<F, Fut>(f: F) -> impl futures::Stream<Item = String>
+where
+    F: FnOnce(tokio::sync::mpsc::Sender<String>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(f(tx));
+    tokio_stream_from(rx)
+}
+
+fn tokio_stream_from(mut rx: tokio::sync::mpsc::Receiver<String>) -> impl futures::Stream<Item = String> {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}

@@ -1,0 +1,257 @@
+//! The binary as an operator runs it: status on the seed snapshot, bad input, snapshot round trip.
+
+mod support;
+
+use std::{path::Path, process::Output};
+
+use serde_json::Value;
+use support::apiserver::ApiServer;
+
+const BIN: &str = env!("CARGO_BIN_EXE_headroom");
+const SEED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/seed-cluster.yaml");
+const CONFIG: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/config.yaml");
+
+async fn run(args: &[&str]) -> Output {
+    tokio::process::Command::new(BIN)
+        .args(args)
+        .env_remove("HEADROOM_CONFIG")
+        .output()
+        .await
+        .unwrap()
+}
+
+fn json_of(out: &Output) -> Value {
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn counts(status: &Value) -> Vec<(String, i64)> {
+    status["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            (
+                n["name"].as_str().unwrap().to_owned(),
+                n["blockVolumes"].as_i64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn status_on_the_seed_snapshot_shows_the_runbook_counts() {
+    let s = json_of(
+        &run(&[
+            "status",
+            "--snapshot",
+            SEED,
+            "--config",
+            CONFIG,
+            "--output",
+            "json",
+        ])
+        .await,
+    );
+    let want = [
+        ("k8s-master", 0),
+        ("k8s-node1", 9),
+        ("k8s-node2", 12),
+        ("k8s-node3", 12),
+        ("k8s-node4", 12),
+        ("k8s-node5", 3),
+        ("k8s-node6", 21),
+    ];
+    let want: Vec<(String, i64)> = want.iter().map(|(n, c)| (n.to_string(), *c)).collect();
+    assert_eq!(counts(&s), want);
+    let node = |name: &str| {
+        s["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(node("k8s-node6")["softCap"], 24);
+    assert_eq!(node("k8s-node6")["hardCap"], 28);
+    assert_eq!(node("k8s-master")["schedulable"], false);
+    assert_eq!(
+        node("k8s-node1")["schedulable"],
+        true,
+        "PreferNoSchedule keeps the GPU node schedulable"
+    );
+    assert_eq!(node("k8s-node1")["gpus"], 1);
+    assert_eq!(s["cluster"]["pendingBlockClaims"], 3);
+    assert_eq!(
+        s["cluster"]["freeBlockSlots"],
+        (24 - 9) + 3 * (24 - 12) + (24 - 3) + (24 - 21) - 3
+    );
+    let names: Vec<&str> = s["triggers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["freeBlockSlots", "memoryRequestRatio", "plannedBlockVolumes"]
+    );
+    assert_eq!(s["signals"][0]["name"], "maxNodeBlockVolumes");
+
+    let table = run(&["status", "--snapshot", SEED]).await;
+    let table = String::from_utf8(table.stdout).unwrap();
+    let row = table.lines().find(|l| l.starts_with("k8s-node6")).unwrap();
+    assert!(
+        row.contains("   21      24/28  [#####################...|"),
+        "{row}"
+    );
+    assert!(table.contains("freeBlockSlots 72"), "{table}");
+}
+
+/// One line on stderr starting `error:` that contains `needles`, and a failing exit code.
+async fn assert_fails(args: &[&str], needles: &[&str]) {
+    let out = run(args).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{args:?} should fail");
+    assert!(out.stdout.is_empty(), "{args:?} printed to stdout");
+    assert_eq!(stderr.lines().count(), 1, "{args:?}: one line, got {stderr}");
+    assert!(stderr.starts_with("error: "), "{stderr}");
+    for n in needles {
+        assert!(stderr.contains(n), "{args:?}: want {n:?} in {stderr}");
+    }
+}
+
+#[tokio::test]
+async fn bad_input_gets_one_clear_line_and_a_failing_exit() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p.display().to_string()
+    };
+    let missing = dir.path().join("nope.yaml").display().to_string();
+    assert_fails(&["status", "--snapshot", &missing], &["nope.yaml", "cannot read"]).await;
+
+    let malformed = write(
+        "bad.yaml",
+        "kind: List\nitems:\n- {kind: Node, apiVersion: v1, metadata: {name: ok}}\n\
+         - {kind: Pod, apiVersion: v1, metadata: {name: web-0, namespace: shop}, spec: {containers: {}}}\n",
+    );
+    assert_fails(
+        &["status", "--snapshot", &malformed],
+        &["bad.yaml", "items[1] (Pod shop/web-0)", "spec.containers"],
+    )
+    .await;
+
+    let syntax = write("syntax.yaml", "kind: List\nitems: [\n");
+    assert_fails(&["status", "--snapshot", &syntax], &["syntax.yaml", "not valid"]).await;
+
+    let unknown = write("unknown.yaml", "softCap: 20\nsoftcapp: 3\n");
+    assert_fails(
+        &["check-config", "--config", &unknown],
+        &["unknown.yaml", "`softcapp`", "unknown field"],
+    )
+    .await;
+    assert_fails(
+        &["status", "--snapshot", SEED, "--config", &unknown],
+        &["unknown.yaml", "`softcapp`"],
+    )
+    .await;
+
+    let wrong = write("wrong.yaml", "triggers:\n  freeBlockSlots: {below: lots}\n");
+    assert_fails(
+        &["check-config", "--config", &wrong],
+        &["wrong.yaml", "`triggers.freeBlockSlots.below`", "invalid type"],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn check_config_prints_the_effective_config_which_reads_back() {
+    let out = run(&["check-config", "--config", CONFIG]).await;
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    for key in [
+        "blockDriver: csi.proxmox.sinextra.dev",
+        "softCap: 24",
+        "hardCapDefault: 29",
+        "for: 720h",
+        "action: shutdown",
+    ] {
+        assert!(text.contains(key), "want {key:?} in\n{text}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let again = dir.path().join("effective.yaml");
+    std::fs::write(&again, &text).unwrap();
+    let out2 = run(&["check-config", "--config", again.to_str().unwrap()]).await;
+    assert_eq!(
+        String::from_utf8(out2.stdout).unwrap(),
+        text,
+        "the effective config is a fixed point"
+    );
+    // Defaults only, without a file.
+    let defaults = run(&["check-config"]).await;
+    assert!(
+        String::from_utf8(defaults.stdout)
+            .unwrap()
+            .contains("softCap: 24")
+    );
+}
+
+#[tokio::test]
+async fn snapshot_then_status_gives_the_same_json_as_the_live_source() {
+    let server = ApiServer::start().await;
+    let seed: Value = serde_saphyr::from_str(&std::fs::read_to_string(SEED).unwrap()).unwrap();
+    for item in seed["items"].as_array().unwrap() {
+        server.apply(item.clone());
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = server.kubeconfig(dir.path());
+    let kubeconfig = kubeconfig.to_str().unwrap();
+    let file = dir.path().join("snap.json");
+    let out = run(&[
+        "snapshot",
+        "--kubeconfig",
+        kubeconfig,
+        "--out",
+        file.to_str().unwrap(),
+    ])
+    .await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let written = std::fs::read_to_string(&file).unwrap();
+    assert!(!written.contains("managedFields") && !written.contains("last-applied-configuration"));
+
+    let live = json_of(
+        &run(&[
+            "status",
+            "--kubeconfig",
+            kubeconfig,
+            "--config",
+            CONFIG,
+            "-o",
+            "json",
+        ])
+        .await,
+    );
+    let from_file = json_of(
+        &run(&[
+            "status",
+            "--snapshot",
+            file.to_str().unwrap(),
+            "--config",
+            CONFIG,
+            "-o",
+            "json",
+        ])
+        .await,
+    );
+    let from_seed = json_of(&run(&["status", "--snapshot", SEED, "--config", CONFIG, "-o", "json"]).await);
+    assert_eq!(from_file, live);
+    assert_eq!(from_file, from_seed);
+    assert!(Path::new(&file).exists());
+}
