@@ -14,18 +14,7 @@ use serde_json::{Value, json};
 use support::{apiserver::ApiServer, *};
 
 fn status_json(index: &SharedIndex) -> Value {
-    let config = Config::default();
-    let view =
-        index.with_state(|s, _| accounting::account(s, &Settings::from(&config), &Reservations::new()));
-    let report = StatusReport::build(
-        &view,
-        &config,
-        AdmittedDemand::default(),
-        Incoming::default(),
-        &mut History::default(),
-        Instant::now(),
-    );
-    serde_json::to_value(report).unwrap()
+    serde_json::to_value(index.with_state(|s, _| StatusReport::once(s, &Config::default()))).unwrap()
 }
 
 fn node_field(status: &Value, node: &str, field: &str) -> Value {
