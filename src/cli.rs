@@ -51,8 +51,50 @@ pub struct SourceArgs {
     pub sync_timeout: Duration,
 }
 
+/// Flags of `serve`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub source: SourceArgs,
+
+    /// TLS listener for the webhook and the extender.
+    #[arg(long, env = "HEADROOM_LISTEN", default_value = "0.0.0.0:8443")]
+    pub listen: std::net::SocketAddr,
+
+    /// Plain-HTTP listener for /metrics, /livez and /readyz.
+    #[arg(long, env = "HEADROOM_ADMIN_LISTEN", default_value = "0.0.0.0:9090")]
+    pub admin_listen: std::net::SocketAddr,
+
+    /// Serving certificate (PEM); re-read when it changes.
+    #[arg(long, env = "HEADROOM_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// Serving key (PEM); re-read when it changes.
+    #[arg(long, env = "HEADROOM_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// How often the certificate files are checked for changes.
+    #[arg(long, env = "HEADROOM_TLS_RELOAD_INTERVAL", default_value = "10s", value_parser = parse_duration)]
+    pub tls_reload_interval: Duration,
+
+    /// After SIGTERM, how long in-flight requests may take to finish.
+    #[arg(long, env = "HEADROOM_DRAIN_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Serve the webhook, the extender and the admin port.
+    Serve(ServeArgs),
+    /// Write a CA and a serving certificate for the webhook Service; print the caBundle.
+    Certs {
+        #[arg(long, default_value = "headroom")]
+        service: String,
+        #[arg(long, default_value = "headroom-system")]
+        namespace: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Print the per-node capacity table and the cluster projection, then exit.
     Status {
         #[command(flatten)]

@@ -35,6 +35,16 @@ pub enum Enforcement {
     Off,
 }
 
+/// How `/mutate` steers pods with block claims.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Steering {
+    /// Add the `headroom.io/block-volumes` extended resource so kube-scheduler consults the extender.
+    Extender,
+    /// Add a required node affinity excluding nodes without room (clusters without the extender).
+    Affinity,
+}
+
 /// What a scale-down does with the VM once its Node is gone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -94,6 +104,7 @@ pub struct Config {
     pub soft_cap: u32,
     pub hard_cap_default: u32,
     pub enforcement: Enforcement,
+    pub steering: Steering,
     pub excluded_namespaces: Vec<String>,
     pub triggers: Triggers,
     pub signals: Signals,
@@ -110,6 +121,7 @@ impl Default for Config {
             soft_cap: 24,
             hard_cap_default: 29,
             enforcement: Enforcement::Warn,
+            steering: Steering::Extender,
             excluded_namespaces: vec!["kube-system".into(), "kube-node-lease".into()],
             triggers: Triggers::default(),
             signals: Signals::default(),

@@ -187,9 +187,20 @@ impl ClusterState {
 }
 
 /// The index shared between the watch tasks (writers) and the handlers (readers).
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct SharedIndex {
     inner: Arc<RwLock<IndexInner>>,
+    /// Carries the generation after every change, for whoever waits on one.
+    changes: Arc<tokio::sync::watch::Sender<u64>>,
+}
+
+impl Default for SharedIndex {
+    fn default() -> Self {
+        Self {
+            inner: Arc::default(),
+            changes: Arc::new(tokio::sync::watch::channel(0).0),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -207,6 +218,7 @@ impl SharedIndex {
             let mut inner = index.write();
             inner.state = state;
             inner.synced = Kind::ALL.into_iter().collect();
+            inner.generation = 1;
         }
         index
     }
@@ -225,12 +237,14 @@ impl SharedIndex {
         let mut inner = self.write();
         inner.state.apply(object);
         inner.generation += 1;
+        self.changes.send_replace(inner.generation);
     }
 
     pub fn delete(&self, key: &ObjectKey) {
         let mut inner = self.write();
         inner.state.delete(key);
         inner.generation += 1;
+        self.changes.send_replace(inner.generation);
     }
 
     /// A completed relist of `kind`; marks it synced.
@@ -239,6 +253,20 @@ impl SharedIndex {
         inner.state.reset(kind, objects);
         inner.synced.insert(kind);
         inner.generation += 1;
+        self.changes.send_replace(inner.generation);
+    }
+
+    /// Waits until every kind has listed; false if `timeout` passes first.
+    pub async fn wait_synced(&self, timeout: std::time::Duration) -> bool {
+        let mut changes = self.changes.subscribe();
+        let synced = async {
+            while !self.is_synced() {
+                if changes.changed().await.is_err() {
+                    return;
+                }
+            }
+        };
+        tokio::time::timeout(timeout, synced).await.is_ok()
     }
 
     /// True once every kind has listed at least once.

@@ -1,9 +1,14 @@
 //! headroom: keeps block-PVC and memory headroom on Proxmox-backed Kubernetes clusters.
 
+pub mod certs;
 pub mod cli;
 pub mod config;
 pub mod decide;
 pub mod index;
+pub mod ledger;
+pub mod metrics;
 pub mod model;
+pub mod serve;
+pub mod server;
 pub mod source;
 pub mod status;

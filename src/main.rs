@@ -2,19 +2,23 @@
 
 use std::{io::Write, process::ExitCode};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::Parser;
 use headroom::{
-    cli::{Args, Command, LogFormat, Output, SourceArgs},
+    cli::{Args, Command, LogFormat, Output},
     config::Config,
-    index::SharedIndex,
-    source::{file, live},
+    source::live,
     status::StatusReport,
 };
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    init_logging(args.log_format);
+    let default_level = if matches!(args.command, Command::Serve(_)) {
+        "info"
+    } else {
+        "warn"
+    };
+    init_logging(args.log_format, default_level);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -31,9 +35,9 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(format: LogFormat) {
+fn init_logging(format: LogFormat, default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -51,12 +55,31 @@ async fn run(args: Args) -> anyhow::Result<()> {
     } = args;
     let config = Config::load(config.as_deref())?;
     match command {
+        Command::Serve(serve) => headroom::serve::run(config, serve).await,
+        Command::Certs {
+            service,
+            namespace,
+            out,
+        } => {
+            let written = headroom::certs::write(&out, headroom::certs::service_names(&service, &namespace))?;
+            eprintln!(
+                "wrote {}, {} and {}; caBundle:",
+                written.ca.display(),
+                written.cert.display(),
+                written.key.display()
+            );
+            println!("{}", written.ca_bundle);
+            Ok(())
+        }
         Command::CheckConfig => {
             print!("{}", config.to_yaml());
             Ok(())
         }
         Command::Status { source, output } => {
-            let index = load_index(&source).await?;
+            let (index, watches) = headroom::serve::load_index(&source).await?;
+            if let Some(w) = watches {
+                w.abort();
+            }
             let report = index.with_state(|state, _| StatusReport::once(state, &config));
             let text = match output {
                 Output::Json => report.to_json() + "\n",
@@ -81,29 +104,4 @@ async fn run(args: Args) -> anyhow::Result<()> {
             Ok(())
         }
     }
-}
-
-/// Loads the index from the snapshot file, or from live watches once every kind has listed.
-async fn load_index(source: &SourceArgs) -> anyhow::Result<SharedIndex> {
-    if let Some(path) = &source.snapshot {
-        return Ok(SharedIndex::from_state(file::load(path)?));
-    }
-    let client = live::client(source.kubeconfig.as_deref()).await?;
-    let index = SharedIndex::default();
-    let watches = tokio::spawn(live::watch_all(client, index.clone()));
-    let deadline = tokio::time::Instant::now() + source.sync_timeout;
-    while !index.is_synced() {
-        if tokio::time::Instant::now() >= deadline {
-            watches.abort();
-            let missing: Vec<_> = index.unsynced().iter().map(|k| k.as_str()).collect();
-            bail!(
-                "the API server did not list {} within {:?}",
-                missing.join(", "),
-                source.sync_timeout
-            );
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    watches.abort();
-    Ok(index)
 }

@@ -88,6 +88,12 @@ pub struct ClusterView {
     pub block_claims: HashMap<NsName, (String, ClaimState)>,
     /// Volume key → the nodes holding it (normally one).
     pub key_nodes: HashMap<String, Vec<String>>,
+    /// Every claim in the index, block or not (to tell "not block" from "not seen yet").
+    pub known_claims: HashSet<NsName>,
+    /// StorageClasses whose provisioner is the block driver.
+    pub block_classes: BTreeSet<String>,
+    /// The default StorageClass, for claims that name none.
+    pub default_class: Option<String>,
 }
 
 impl ClusterView {
@@ -108,6 +114,18 @@ impl ClusterView {
             .values()
             .filter(|(_, s)| *s == ClaimState::Pending)
             .count() as i64
+    }
+
+    /// Whether a claim of `class` (None: the default class; "": no class) is block.
+    pub fn class_is_block(&self, class: Option<&str>) -> bool {
+        match class {
+            Some("") => false,
+            Some(c) => self.block_classes.contains(c),
+            None => self
+                .default_class
+                .as_deref()
+                .is_some_and(|c| self.block_classes.contains(c)),
+        }
     }
 
     pub fn max_node_block_volumes(&self) -> i64 {
@@ -312,10 +330,21 @@ pub fn account(state: &ClusterState, settings: &Settings, reservations: &Reserva
 
     let mut nodes: Vec<NodeUsage> = per_node.into_values().collect();
     nodes.sort_by(|a, b| a.name.cmp(&b.name));
+    let block_classes = state
+        .storage_classes
+        .values()
+        .filter(|c| c.provisioner == settings.block_driver)
+        .map(|c| c.name.clone())
+        .collect();
+    let default_class = resolver.default_class.map(str::to_owned);
+    let known_claims = state.claims.keys().cloned().collect();
     ClusterView {
         nodes,
         block_claims,
         key_nodes,
+        known_claims,
+        block_classes,
+        default_class,
     }
 }
 

@@ -4,4 +4,6 @@
 //! keeps it that way because none of those crates is imported here.
 
 pub mod accounting;
+pub mod admission;
+pub mod placement;
 pub mod projection;

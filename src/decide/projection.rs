@@ -361,7 +361,7 @@ mod tests {
         ClusterView {
             nodes,
             block_claims,
-            key_nodes: Default::default(),
+            ..Default::default()
         }
     }
 

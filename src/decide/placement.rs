@@ -1,0 +1,152 @@
+//! Where block volumes fit: the accounting view with reservations overlaid.
+//!
+//! Shared by admission and the extender so both answer "does this pod fit on that node" the
+//! same way: a node fits when it is schedulable and its block volumes plus the pod's volume
+//! keys not already on it stay within its soft cap.
+
+use std::collections::BTreeSet;
+
+use k8s_openapi::api::core::v1::Pod;
+
+use crate::decide::accounting::{ClusterView, NodeUsage, Reservations};
+
+/// The view plus volumes reserved on nodes since it was built (bindings made by the extender).
+#[derive(Clone, Copy)]
+pub struct Placement<'a> {
+    pub view: &'a ClusterView,
+    pub reservations: &'a Reservations,
+}
+
+impl<'a> Placement<'a> {
+    pub fn new(view: &'a ClusterView, reservations: &'a Reservations) -> Self {
+        Self { view, reservations }
+    }
+
+    fn reserved(&self, node: &str) -> impl Iterator<Item = &'a String> {
+        let view_keys = self.view.node(node).map(|n| &n.volume_keys);
+        self.reservations
+            .get(node)
+            .into_iter()
+            .flatten()
+            .filter(move |k| view_keys.is_none_or(|v| !v.contains(*k)))
+    }
+
+    /// Whether `key` is held on `node` (watched or reserved).
+    pub fn holds(&self, node: &str, key: &str) -> bool {
+        self.view.node(node).is_some_and(|n| n.volume_keys.contains(key))
+            || self.reservations.get(node).is_some_and(|r| r.contains(key))
+    }
+
+    /// Block volumes on `node`, reservations included.
+    pub fn block_volumes(&self, node: &NodeUsage) -> i64 {
+        node.block_volumes + self.reserved(&node.name).count() as i64
+    }
+
+    /// Slots left under the soft cap on `node` (0 at or over it).
+    pub fn free_slots(&self, node: &NodeUsage) -> i64 {
+        (node.soft_cap - self.block_volumes(node)).max(0)
+    }
+
+    /// Slots `keys` would take on `node`: those not already held there.
+    pub fn needed(&self, node: &str, keys: &BTreeSet<String>) -> i64 {
+        keys.iter().filter(|k| !self.holds(node, k)).count() as i64
+    }
+
+    /// Whether a pod needing `keys` fits on `node` under its soft cap.
+    pub fn fits(&self, node: &NodeUsage, keys: &BTreeSet<String>) -> bool {
+        node.schedulable && self.block_volumes(node) + self.needed(&node.name, keys) <= node.soft_cap
+    }
+
+    /// Σ free slots over schedulable nodes, reservations included.
+    pub fn room(&self) -> i64 {
+        self.view.schedulable().map(|n| self.free_slots(n)).sum()
+    }
+
+    /// The fullest schedulable nodes, fullest first: (name, block volumes, soft cap).
+    pub fn fullest(&self, limit: usize) -> Vec<(String, i64, i64)> {
+        let mut nodes: Vec<_> = self
+            .view
+            .schedulable()
+            .map(|n| (n.name.clone(), self.block_volumes(n), n.soft_cap))
+            .collect();
+        nodes.sort_by(|a, b| {
+            (b.1 - b.2)
+                .cmp(&(a.1 - a.2))
+                .then(b.1.cmp(&a.1))
+                .then(a.0.cmp(&b.0))
+        });
+        nodes.truncate(limit);
+        nodes
+    }
+}
+
+/// What a pod asks of block storage, resolved against the view.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BlockDemand {
+    /// Volume keys of its block claims (distinct).
+    pub keys: BTreeSet<String>,
+    /// Claims it mounts that the index does not know (yet); they may or may not be block.
+    pub unknown_claims: Vec<String>,
+    /// Keys of block claims the pod brings itself (generic ephemeral volumes not yet created).
+    pub unindexed: usize,
+}
+
+impl BlockDemand {
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+}
+
+/// Resolves a pod's claims: PVC volumes through the indexed claims, generic ephemeral volumes
+/// through their template's class (the claim does not exist before the pod).
+pub fn pod_block_demand(view: &ClusterView, namespace: &str, pod: &Pod) -> BlockDemand {
+    let mut demand = BlockDemand::default();
+    let pod_name = pod.metadata.name.as_deref().unwrap_or_default();
+    for v in pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.volumes.as_ref())
+        .into_iter()
+        .flatten()
+    {
+        if let Some(pvc) = &v.persistent_volume_claim {
+            match view
+                .block_claims
+                .get(&(namespace.to_owned(), pvc.claim_name.clone()))
+            {
+                Some((key, _)) => {
+                    demand.keys.insert(key.clone());
+                }
+                None if view_knows_claim_is_not_block(view, namespace, &pvc.claim_name) => {}
+                None => demand.unknown_claims.push(pvc.claim_name.clone()),
+            }
+        } else if let Some(eph) = &v.ephemeral {
+            let claim = format!("{pod_name}-{}", v.name);
+            if let Some((key, _)) = view.block_claims.get(&(namespace.to_owned(), claim.clone())) {
+                demand.keys.insert(key.clone());
+                continue;
+            }
+            let class = eph
+                .volume_claim_template
+                .as_ref()
+                .and_then(|t| t.spec.storage_class_name.as_deref());
+            if view.class_is_block(class) {
+                // A pod created from generateName has no name yet: key by the volume instead.
+                let id = if pod_name.is_empty() {
+                    format!("~{}", v.name)
+                } else {
+                    claim
+                };
+                if demand.keys.insert(format!("claim:{namespace}/{id}")) {
+                    demand.unindexed += 1;
+                }
+            }
+        }
+    }
+    demand
+}
+
+fn view_knows_claim_is_not_block(view: &ClusterView, namespace: &str, claim: &str) -> bool {
+    view.known_claims
+        .contains(&(namespace.to_owned(), claim.to_owned()))
+}

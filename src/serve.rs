@@ -1,0 +1,126 @@
+//! `headroom serve`: the composition root that owns every long-running task.
+
+use std::{sync::Arc, time::Duration};
+
+use anyhow::{Context, bail};
+use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
+
+use crate::{
+    cli::{ServeArgs, SourceArgs},
+    config::Config,
+    index::SharedIndex,
+    server::{
+        self,
+        state::{AppState, EventSink},
+        tls::ReloadingCert,
+    },
+    source::{file, live},
+};
+
+/// The index from the snapshot file, or from live watches once every kind has listed (the
+/// watch task is returned so the caller decides whether it keeps running).
+pub async fn load_index(source: &SourceArgs) -> anyhow::Result<(SharedIndex, Option<JoinHandle<()>>)> {
+    if let Some(path) = &source.snapshot {
+        return Ok((SharedIndex::from_state(file::load(path)?), None));
+    }
+    let client = live::client(source.kubeconfig.as_deref()).await?;
+    let index = SharedIndex::default();
+    let watches = tokio::spawn(live::watch_all(client, index.clone()));
+    if !index.wait_synced(source.sync_timeout).await {
+        watches.abort();
+        let missing: Vec<_> = index.unsynced().iter().map(|k| k.as_str()).collect();
+        bail!(
+            "the API server did not list {} within {:?}",
+            missing.join(", "),
+            source.sync_timeout
+        );
+    }
+    Ok((index, Some(watches)))
+}
+
+pub async fn run(config: Config, args: ServeArgs) -> anyhow::Result<()> {
+    let ServeArgs {
+        source,
+        listen,
+        admin_listen,
+        tls_cert,
+        tls_key,
+        tls_reload_interval,
+        drain_timeout,
+    } = args;
+
+    // Serving starts before the live source has synced: /readyz says when it has, and
+    // kube-apiserver's failurePolicy Ignore covers the gap.
+    let (index, client) = match &source.snapshot {
+        Some(path) => (SharedIndex::from_state(file::load(path)?), None),
+        None => {
+            let client = live::client(source.kubeconfig.as_deref()).await?;
+            let index = SharedIndex::default();
+            tokio::spawn(live::watch_all(client.clone(), index.clone()));
+            (index, Some(client))
+        }
+    };
+
+    let (cert, key) = match (tls_cert, tls_key) {
+        (Some(c), Some(k)) => (c, k),
+        _ if source.snapshot.is_some() => {
+            let dir = std::env::temp_dir().join(format!("headroom-{}", std::process::id()));
+            let names = vec![
+                "localhost".to_owned(),
+                "127.0.0.1".to_owned(),
+                "headroom".to_owned(),
+            ];
+            let written = crate::certs::write(&dir, names)?;
+            println!(
+                "headroom: no --tls-cert/--tls-key; serving a throw-away certificate from {} (CA: {})",
+                written.cert.display(),
+                written.ca.display()
+            );
+            (written.cert, written.key)
+        }
+        _ => bail!("--tls-cert and --tls-key are required when serving a live cluster"),
+    };
+    let reloading = ReloadingCert::load(cert, key)?;
+    let tls = server::tls::server_config(reloading.clone())?;
+
+    let (events, event_rx) = EventSink::new();
+    let app = Arc::new(AppState::new(config, index, events));
+    let (stop_tx, stop_rx) = watch::channel(false);
+
+    let tls_listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
+    let admin_listener = TcpListener::bind(admin_listen)
+        .await
+        .with_context(|| format!("binding {admin_listen}"))?;
+    tracing::info!(listen = %tls_listener.local_addr()?, admin = %admin_listener.local_addr()?, "serving");
+
+    let router = server::webhook::router(app.clone());
+    let tls_server = tokio::spawn(server::serve_tls(
+        tls_listener,
+        tls,
+        router,
+        stop_rx.clone(),
+        drain_timeout,
+    ));
+    let mut admin_stop = stop_rx.clone();
+    let admin_router = server::state::admin_router(app.clone());
+    let admin = tokio::spawn(async move {
+        let stopped = async move {
+            let _ = admin_stop.changed().await;
+        };
+        axum::serve(admin_listener, admin_router)
+            .with_graceful_shutdown(stopped)
+            .await
+    });
+    tokio::spawn(reloading.watch(tls_reload_interval, stop_rx.clone()));
+    let events_task = tokio::spawn(server::state::run_event_worker(event_rx, client, app.clone()));
+
+    server::shutdown_signal().await;
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(drain_timeout + Duration::from_secs(1), tls_server).await;
+    let _ = admin.await;
+    events_task.abort();
+    Ok(())
+}
