@@ -13,6 +13,8 @@ use headroom::{
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    // One TLS stack, one provider, chosen here for every client and server in the process.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let default_level = if matches!(args.command, Command::Serve(_)) {
         "info"
     } else {

@@ -255,3 +255,102 @@ async fn snapshot_then_status_gives_the_same_json_as_the_live_source() {
     assert_eq!(from_file, from_seed);
     assert!(Path::new(&file).exists());
 }
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test]
+async fn serve_on_the_seed_snapshot_answers_over_tls_and_stops_on_sigterm() {
+    use tokio::io::AsyncBufReadExt;
+    let (port, admin) = (free_port(), free_port());
+    let mut child = tokio::process::Command::new(BIN)
+        .args(["serve", "--snapshot", SEED, "--config", CONFIG])
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--admin-listen",
+            &format!("127.0.0.1:{admin}"),
+        ])
+        .env_remove("HEADROOM_CONFIG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdout = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = stdout
+        .next_line()
+        .await
+        .unwrap()
+        .expect("serve prints where its throw-away certificate is");
+    let ca = line
+        .split("(CA: ")
+        .nth(1)
+        .and_then(|s| s.strip_suffix(')'))
+        .expect(&line)
+        .to_owned();
+    let client = support::tls_client(std::path::Path::new(&ca), &[b"http/1.1"]);
+    let mut review: Value = serde_json::from_str(include_str!("data/admission/pod-create.json")).unwrap();
+    review["request"]["namespace"] = "immich".into();
+    review["request"]["object"]["spec"]["volumes"] =
+        serde_json::json!([{"name": "data", "persistentVolumeClaim": {"claimName": "data-elements-0"}}]);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    let response = loop {
+        match client
+            .post(format!("https://localhost:{port}/mutate?timeout=5s"))
+            .header("content-type", "application/json")
+            .body(review.to_string())
+            .send()
+            .await
+        {
+            Ok(r) => break r,
+            Err(e) => {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "serve never answered: {e}"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        }
+    };
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["response"]["allowed"], true);
+    assert_eq!(
+        body["response"]["patchType"], "JSONPatch",
+        "the pending block claim is steered: {body}"
+    );
+    support::install_crypto();
+    let ready = reqwest::get(format!("http://127.0.0.1:{admin}/readyz"))
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+    let metrics = reqwest::get(format!("http://127.0.0.1:{admin}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("headroom_admission_requests_total{kind=\"Pod\",operation=\"CREATE\",verdict=\"allow\",reason=\"patched\"} 1"), "{metrics}");
+
+    let pid = child.id().unwrap() as i32;
+    assert_eq!(unsafe_kill(pid), 0);
+    let status = tokio::time::timeout(std::time::Duration::from_secs(20), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "SIGTERM is a clean stop: {status:?}");
+}
+
+/// Sends SIGTERM through the `kill` command (no libc binding needed).
+fn unsafe_kill(pid: i32) -> i32 {
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .map(|s| s.code().unwrap_or(1))
+        .unwrap_or(1)
+}

@@ -67,6 +67,8 @@ pub async fn serve_tls(
             }
         });
     }
+    // Close the socket now, not when draining ends, so new connections are refused at once.
+    drop(listener);
     tracing::info!("listener closed; draining in-flight requests");
     if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
         tracing::warn!(?drain, "drain timed out; closing remaining connections");

@@ -91,6 +91,36 @@ pub fn list(items: impl IntoIterator<Item = Value>) -> Value {
     json!({"apiVersion": "v1", "kind": "List", "metadata": {}, "items": items.into_iter().collect::<Vec<_>>()})
 }
 
+/// A rustls client config trusting the CA in `ca` (PEM), offering `alpn`.
+pub fn tls_client_config(ca: &std::path::Path, alpn: &[&[u8]]) -> rustls::ClientConfig {
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).expect("CA file") {
+        roots.add(cert.expect("CA certificate")).expect("usable CA");
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    config
+}
+
+/// Installs ring as the process's rustls provider (what `main` does), for plain clients.
+pub fn install_crypto() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// A reqwest client trusting only the CA in `ca`.
+pub fn tls_client(ca: &std::path::Path, alpn: &[&[u8]]) -> reqwest::Client {
+    reqwest::Client::builder()
+        .use_preconfigured_tls(tls_client_config(ca, alpn))
+        .build()
+        .expect("client")
+}
+
 /// Reads `items` through the snapshot decoder, exactly as a snapshot file would be.
 pub fn state(items: impl IntoIterator<Item = Value>) -> headroom::index::ClusterState {
     headroom::source::file::parse("fixture", &list(items).to_string()).expect("fixture decodes")
