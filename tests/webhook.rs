@@ -532,3 +532,29 @@ async fn bad_requests_get_their_status_and_the_server_keeps_serving() {
         "{metrics}"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_api_servers_timeout_is_honoured() {
+    let h = Harness::new(cluster(&[1]), Config::default());
+    for (query, budget) in [("?timeout=2s", 1600), ("", 9500)] {
+        // A body that starts and never ends: the answer must come before the API server gives up.
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<axum::body::Bytes, std::io::Error>>(1);
+        tx.send(Ok(axum::body::Bytes::from_static(b"{\"apiVersion\":")))
+            .await
+            .unwrap();
+        let body = Body::from_stream(futures::stream::unfold(rx, |mut rx| async {
+            rx.recv().await.map(|c| (c, rx))
+        }));
+        let started = tokio::time::Instant::now();
+        let (status, json) = h
+            .post(&format!("/validate{query}"), body, "application/json")
+            .await;
+        let waited = started.elapsed().as_millis();
+        assert_eq!(status, 408, "{json}");
+        assert_eq!(
+            waited, budget,
+            "answered {waited} ms in, with the margin taken off {query:?}"
+        );
+        drop(tx);
+    }
+}
