@@ -45,6 +45,23 @@ pub enum Steering {
     Affinity,
 }
 
+/// How `/extender/prioritize` weighs free block slots against memory headroom.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+pub struct Scoring {
+    pub block_weight: u32,
+    pub memory_weight: u32,
+}
+
+impl Default for Scoring {
+    fn default() -> Self {
+        Self {
+            block_weight: 2,
+            memory_weight: 1,
+        }
+    }
+}
+
 /// What a scale-down does with the VM once its Node is gone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -105,6 +122,7 @@ pub struct Config {
     pub hard_cap_default: u32,
     pub enforcement: Enforcement,
     pub steering: Steering,
+    pub scoring: Scoring,
     pub excluded_namespaces: Vec<String>,
     pub triggers: Triggers,
     pub signals: Signals,
@@ -122,6 +140,7 @@ impl Default for Config {
             hard_cap_default: 29,
             enforcement: Enforcement::Warn,
             steering: Steering::Extender,
+            scoring: Scoring::default(),
             excluded_namespaces: vec!["kube-system".into(), "kube-node-lease".into()],
             triggers: Triggers::default(),
             signals: Signals::default(),
@@ -392,6 +411,9 @@ impl Config {
             {
                 return fail(key, format!("must be a ratio ≥ 0 such as 0.9, got {r}"));
             }
+        }
+        if self.scoring.block_weight + self.scoring.memory_weight == 0 {
+            return fail("scoring", "blockWeight and memoryWeight cannot both be 0".into());
         }
         if let Some(p) = &self.proxmox {
             if !p.url.starts_with("https://") {

@@ -1,4 +1,7 @@
-//! Demand admitted by the webhook and not yet visible as objects.
+//! What headroom knows before the watches do: demand admitted by the webhook, and volumes the
+//! extender bound to nodes.
+//!
+//! ## Admitted demand
 //!
 //! Fed at once by every admitted, non-dry-run request that adds block or memory demand, so the
 //! projection can cross a trigger before any pod is Pending. An entry leaves when its object
@@ -6,11 +9,14 @@
 //! a later admission webhook denied it, or the client gave up).
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeSet, HashMap},
     time::{Duration, Instant},
 };
 
-use crate::decide::projection::AdmittedDemand;
+use crate::{
+    decide::{accounting::Reservations, projection::AdmittedDemand},
+    model::NsName,
+};
 
 /// What one admitted object will need.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,6 +83,75 @@ impl AdmittedLedger {
     }
 }
 
+/// Volumes the extender bound to a node, held there until the watch shows the pod on it.
+///
+/// The next filter must see a binding at once, or a burst of pods would all be sent to the
+/// node that looked emptiest before any of them arrived there.
+#[derive(Debug)]
+pub struct BindingLedger {
+    bindings: HashMap<NsName, (String, BTreeSet<String>, Instant)>,
+    /// Block volume keys of pods seen by filter/prioritize (bind carries only the pod's name).
+    demands: HashMap<String, (BTreeSet<String>, Instant)>,
+    ttl: Duration,
+}
+
+/// Demands remembered at most: filter calls for pods that never bind must not grow memory.
+const MAX_DEMANDS: usize = 10_000;
+
+impl BindingLedger {
+    pub fn new(ttl: Duration) -> Self {
+        Self {
+            bindings: HashMap::new(),
+            demands: HashMap::new(),
+            ttl,
+        }
+    }
+
+    /// Remembers what a pod (by UID) needs, from a filter or prioritize request.
+    pub fn remember(&mut self, uid: &str, keys: BTreeSet<String>, now: Instant) {
+        if self.demands.len() >= MAX_DEMANDS {
+            let ttl = self.ttl;
+            self.demands
+                .retain(|_, (_, at)| now.saturating_duration_since(*at) < ttl);
+            if self.demands.len() >= MAX_DEMANDS {
+                self.demands.clear();
+            }
+        }
+        self.demands.insert(uid.to_owned(), (keys, now));
+    }
+
+    /// What a pod needs, as last seen by filter or prioritize.
+    pub fn demand(&self, uid: &str) -> Option<&BTreeSet<String>> {
+        self.demands.get(uid).map(|(k, _)| k)
+    }
+
+    /// Records that `pod` was bound to `node` holding `keys`.
+    pub fn record(&mut self, pod: NsName, node: &str, keys: BTreeSet<String>, now: Instant) {
+        self.bindings.insert(pod, (node.to_owned(), keys, now));
+    }
+
+    /// Drops bindings the watch now shows (`seen(pod, node)`) or that are older than the TTL,
+    /// and returns the rest as reservations per node.
+    pub fn reservations(&mut self, now: Instant, seen: impl Fn(&NsName, &str) -> bool) -> Reservations {
+        let ttl = self.ttl;
+        self.bindings
+            .retain(|pod, (node, _, at)| now.saturating_duration_since(*at) < ttl && !seen(pod, node));
+        let mut out = Reservations::new();
+        for (node, keys, _) in self.bindings.values() {
+            out.entry(node.clone()).or_default().extend(keys.iter().cloned());
+        }
+        out
+    }
+
+    pub fn len(&self) -> usize {
+        self.bindings.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bindings.is_empty()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -130,6 +205,43 @@ mod tests {
             "p2 expired at 180s"
         );
         assert!(l.is_empty());
+    }
+
+    #[test]
+    fn bindings_hold_until_seen_or_expired() {
+        let t0 = Instant::now();
+        let mut l = BindingLedger::new(Duration::from_secs(300));
+        let keys = |ks: &[&str]| ks.iter().map(|k| k.to_string()).collect::<BTreeSet<_>>();
+        l.record(("a".into(), "p1".into()), "n1", keys(&["h1"]), t0);
+        l.record(("a".into(), "p2".into()), "n1", keys(&["h2", "h1"]), t0);
+        l.record(
+            ("a".into(), "p3".into()),
+            "n2",
+            keys(&["h3"]),
+            t0 + Duration::from_secs(200),
+        );
+        let r = l.reservations(t0, |_, _| false);
+        assert_eq!(r["n1"], keys(&["h1", "h2"]));
+        assert_eq!(r["n2"], keys(&["h3"]));
+        let r = l.reservations(t0, |pod, node| pod.1 == "p2" && node == "n1");
+        assert_eq!(r["n1"], keys(&["h1"]), "p2 is on n1 in the watch now");
+        let r = l.reservations(t0 + Duration::from_secs(300), |_, _| false);
+        assert!(!r.contains_key("n1"), "p1 expired");
+        assert_eq!(l.len(), 1);
+    }
+
+    #[test]
+    fn remembered_demands_are_bounded() {
+        let t0 = Instant::now();
+        let mut l = BindingLedger::new(Duration::from_secs(300));
+        for i in 0..(MAX_DEMANDS + 5) {
+            l.remember(&i.to_string(), BTreeSet::new(), t0);
+        }
+        assert!(l.demands.len() <= MAX_DEMANDS);
+        assert!(
+            l.demand(&(MAX_DEMANDS + 4).to_string()).is_some(),
+            "the newest is kept"
+        );
     }
 
     #[test]

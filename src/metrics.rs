@@ -27,6 +27,11 @@ pub struct ResultLabels {
     pub result: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RejectLabels {
+    pub reason: String,
+}
+
 /// Every metric, registered once at start-up.
 pub struct Metrics {
     registry: Mutex<Registry>,
@@ -34,6 +39,8 @@ pub struct Metrics {
     pub request_duration: Family<RouteLabels, Histogram>,
     pub bad_requests: Family<RouteLabels, Counter>,
     pub events: Family<ResultLabels, Counter>,
+    pub extender_rejections: Family<RejectLabels, Counter>,
+    pub binds: Family<RejectLabels, Counter>,
     pub synced: Gauge,
 }
 
@@ -72,6 +79,18 @@ impl Default for Metrics {
             "Kubernetes Events emitted, by result (created, failed, dropped, logged)",
             events.clone(),
         );
+        let extender_rejections = Family::<RejectLabels, Counter>::default();
+        registry.register(
+            "extender_rejected_nodes",
+            "Nodes the extender filter rejected, by reason (soft-cap, unresolvable)",
+            extender_rejections.clone(),
+        );
+        let binds = Family::<RejectLabels, Counter>::default();
+        registry.register(
+            "extender_binds",
+            "Extender bind results (bound, failed)",
+            binds.clone(),
+        );
         let synced = Gauge::default();
         registry.register(
             "source_synced",
@@ -89,6 +108,8 @@ impl Default for Metrics {
             request_duration,
             bad_requests,
             events,
+            extender_rejections,
+            binds,
             synced,
         }
     }

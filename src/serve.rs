@@ -84,7 +84,7 @@ pub async fn run(config: Config, args: ServeArgs) -> anyhow::Result<()> {
     let tls = server::tls::server_config(reloading.clone())?;
 
     let (events, event_rx) = EventSink::new();
-    let app = Arc::new(AppState::new(config, index, events));
+    let app = Arc::new(AppState::new(config, index, events).with_client(client.clone()));
     let (stop_tx, stop_rx) = watch::channel(false);
 
     let tls_listener = TcpListener::bind(listen)
@@ -95,7 +95,7 @@ pub async fn run(config: Config, args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("binding {admin_listen}"))?;
     tracing::info!(listen = %tls_listener.local_addr()?, admin = %admin_listener.local_addr()?, "serving");
 
-    let router = server::webhook::router(app.clone());
+    let router = server::webhook::router(app.clone()).merge(server::extender::router(app.clone()));
     let tls_server = tokio::spawn(server::serve_tls(
         tls_listener,
         tls,

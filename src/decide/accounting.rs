@@ -56,6 +56,9 @@ pub struct NodeUsage {
     pub unschedulable_reason: Option<String>,
     pub gpus: i64,
     pub pods: usize,
+    /// Distinct volumes held by this node's pods: what evicting them all could free.
+    #[serde(skip)]
+    pub pod_volumes: i64,
     #[serde(skip)]
     pub volume_keys: BTreeSet<String>,
 }
@@ -271,6 +274,7 @@ pub fn account(state: &ClusterState, settings: &Settings, reservations: &Reserva
     }
 
     // 2. Block claims of non-terminal pods on a node (attachment or not), plus resources.
+    let mut pod_held: HashMap<&str, BTreeSet<String>> = HashMap::new();
     let mut wanted_unscheduled: HashSet<NsName> = HashSet::new();
     let mut used_on_node: HashSet<NsName> = HashSet::new();
     for pod in state.pods.values().filter(|p| !p.terminal) {
@@ -282,6 +286,7 @@ pub fn account(state: &ClusterState, settings: &Settings, reservations: &Reserva
         };
         for c in &pod.claims {
             if let Some(key) = resolver.key_of(&pod.namespace, c) {
+                pod_held.entry(node).or_default().insert(key.clone());
                 held.entry(node).or_default().insert(key);
                 used_on_node.insert((pod.namespace.clone(), c.clone()));
             }
@@ -308,6 +313,7 @@ pub fn account(state: &ClusterState, settings: &Settings, reservations: &Reserva
         }
         if let Some(usage) = per_node.get_mut(node) {
             usage.block_volumes = keys.len() as i64;
+            usage.pod_volumes = pod_held.get(node).map_or(0, |k| k.len() as i64);
             usage.volume_keys = keys;
         }
     }
@@ -369,6 +375,7 @@ fn new_usage(state: &ClusterState, settings: &Settings, node: &NodeInfo) -> Node
         unschedulable_reason: reason,
         gpus: node.gpus,
         pods: 0,
+        pod_volumes: 0,
         volume_keys: BTreeSet::new(),
     }
 }

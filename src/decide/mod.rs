@@ -5,5 +5,6 @@
 
 pub mod accounting;
 pub mod admission;
+pub mod extender;
 pub mod placement;
 pub mod projection;

@@ -345,6 +345,7 @@ mod tests {
             unschedulable_reason: None,
             gpus: 0,
             pods: 0,
+            pod_volumes: block,
             volume_keys: Default::default(),
         }
     }

@@ -1,5 +1,6 @@
 //! The HTTP servers: the TLS listener (webhook, extender) and the plain admin listener.
 
+pub mod extender;
 pub mod state;
 pub mod tls;
 pub mod webhook;

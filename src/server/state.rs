@@ -23,12 +23,15 @@ use crate::{
         projection::AdmittedDemand,
     },
     index::SharedIndex,
-    ledger::{Admitted, AdmittedLedger},
+    ledger::{Admitted, AdmittedLedger, BindingLedger},
     metrics::{Metrics, ResultLabels},
 };
 
 /// How long admitted demand waits for its object before it is forgotten.
 const ADMITTED_TTL: Duration = Duration::from_secs(180);
+
+/// How long a binding is held if the watch never shows its pod on the node.
+const BINDING_TTL: Duration = Duration::from_secs(300);
 
 /// Events waiting to be sent; past this, new ones are dropped and counted, so a burst of
 /// denials never blocks an admission answer.
@@ -173,7 +176,9 @@ pub struct AppState {
     pub index: SharedIndex,
     views: ViewCache,
     /// Volumes placed by the extender's bind and not yet seen through the watch.
-    pub reservations: Mutex<Reservations>,
+    pub bindings: Mutex<BindingLedger>,
+    /// How bind reaches the API server (None: snapshot mode, bindings are only recorded).
+    pub client: Option<kube::Client>,
     pub ledger: Mutex<AdmittedLedger>,
     pub metrics: Metrics,
     pub events: EventSink,
@@ -191,7 +196,8 @@ impl AppState {
             },
             config,
             index,
-            reservations: Mutex::new(Reservations::new()),
+            bindings: Mutex::new(BindingLedger::new(BINDING_TTL)),
+            client: None,
             ledger: Mutex::new(AdmittedLedger::new(ADMITTED_TTL)),
             metrics: Metrics::default(),
             events,
@@ -199,17 +205,30 @@ impl AppState {
         }
     }
 
+    /// Binds through this client instead of only recording bindings.
+    pub fn with_client(mut self, client: Option<kube::Client>) -> Self {
+        self.client = client;
+        self
+    }
+
     /// The current accounting (rebuilt if the index changed).
     pub fn view(&self) -> Arc<ClusterView> {
         self.views.get(&self.index)
     }
 
-    /// A copy of the reservations (small: bindings of the last moments).
+    /// Volumes bound by the extender that the watch does not show on their node yet.
     pub fn reservations(&self) -> Reservations {
-        self.reservations
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        let mut bindings = self.bindings.lock().unwrap_or_else(|e| e.into_inner());
+        if bindings.is_empty() {
+            return Reservations::new();
+        }
+        self.index.with_state(|s, _| {
+            bindings.reservations(Instant::now(), |pod, node| {
+                s.pods
+                    .get(pod)
+                    .is_some_and(|p| p.node_name.as_deref() == Some(node))
+            })
+        })
     }
 
     /// Whether capacity can still arrive without a human.

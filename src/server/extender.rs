@@ -1,0 +1,405 @@
+//! `/extender/filter`, `/extender/prioritize`, `/extender/bind`: kube-scheduler's extender
+//! protocol (`k8s.io/kube-scheduler/extender/v1`).
+//!
+//! The wire types have no JSON tags upstream, so kube-scheduler sends Go field names
+//! (`Pod`, `NodeNames`, …) and decodes replies case-insensitively. Input accepts PascalCase
+//! and the lowercase spellings older clients use; output is always PascalCase.
+
+use std::{collections::BTreeSet, sync::Arc, time::Instant};
+
+use axum::{
+    Router,
+    body::Body,
+    extract::{Query, State},
+    http::{HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+    routing::post,
+};
+use k8s_openapi::api::core::v1::{Binding, ObjectReference, Pod};
+use serde::{Deserialize, de::DeserializeOwned};
+use serde_json::{Value, json};
+
+use super::{
+    state::AppState,
+    webhook::{HttpError, TimeoutQuery, budget, read_body},
+};
+use crate::{
+    decide::{
+        extender,
+        placement::{self, BlockDemand, Placement},
+    },
+    metrics::{RejectLabels, RouteLabels},
+    model::NsName,
+};
+
+pub fn router(app: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/extender/filter", post(filter))
+        .route("/extender/prioritize", post(prioritize))
+        .route("/extender/bind", post(bind))
+        .with_state(app)
+}
+
+#[derive(Debug, Deserialize)]
+struct ExtenderArgs {
+    #[serde(rename = "Pod", alias = "pod")]
+    pod: Option<Value>,
+    #[serde(rename = "Nodes", alias = "nodes", default)]
+    nodes: Option<NodeList>,
+    #[serde(rename = "NodeNames", alias = "nodenames", alias = "nodeNames", default)]
+    node_names: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct NodeList {
+    #[serde(default, alias = "Items")]
+    items: Option<Vec<Value>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct BindingArgs {
+    #[serde(rename = "PodName", alias = "podname", alias = "podName")]
+    pod_name: String,
+    #[serde(rename = "PodNamespace", alias = "podnamespace", alias = "podNamespace")]
+    pod_namespace: String,
+    #[serde(rename = "PodUID", alias = "poduid", alias = "podUID", default)]
+    pod_uid: String,
+    #[serde(rename = "Node", alias = "node")]
+    node: String,
+}
+
+/// The candidates in the mode the scheduler used: names (nodeCacheCapable) or full Nodes.
+enum Candidates {
+    Names(Vec<String>),
+    Nodes(Vec<Value>),
+}
+
+impl Candidates {
+    fn names(&self) -> Vec<String> {
+        match self {
+            Candidates::Names(n) => n.clone(),
+            Candidates::Nodes(items) => items
+                .iter()
+                .map(|n| {
+                    n.pointer("/metadata/name")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_owned()
+                })
+                .collect(),
+        }
+    }
+}
+
+/// A parsed filter/prioritize request.
+struct Request {
+    pod: Pod,
+    namespace: String,
+    candidates: Candidates,
+}
+
+fn parse<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, HttpError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let message = if e.inner().is_syntax() || e.inner().is_eof() {
+            format!("malformed JSON: {}", e.inner())
+        } else {
+            format!("{what} field `{}`: {}", e.path(), e.inner())
+        };
+        HttpError::new(StatusCode::BAD_REQUEST, message)
+    })
+}
+
+fn parse_args(bytes: &[u8]) -> Result<Request, HttpError> {
+    let bad = |m: &str| HttpError::new(StatusCode::BAD_REQUEST, m.to_owned());
+    let args: ExtenderArgs = parse(bytes, "ExtenderArgs")?;
+    let mut pod = args.pod.ok_or_else(|| bad("ExtenderArgs has no `Pod`"))?;
+    // Go encodes an empty container list as null; k8s-openapi wants a list.
+    if let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut)
+        && spec.get("containers").is_none_or(Value::is_null)
+    {
+        spec.insert("containers".into(), json!([]));
+    }
+    let pod: Pod = serde_path_to_error::deserialize(&pod).map_err(|e| {
+        HttpError::new(
+            StatusCode::BAD_REQUEST,
+            format!("ExtenderArgs field `Pod.{}`: {}", e.path(), e.inner()),
+        )
+    })?;
+    let candidates = match (args.node_names, args.nodes) {
+        (Some(names), _) => Candidates::Names(names),
+        (None, Some(list)) => Candidates::Nodes(list.items.unwrap_or_default()),
+        (None, None) => return Err(bad("ExtenderArgs has neither `NodeNames` nor `Nodes`")),
+    };
+    let namespace = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+    Ok(Request {
+        pod,
+        namespace,
+        candidates,
+    })
+}
+
+/// Times a verb; counts unreadable requests.
+struct Verb<'a> {
+    app: &'a AppState,
+    route: &'static str,
+    start: Instant,
+}
+
+impl<'a> Verb<'a> {
+    fn start(app: &'a AppState, route: &'static str) -> Self {
+        Self {
+            app,
+            route,
+            start: Instant::now(),
+        }
+    }
+
+    fn bad(&self, e: HttpError) -> Response {
+        self.app
+            .metrics
+            .bad_requests
+            .get_or_create(&RouteLabels {
+                route: self.route.into(),
+            })
+            .inc();
+        e.into_response()
+    }
+}
+
+impl Drop for Verb<'_> {
+    fn drop(&mut self) {
+        let labels = RouteLabels {
+            route: self.route.into(),
+        };
+        self.app
+            .metrics
+            .request_duration
+            .get_or_create(&labels)
+            .observe(self.start.elapsed().as_secs_f64());
+    }
+}
+
+async fn read(
+    verb: &Verb<'_>,
+    q: &TimeoutQuery,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Vec<u8>, Response> {
+    read_body(headers, body, budget(q))
+        .await
+        .map(|b| b.to_vec())
+        .map_err(|e| verb.bad(e))
+}
+
+/// The pod's block demand, remembered for the bind that follows.
+fn demand_of(app: &AppState, placement: Placement<'_>, req: &Request) -> BlockDemand {
+    let demand = placement::pod_block_demand(placement.view, &req.namespace, &req.pod);
+    if let Some(uid) = req.pod.metadata.uid.as_deref() {
+        app.bindings.lock().unwrap_or_else(|e| e.into_inner()).remember(
+            uid,
+            demand.keys.clone(),
+            Instant::now(),
+        );
+    }
+    demand
+}
+
+async fn filter(
+    State(app): State<Arc<AppState>>,
+    Query(q): Query<TimeoutQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let verb = Verb::start(&app, "extender_filter");
+    let bytes = match read(&verb, &q, &headers, body).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let req = match parse_args(&bytes) {
+        Ok(r) => r,
+        Err(e) => return verb.bad(e),
+    };
+    let view = app.view();
+    let reservations = app.reservations();
+    let placement = Placement::new(&view, &reservations);
+    let demand = demand_of(&app, placement, &req);
+    let names = req.candidates.names();
+    let outcome = if demand.is_empty() {
+        extender::FilterOutcome {
+            passed: names,
+            ..Default::default()
+        }
+    } else {
+        extender::filter(placement, &demand, &names)
+    };
+    for (reason, count) in [
+        ("soft-cap", outcome.failed.len()),
+        ("unresolvable", outcome.unresolvable.len()),
+    ] {
+        app.metrics
+            .extender_rejections
+            .get_or_create(&RejectLabels {
+                reason: reason.into(),
+            })
+            .inc_by(count as u64);
+    }
+    let passed: BTreeSet<&str> = outcome.passed.iter().map(String::as_str).collect();
+    let (nodes, node_names) = match &req.candidates {
+        Candidates::Names(_) => (Value::Null, json!(outcome.passed)),
+        Candidates::Nodes(items) => {
+            let kept: Vec<&Value> = items
+                .iter()
+                .filter(|n| {
+                    n.pointer("/metadata/name")
+                        .and_then(Value::as_str)
+                        .is_some_and(|name| passed.contains(name))
+                })
+                .collect();
+            (json!({"metadata": {}, "items": kept}), Value::Null)
+        }
+    };
+    axum::Json(json!({
+        "Nodes": nodes,
+        "NodeNames": node_names,
+        "FailedNodes": outcome.failed,
+        "FailedAndUnresolvableNodes": outcome.unresolvable,
+        "Error": "",
+    }))
+    .into_response()
+}
+
+async fn prioritize(
+    State(app): State<Arc<AppState>>,
+    Query(q): Query<TimeoutQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let verb = Verb::start(&app, "extender_prioritize");
+    let bytes = match read(&verb, &q, &headers, body).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let req = match parse_args(&bytes) {
+        Ok(r) => r,
+        Err(e) => return verb.bad(e),
+    };
+    let view = app.view();
+    let reservations = app.reservations();
+    let placement = Placement::new(&view, &reservations);
+    let demand = demand_of(&app, placement, &req);
+    let memory = crate::model::pod_resources(&req.pod).map(|r| r.0).unwrap_or(0);
+    let scores = extender::prioritize(
+        placement,
+        &demand,
+        memory,
+        app.config.scoring,
+        &req.candidates.names(),
+    );
+    let list: Vec<Value> = scores
+        .into_iter()
+        .map(|(host, score)| json!({"Host": host, "Score": score}))
+        .collect();
+    axum::Json(Value::Array(list)).into_response()
+}
+
+async fn bind(
+    State(app): State<Arc<AppState>>,
+    Query(q): Query<TimeoutQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let verb = Verb::start(&app, "extender_bind");
+    let bytes = match read(&verb, &q, &headers, body).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let args: BindingArgs = match parse(&bytes, "ExtenderBindingArgs") {
+        Ok(a) => a,
+        Err(e) => return verb.bad(e),
+    };
+    if args.pod_name.is_empty() || args.pod_namespace.is_empty() || args.node.is_empty() {
+        return verb.bad(HttpError::new(
+            StatusCode::BAD_REQUEST,
+            "ExtenderBindingArgs needs PodName, PodNamespace and Node",
+        ));
+    }
+    let pod: NsName = (args.pod_namespace.clone(), args.pod_name.clone());
+    let keys = bound_keys(&app, &pod, &args.pod_uid);
+    if let Some(client) = &app.client
+        && let Err(e) = create_binding(client, &args).await
+    {
+        tracing::warn!(pod = %args.pod_name, namespace = %args.pod_namespace, node = %args.node, error = %e, "bind failed");
+        app.metrics
+            .binds
+            .get_or_create(&RejectLabels {
+                reason: "failed".into(),
+            })
+            .inc();
+        return axum::Json(json!({"Error": e.to_string()})).into_response();
+    }
+    app.bindings
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .record(pod, &args.node, keys, Instant::now());
+    app.metrics
+        .binds
+        .get_or_create(&RejectLabels {
+            reason: "bound".into(),
+        })
+        .inc();
+    tracing::debug!(pod = %args.pod_name, namespace = %args.pod_namespace, node = %args.node, "bound");
+    axum::Json(json!({"Error": ""})).into_response()
+}
+
+/// The block volume keys a bound pod holds: from the index when it has the pod, else from
+/// what filter/prioritize saw for that UID.
+fn bound_keys(app: &AppState, pod: &NsName, uid: &str) -> BTreeSet<String> {
+    let view = app.view();
+    let from_index = app.index.with_state(|s, _| {
+        s.pods.get(pod).map(|p| {
+            p.claims
+                .iter()
+                .filter_map(|c| {
+                    view.block_claims
+                        .get(&(pod.0.clone(), c.clone()))
+                        .map(|(k, _)| k.clone())
+                })
+                .collect::<BTreeSet<_>>()
+        })
+    });
+    from_index
+        .or_else(|| {
+            app.bindings
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .demand(uid)
+                .cloned()
+        })
+        .unwrap_or_default()
+}
+
+async fn create_binding(client: &kube::Client, args: &BindingArgs) -> Result<(), kube::Error> {
+    let api: kube::Api<Pod> = kube::Api::namespaced(client.clone(), &args.pod_namespace);
+    let binding = Binding {
+        metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+            name: Some(args.pod_name.clone()),
+            namespace: Some(args.pod_namespace.clone()),
+            uid: (!args.pod_uid.is_empty()).then(|| args.pod_uid.clone()),
+            ..Default::default()
+        },
+        target: ObjectReference {
+            kind: Some("Node".into()),
+            name: Some(args.node.clone()),
+            api_version: Some("v1".into()),
+            ..Default::default()
+        },
+    };
+    let params = kube::api::PostParams::default();
+    let call = api.create_subresource::<Binding, Value>("binding", &args.pod_name, &params, &binding);
+    // The scheduler's httpTimeout (5 s by default) covers this whole request.
+    tokio::time::timeout(std::time::Duration::from_secs(4), call)
+        .await
+        .map_err(|_| kube::Error::Service("binding timed out".into()))??;
+    Ok(())
+}
