@@ -2,88 +2,24 @@
 
 mod support;
 
-use std::sync::{Arc, atomic::Ordering};
+use std::sync::atomic::Ordering;
 
-use axum::{body::Body, http::Request};
+use axum::body::Body;
 use base64::Engine;
-use headroom::{
-    config::{Config, Enforcement, Steering},
-    index::SharedIndex,
-    server::{
-        state::{AppState, EventSink, PlannedEvent},
-        webhook,
-    },
-};
+use headroom::config::{Config, Enforcement, Steering};
 use serde_json::{Value, json};
-use support::*;
-use tokio::sync::mpsc::Receiver;
-use tower::ServiceExt;
+use support::{app::Harness, *};
 
 const POD: &str = include_str!("data/admission/pod-create.json");
 const PVC: &str = include_str!("data/admission/pvc-create.json");
 
-/// Nodes n1..nN with `counts[i]` attached block volumes each, CSINode 28 (soft cap 24).
-fn cluster(counts: &[usize]) -> Vec<Value> {
-    let mut items = vec![
-        storage_class("proxmox-lvm", BLOCK, false),
-        storage_class("nfs", NFS, true),
-    ];
-    for (i, count) in counts.iter().enumerate() {
-        let node_name = format!("n{}", i + 1);
-        items.push(node(&node_name));
-        items.push(csinode(&node_name, Some(28)));
-        for v in 0..*count {
-            let claim = format!("{node_name}-c{v}");
-            items.extend(bound_claim("apps", &claim, "proxmox-lvm"));
-            items.push(attachment(
-                &format!("va-{claim}"),
-                BLOCK,
-                &node_name,
-                &format!("pv-{claim}"),
-                true,
-            ));
-        }
-    }
-    items
-}
-
-struct Harness {
-    app: Arc<AppState>,
-    events: Receiver<PlannedEvent>,
-}
-
-impl Harness {
-    fn new(items: Vec<Value>, config: Config) -> Self {
-        let (sink, events) = EventSink::new();
-        let app = Arc::new(AppState::new(config, SharedIndex::from_state(state(items)), sink));
-        Self { app, events }
-    }
-
-    async fn post(&self, path: &str, body: impl Into<Body>, content_type: &str) -> (u16, Value) {
-        let request = Request::post(path)
-            .header("content-type", content_type)
-            .body(body.into())
-            .unwrap();
-        let response = webhook::router(self.app.clone()).oneshot(request).await.unwrap();
-        let status = response.status().as_u16();
-        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
-            .await
-            .unwrap();
-        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
-    }
-
-    async fn review(&self, path: &str, review: &Value) -> Value {
-        let (status, body) = self.post(path, review.to_string(), "application/json").await;
-        assert_eq!(status, 200, "{body}");
-        assert_eq!(body["apiVersion"], "admission.k8s.io/v1");
-        assert_eq!(body["kind"], "AdmissionReview");
-        assert_eq!(body["response"]["uid"], review["request"]["uid"], "uid echoed");
-        body["response"].clone()
-    }
-
-    fn event(&mut self) -> Option<PlannedEvent> {
-        self.events.try_recv().ok()
-    }
+/// Posts an AdmissionReview and checks the envelope of the answer; returns `response`.
+async fn admit(h: &Harness, path: &str, review: &Value) -> Value {
+    let body = h.ok(path, review).await;
+    assert_eq!(body["apiVersion"], "admission.k8s.io/v1");
+    assert_eq!(body["kind"], "AdmissionReview");
+    assert_eq!(body["response"]["uid"], review["request"]["uid"], "uid echoed");
+    body["response"].clone()
 }
 
 fn config(enforcement: Enforcement) -> Config {
@@ -129,7 +65,7 @@ fn with_new_claim(mut items: Vec<Value>) -> Vec<Value> {
 #[tokio::test]
 async fn validate_pod_allows_when_some_node_has_room() {
     let mut h = Harness::new(with_new_claim(cluster(&[24, 23])), config(Enforcement::Deny));
-    let r = h.review("/validate", &pod_review(&["new"])).await;
+    let r = admit(&h, "/validate", &pod_review(&["new"])).await;
     assert_eq!(r["allowed"], true);
     assert!(r.get("warnings").is_none() && r.get("patch").is_none() && r.get("patchType").is_none());
     assert!(h.event().is_none());
@@ -142,7 +78,7 @@ async fn validate_pod_denies_with_a_message_that_says_what_to_do() {
     items.push(unbound_claim("apps", "new2", Some("proxmox-lvm")));
     items.push(unbound_claim("apps", "new3", Some("proxmox-lvm")));
     let mut h = Harness::new(items, config(Enforcement::Deny));
-    let r = h.review("/validate", &pod_review(&["new", "new2", "new3"])).await;
+    let r = admit(&h, "/validate", &pod_review(&["new", "new2", "new3"])).await;
     assert_eq!(r["allowed"], false);
     assert_eq!(r["status"]["code"], 403);
     let message = r["status"]["message"].as_str().unwrap();
@@ -210,7 +146,7 @@ async fn validate_pod_by_enforcement_and_outlook() {
         }
         let mut h = Harness::new(with_new_claim(cluster(&[24, 24])), c);
         h.app.incoming_vms.store(incoming, Ordering::Relaxed);
-        let r = h.review("/validate", &pod_review(&["new"])).await;
+        let r = admit(&h, "/validate", &pod_review(&["new"])).await;
         assert_eq!(r["allowed"], allowed, "{name}: {r}");
         match warning {
             Some(w) => {
@@ -238,11 +174,11 @@ async fn validate_pod_by_enforcement_and_outlook() {
 async fn validate_pod_counts_only_claims_not_already_on_the_node() {
     // n1 is full, but the pod's claim is one of n1's: it needs no new slot there.
     let h = Harness::new(cluster(&[24, 24]), config(Enforcement::Deny));
-    let r = h.review("/validate", &pod_review(&["n1-c3"])).await;
+    let r = admit(&h, "/validate", &pod_review(&["n1-c3"])).await;
     assert_eq!(r["allowed"], true, "{r}");
     // A claim on n1 plus a new one: n1 needs one slot (none), n2 needs two (none).
     let h = Harness::new(with_new_claim(cluster(&[24, 24])), config(Enforcement::Deny));
-    let r = h.review("/validate", &pod_review(&["n1-c3", "new"])).await;
+    let r = admit(&h, "/validate", &pod_review(&["n1-c3", "new"])).await;
     assert_eq!(r["allowed"], false, "{r}");
 }
 
@@ -272,14 +208,14 @@ async fn validate_skips_what_is_not_ours() {
         ("DELETE", delete),
         ("another kind", deployment),
     ] {
-        let r = h.review("/validate", &review).await;
+        let r = admit(&h, "/validate", &review).await;
         assert_eq!(r["allowed"], true, "{name}: {r}");
         assert!(
             r.get("warnings").is_none() && r.get("status").is_none(),
             "{name}: {r}"
         );
     }
-    let r = h.review("/validate", &full_pod).await;
+    let r = admit(&h, "/validate", &full_pod).await;
     assert_eq!(r["allowed"], false, "and the same pod, in scope, is denied");
 }
 
@@ -289,12 +225,12 @@ async fn validate_claim_against_free_slots_and_pending_claims() {
     let mut items = cluster(&[23, 22]);
     items.push(unbound_claim("apps", "p1", Some("proxmox-lvm")));
     let h = Harness::new(items.clone(), config(Enforcement::Deny));
-    let r = h.review("/validate", &pvc_review("proxmox-lvm")).await;
+    let r = admit(&h, "/validate", &pvc_review("proxmox-lvm")).await;
     assert_eq!(r["allowed"], true, "3 room − 1 pending leaves a slot: {r}");
     items.push(unbound_claim("apps", "p2", Some("proxmox-lvm")));
     items.push(unbound_claim("apps", "p3", Some("proxmox-lvm")));
     let h = Harness::new(items, config(Enforcement::Deny));
-    let r = h.review("/validate", &pvc_review("proxmox-lvm")).await;
+    let r = admit(&h, "/validate", &pvc_review("proxmox-lvm")).await;
     assert_eq!(r["allowed"], false, "3 room − 3 pending: {r}");
     assert!(
         r["status"]["message"]
@@ -302,7 +238,7 @@ async fn validate_claim_against_free_slots_and_pending_claims() {
             .unwrap()
             .contains("1 more block volume ")
     );
-    let r = h.review("/validate", &pvc_review("nfs")).await;
+    let r = admit(&h, "/validate", &pvc_review("nfs")).await;
     assert_eq!(r["allowed"], true, "an NFS claim is not block");
 }
 
@@ -311,11 +247,11 @@ async fn admitted_claims_feed_the_projection_and_dry_runs_cause_nothing() {
     let mut h = Harness::new(cluster(&[22, 24]), config(Enforcement::Deny));
     let mut dry = pvc_review("proxmox-lvm");
     dry["request"]["dryRun"] = json!(true);
-    let r = h.review("/validate", &dry).await;
+    let r = admit(&h, "/validate", &dry).await;
     assert_eq!(r["allowed"], true);
     assert_eq!(h.app.admitted().block_volumes, 0, "a dry run feeds nothing");
 
-    let r = h.review("/validate", &pvc_review("proxmox-lvm")).await;
+    let r = admit(&h, "/validate", &pvc_review("proxmox-lvm")).await;
     assert_eq!(r["allowed"], true);
     assert_eq!(
         h.app.admitted().block_volumes,
@@ -326,14 +262,14 @@ async fn admitted_claims_feed_the_projection_and_dry_runs_cause_nothing() {
     // Room 2 − 1 admitted = 1: a second claim still fits, a third does not.
     let mut second = pvc_review("proxmox-lvm");
     second["request"]["name"] = json!("data-vaultwarden-2");
-    assert_eq!(h.review("/validate", &second).await["allowed"], true);
+    assert_eq!(admit(&h, "/validate", &second).await["allowed"], true);
     let mut third = pvc_review("proxmox-lvm");
     third["request"]["name"] = json!("data-vaultwarden-3");
     let mut third_dry = third.clone();
     third_dry["request"]["dryRun"] = json!(true);
-    let dry_answer = h.review("/validate", &third_dry).await;
+    let dry_answer = admit(&h, "/validate", &third_dry).await;
     assert!(h.event().is_none(), "a dry-run denial records no Event");
-    let answer = h.review("/validate", &third).await;
+    let answer = admit(&h, "/validate", &third).await;
     assert_eq!(answer["allowed"], false);
     assert_eq!(
         dry_answer["status"], answer["status"],
@@ -346,7 +282,7 @@ async fn admitted_claims_feed_the_projection_and_dry_runs_cause_nothing() {
 async fn mutate_adds_the_extended_resource_once() {
     let h = Harness::new(with_new_claim(cluster(&[10])), Config::default());
     let review = pod_review(&["new", "n1-c0", "media"]);
-    let r = h.review("/mutate", &review).await;
+    let r = admit(&h, "/mutate", &review).await;
     assert_eq!(r["allowed"], true);
     let mut pod = review["request"]["object"].clone();
     json_patch::patch(&mut pod, &patch_of(&r).expect("a patch")).unwrap();
@@ -357,7 +293,7 @@ async fn mutate_adds_the_extended_resource_once() {
 
     let mut again = review.clone();
     again["request"]["object"] = pod;
-    let r = h.review("/mutate", &again).await;
+    let r = admit(&h, "/mutate", &again).await;
     assert!(patch_of(&r).is_none(), "reinvocation changes nothing: {r}");
 }
 
@@ -395,7 +331,7 @@ async fn mutate_shapes_of_resources() {
                     .remove("resources");
             }
         }
-        let r = h.review("/mutate", &review).await;
+        let r = admit(&h, "/mutate", &review).await;
         let mut pod = review["request"]["object"].clone();
         json_patch::patch(
             &mut pod,
@@ -409,10 +345,10 @@ async fn mutate_shapes_of_resources() {
 #[tokio::test]
 async fn mutate_never_denies_and_leaves_other_pods_alone() {
     let h = Harness::new(with_new_claim(cluster(&[24])), config(Enforcement::Deny));
-    let r = h.review("/mutate", &pod_review(&["new"])).await;
+    let r = admit(&h, "/mutate", &pod_review(&["new"])).await;
     assert_eq!(r["allowed"], true, "even with no room");
     for review in [pod_review(&["media"]), pod_review(&[])] {
-        let r = h.review("/mutate", &review).await;
+        let r = admit(&h, "/mutate", &review).await;
         assert!(r.get("patch").is_none(), "{r}");
     }
 }
@@ -425,7 +361,7 @@ async fn affinity_steering_excludes_nodes_without_room() {
     };
     let h = Harness::new(with_new_claim(cluster(&[24, 10, 24])), c);
     let review = pod_review(&["new"]);
-    let r = h.review("/mutate", &review).await;
+    let r = admit(&h, "/mutate", &review).await;
     let mut pod = review["request"]["object"].clone();
     json_patch::patch(&mut pod, &patch_of(&r).unwrap()).unwrap();
     let want = json!({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
@@ -434,7 +370,7 @@ async fn affinity_steering_excludes_nodes_without_room() {
     let mut again = review.clone();
     again["request"]["object"] = pod;
     assert!(
-        patch_of(&h.review("/mutate", &again).await).is_none(),
+        patch_of(&admit(&h, "/mutate", &again).await).is_none(),
         "reinvocation changes nothing"
     );
 
@@ -442,7 +378,7 @@ async fn affinity_steering_excludes_nodes_without_room() {
     let mut with_terms = review.clone();
     with_terms["request"]["object"]["spec"]["affinity"] = json!({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution":
         {"nodeSelectorTerms": [{"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]}, {"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["n1"]}]}]}}});
-    let r = h.review("/mutate", &with_terms).await;
+    let r = admit(&h, "/mutate", &with_terms).await;
     let mut pod = with_terms["request"]["object"].clone();
     json_patch::patch(&mut pod, &patch_of(&r).unwrap()).unwrap();
     let terms = &pod["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"];
@@ -523,7 +459,7 @@ async fn bad_requests_get_their_status_and_the_server_keeps_serving() {
                 .unwrap_or_else(|| panic!("{route} {name}: JSON error body, got {body}"));
             assert!(error.contains(needle), "{route} {name}: {error}");
         }
-        let r = h.review(route, &good).await;
+        let r = admit(&h, route, &good).await;
         assert_eq!(r["allowed"], true, "{route} still serves");
     }
     let metrics = h.app.metrics.encode();

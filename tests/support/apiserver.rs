@@ -81,6 +81,7 @@ struct Store {
     log: Vec<(&'static str, u64, &'static str, Value)>,
     held: HashSet<&'static str>,
     requests: Vec<String>,
+    bindings: Vec<Value>,
 }
 
 /// A running stand-in API server.
@@ -217,6 +218,11 @@ impl ApiServer {
         self.released.notify_waiters();
     }
 
+    /// Binding bodies posted so far.
+    pub fn bindings(&self) -> Vec<Value> {
+        self.store.lock().unwrap().bindings.clone()
+    }
+
     /// Request lines seen so far ("GET /api/v1/nodes?…").
     pub fn requests(&self) -> Vec<String> {
         self.store.lock().unwrap().requests.clone()
@@ -235,6 +241,9 @@ async fn handle(
         .unwrap()
         .requests
         .push(format!("{} {}", req.method(), req.uri()));
+    if req.method() == axum::http::Method::POST && path.ends_with("/binding") {
+        return bind(server, &path, req).await;
+    }
     let Some(&(_, collection, list_kind, api_version)) = COLLECTIONS.iter().find(|c| c.1 == path) else {
         return status_response(
             StatusCode::NOT_FOUND,
@@ -272,6 +281,46 @@ async fn handle(
     axum::Json(json!({"kind": list_kind, "apiVersion": api_version,
         "metadata": {"resourceVersion": store.rv.to_string()}, "items": items}))
     .into_response()
+}
+
+/// `POST /api/v1/namespaces/{ns}/pods/{name}/binding`: sets the pod's nodeName, as the
+/// API server does, and records the Binding body for the test to inspect.
+async fn bind(server: ApiServer, path: &str, req: Request) -> Response {
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let ["api", "v1", "namespaces", ns, "pods", name, "binding"] = parts[..] else {
+        return status_response(StatusCode::NOT_FOUND, "NotFound", path);
+    };
+    let body = axum::body::to_bytes(req.into_body(), 1 << 20).await.unwrap();
+    let binding: Value = serde_json::from_slice(&body).unwrap();
+    server.store.lock().unwrap().bindings.push(binding.clone());
+    let pod = server
+        .store
+        .lock()
+        .unwrap()
+        .objects
+        .get("/api/v1/pods")
+        .and_then(|m| m.get(&format!("{ns}/{name}")).cloned());
+    let Some(mut pod) = pod else {
+        return status_response(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            &format!("pods \"{name}\" not found"),
+        );
+    };
+    if pod["spec"]["nodeName"].is_string() {
+        return status_response(
+            StatusCode::CONFLICT,
+            "Conflict",
+            &format!("pod {name} is already assigned to a node"),
+        );
+    }
+    pod["spec"]["nodeName"] = binding["target"]["name"].clone();
+    server.apply(pod);
+    (
+        StatusCode::CREATED,
+        axum::Json(json!({"kind": "Status", "apiVersion": "v1", "status": "Success", "code": 201})),
+    )
+        .into_response()
 }
 
 fn watch(server: ApiServer, collection: &'static str, since: u64) -> Response {

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod apiserver;
+pub mod app;
 
 use serde_json::{Value, json};
 
@@ -84,6 +85,34 @@ pub fn pod(ns: &str, name: &str, node: Option<&str>, claims: &[&str], memory: &s
         p["spec"]["nodeName"] = json!(n);
     }
     p
+}
+
+/// A block class, an NFS class (the default) and nodes n1..nN, each with `counts[i]` block
+/// volumes attached for pods running there (claims `n<i>-c<v>` in namespace `apps`), CSINode
+/// count 28 (soft cap 24).
+pub fn cluster(counts: &[usize]) -> Vec<Value> {
+    let mut items = vec![
+        storage_class("proxmox-lvm", BLOCK, false),
+        storage_class("nfs", NFS, true),
+    ];
+    for (i, count) in counts.iter().enumerate() {
+        let n = format!("n{}", i + 1);
+        items.push(node(&n));
+        items.push(csinode(&n, Some(28)));
+        for v in 0..*count {
+            let claim = format!("{n}-c{v}");
+            items.extend(bound_claim("apps", &claim, "proxmox-lvm"));
+            items.push(attachment(
+                &format!("va-{claim}"),
+                BLOCK,
+                &n,
+                &format!("pv-{claim}"),
+                true,
+            ));
+            items.push(pod("apps", &format!("{claim}-pod"), Some(&n), &[&claim], "64Mi"));
+        }
+    }
+    items
 }
 
 /// A kubectl `List` of `items`.

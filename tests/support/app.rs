@@ -1,0 +1,61 @@
+//! An in-process headroom (state + routers) driven with `tower::ServiceExt::oneshot`.
+
+use std::sync::Arc;
+
+use axum::{body::Body, http::Request};
+use headroom::{
+    config::Config,
+    index::SharedIndex,
+    server::{
+        self,
+        state::{AppState, EventSink, PlannedEvent},
+    },
+};
+use serde_json::Value;
+use tokio::sync::mpsc::Receiver;
+use tower::ServiceExt;
+
+pub struct Harness {
+    pub app: Arc<AppState>,
+    pub events: Receiver<PlannedEvent>,
+}
+
+impl Harness {
+    /// headroom on a snapshot of `items`.
+    pub fn new(items: Vec<Value>, config: Config) -> Self {
+        Self::on_index(SharedIndex::from_state(super::state(items)), config, None)
+    }
+
+    pub fn on_index(index: SharedIndex, config: Config, client: Option<kube::Client>) -> Self {
+        let (sink, events) = EventSink::new();
+        let app = Arc::new(AppState::new(config, index, sink).with_client(client));
+        Self { app, events }
+    }
+
+    /// Posts `body` to `path` on the TLS listener's routes; returns status and JSON body.
+    pub async fn post(&self, path: &str, body: impl Into<Body>, content_type: &str) -> (u16, Value) {
+        let request = Request::post(path)
+            .header("content-type", content_type)
+            .body(body.into())
+            .unwrap();
+        let router =
+            server::webhook::router(self.app.clone()).merge(server::extender::router(self.app.clone()));
+        let response = router.oneshot(request).await.unwrap();
+        let status = response.status().as_u16();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
+    /// Posts JSON that must be answered 200; returns the body.
+    pub async fn ok(&self, path: &str, body: &Value) -> Value {
+        let (status, answer) = self.post(path, body.to_string(), "application/json").await;
+        assert_eq!(status, 200, "{path}: {answer}");
+        answer
+    }
+
+    pub fn event(&mut self) -> Option<PlannedEvent> {
+        self.events.try_recv().ok()
+    }
+}
