@@ -8,6 +8,7 @@ pub mod index;
 pub mod ledger;
 pub mod metrics;
 pub mod model;
+pub mod proxmox;
 pub mod serve;
 pub mod server;
 pub mod source;

@@ -7,4 +7,5 @@ pub mod accounting;
 pub mod admission;
 pub mod extender;
 pub mod placement;
+pub mod planner;
 pub mod projection;

@@ -1,0 +1,4 @@
+//! Proxmox VE: the API client and what headroom reads and does through it.
+
+pub mod client;
+pub mod tls;
