@@ -77,6 +77,10 @@ pub struct ServeArgs {
     #[arg(long, env = "HEADROOM_TLS_RELOAD_INTERVAL", default_value = "10s", value_parser = parse_duration)]
     pub tls_reload_interval: Duration,
 
+    /// How often the projection is evaluated for scale-up and scale-down (admissions also wake it).
+    #[arg(long, env = "HEADROOM_PLAN_INTERVAL", default_value = "10s", value_parser = parse_duration)]
+    pub plan_interval: Duration,
+
     /// After SIGTERM, how long in-flight requests may take to finish.
     #[arg(long, env = "HEADROOM_DRAIN_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
     pub drain_timeout: Duration,

@@ -278,6 +278,11 @@ pub struct Proxmox {
     pub url: String,
     #[serde(default = "default_token_file")]
     pub token_file: String,
+    /// Ticket login instead of a token: `user@realm` and a file holding the password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -326,6 +331,24 @@ pub struct VmShape {
     pub name_pattern: String,
     pub vmid_range: [u32; 2],
     pub tags: Vec<String>,
+    /// Cloud-init for new workers (the template's own cloud-init snippet does the join).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cloud_init: Option<CloudInit>,
+}
+
+/// Cloud-init settings written into a new worker's config.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+pub struct CloudInit {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ssh_keys: Vec<String>,
+    /// e.g. `ip=dhcp` or `ip=10.0.20.{n}/22,gw=10.0.20.1` (`{n}` is the worker number).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ipconfig0: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nameserver: Option<String>,
 }
 
 impl Default for VmShape {
@@ -336,6 +359,7 @@ impl Default for VmShape {
             name_pattern: "k8s-node{n}".into(),
             vmid_range: [207, 299],
             tags: vec!["headroom".into()],
+            cloud_init: None,
         }
     }
 }
@@ -423,6 +447,12 @@ impl Config {
                 return fail(
                     "proxmox.fingerprint",
                     "set caFile or fingerprint, not both".into(),
+                );
+            }
+            if p.user.is_some() != p.password_file.is_some() {
+                return fail(
+                    "proxmox.passwordFile",
+                    "user and passwordFile go together (ticket login)".into(),
                 );
             }
             if p.hosts.is_empty() {

@@ -32,6 +32,12 @@ pub struct RejectLabels {
     pub reason: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StepLabels {
+    pub step: String,
+    pub result: String,
+}
+
 /// Every metric, registered once at start-up.
 pub struct Metrics {
     registry: Mutex<Registry>,
@@ -41,6 +47,10 @@ pub struct Metrics {
     pub events: Family<ResultLabels, Counter>,
     pub extender_rejections: Family<RejectLabels, Counter>,
     pub binds: Family<RejectLabels, Counter>,
+    pub provision_steps: Family<StepLabels, Counter>,
+    pub provision_step_duration: Family<StepLabels, Histogram>,
+    pub provision_failures: Counter,
+    pub incoming_vms: Gauge,
     pub synced: Gauge,
 }
 
@@ -91,6 +101,34 @@ impl Default for Metrics {
             "Extender bind results (bound, failed)",
             binds.clone(),
         );
+        let provision_steps = Family::<StepLabels, Counter>::default();
+        registry.register(
+            "provision_steps",
+            "Provisioning steps (clone, configure, start, join, resume, provision, drain) by result",
+            provision_steps.clone(),
+        );
+        let provision_step_duration = Family::<StepLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+                0.1, 3.0, 10,
+            ))
+        });
+        registry.register(
+            "provision_step_duration_seconds",
+            "Time each provisioning step took, by step and result",
+            provision_step_duration.clone(),
+        );
+        let provision_failures = Counter::default();
+        registry.register(
+            "provision_failures",
+            "Provisions that failed (VM stopped and tagged headroom-failed)",
+            provision_failures.clone(),
+        );
+        let incoming_vms = Gauge::default();
+        registry.register(
+            "incoming_vms",
+            "Worker VMs being provisioned or cold spares starting",
+            incoming_vms.clone(),
+        );
         let synced = Gauge::default();
         registry.register(
             "source_synced",
@@ -110,6 +148,10 @@ impl Default for Metrics {
             events,
             extender_rejections,
             binds,
+            provision_steps,
+            provision_step_duration,
+            provision_failures,
+            incoming_vms,
             synced,
         }
     }

@@ -47,6 +47,7 @@ pub async fn run(config: Config, args: ServeArgs) -> anyhow::Result<()> {
         tls_key,
         tls_reload_interval,
         drain_timeout,
+        plan_interval,
     } = args;
 
     // Serving starts before the live source has synced: /readyz says when it has, and
@@ -114,9 +115,28 @@ pub async fn run(config: Config, args: ServeArgs) -> anyhow::Result<()> {
             .await
     });
     tokio::spawn(reloading.watch(tls_reload_interval, stop_rx.clone()));
-    let events_task = tokio::spawn(server::state::run_event_worker(event_rx, client, app.clone()));
+    let events_task = tokio::spawn(server::state::run_event_worker(
+        event_rx,
+        client.clone(),
+        app.clone(),
+    ));
+
+    // Provisioning: one planning loop, one actuator, a bounded queue between them.
+    let pve = match app.config.proxmox.as_ref() {
+        Some(p) => Some(crate::provisioner::client(p)?),
+        None => {
+            tracing::info!("no proxmox section: provisioner in dry run");
+            None
+        }
+    };
+    let (plan_tx, plan_rx) = tokio::sync::mpsc::channel(1);
+    let actuator = crate::provisioner::Actuator::new(pve, app.clone(), client.clone());
+    let actuator_task = tokio::spawn(actuator.run(plan_rx));
+    let planning = tokio::spawn(crate::provisioner::plan_loop(app.clone(), plan_tx, plan_interval));
 
     server::shutdown_signal().await;
+    planning.abort();
+    actuator_task.abort();
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(drain_timeout + Duration::from_secs(1), tls_server).await;

@@ -184,6 +184,11 @@ pub struct AppState {
     pub events: EventSink,
     /// VMs being provisioned or cold spares starting (set by the provisioner).
     pub incoming_vms: AtomicI64,
+    /// Recent provisioner notes (planned calls in dry run, steps done), newest last.
+    notes: Mutex<std::collections::VecDeque<String>>,
+    last_scale_up: Mutex<Option<Instant>>,
+    /// Woken when admitted demand changes, so planning does not wait for its next tick.
+    pub demand_changed: tokio::sync::Notify,
 }
 
 impl AppState {
@@ -202,6 +207,9 @@ impl AppState {
             metrics: Metrics::default(),
             events,
             incoming_vms: AtomicI64::new(0),
+            notes: Mutex::new(Default::default()),
+            last_scale_up: Mutex::new(None),
+            demand_changed: tokio::sync::Notify::new(),
         }
     }
 
@@ -250,6 +258,41 @@ impl AppState {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .record(what, demand, Instant::now());
+        self.demand_changed.notify_one();
+    }
+
+    /// Keeps a provisioner note for `status` (the last 20).
+    pub fn note(&self, text: String) {
+        let mut notes = self.notes.lock().unwrap_or_else(|e| e.into_inner());
+        if notes.len() == 20 {
+            notes.pop_front();
+        }
+        notes.push_back(text);
+    }
+
+    pub fn notes(&self) -> Vec<String> {
+        self.notes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    pub fn set_incoming(&self, vms: i64) {
+        self.incoming_vms.store(vms, Ordering::Relaxed);
+        self.metrics.incoming_vms.set(vms);
+    }
+
+    pub fn mark_scale_up(&self) {
+        *self.last_scale_up.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+    }
+
+    pub fn since_scale_up(&self) -> Option<Duration> {
+        self.last_scale_up
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .map(|at| at.elapsed())
     }
 
     /// Admitted demand not yet visible as objects.

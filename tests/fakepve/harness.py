@@ -37,7 +37,7 @@ def fingerprint(certfile):
 
 def describe(vm):
     return {'vmid': vm.vmid, 'name': vm.name, 'node': vm.node, 'status': vm.status,
-            'template': bool(getattr(vm, 'template', False)), 'lock': vm.config.get('lock') or getattr(vm, 'lock', None),
+            'template': bool(getattr(vm, 'template', False)), 'lock': getattr(vm, 'lock', None),
             'config': {k: v for k, v in vm.config.items() if isinstance(v, (str, int, float))}}
 
 
@@ -59,7 +59,8 @@ async def main():
         try:
             if op == 'add_vm':
                 vm = pve.add_vm(cmd['vmid'], cmd['name'], node=cmd.get('node', 'pve1'), status=cmd.get('status', 'stopped'),
-                                config=cmd.get('config', {}), template=cmd.get('template', False))
+                                config=cmd.get('config', {}), template=cmd.get('template', False),
+                                lock=cmd.get('lock'))
                 for key in ('start_secs', 'shutdown_secs'):
                     if key in cmd:
                         setattr(vm, key, cmd[key])
@@ -74,7 +75,7 @@ async def main():
             elif op == 'errors_for':
                 out = [e['name'] for e in pve.errors_for(cmd['method'], cmd['path'])]
             elif op == 'lock':
-                pve.vm(cmd['vmid']).config['lock'] = cmd['lock']
+                pve.vm(cmd['vmid']).lock = cmd['lock']
                 out = True
             elif op == 'unlock':
                 pve.unlock(cmd['vmid'])

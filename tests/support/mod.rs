@@ -3,6 +3,7 @@
 
 pub mod apiserver;
 pub mod app;
+pub mod fakepve;
 
 use serde_json::{Value, json};
 

@@ -1,0 +1,102 @@
+//! Draining a node for scale-down, as `kubectl drain` does: cordon, evict through the
+//! Eviction API (PodDisruptionBudgets apply), wait, delete the Node. Given up after a bound:
+//! then the node is uncordoned and nothing else is touched.
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::{
+    Api, Client,
+    api::{DeleteParams, EvictParams, ListParams, Patch, PatchParams},
+};
+use serde_json::json;
+
+use crate::index::SharedIndex;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DrainError {
+    #[error("kubernetes: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("{pods} pod(s) still on {node} after {timeout:?} (a PodDisruptionBudget blocks eviction?)")]
+    Blocked {
+        node: String,
+        pods: usize,
+        timeout: Duration,
+    },
+}
+
+/// Pods a drain must move: not DaemonSet-owned, not mirror pods, not finished.
+fn evictable(pod: &Pod) -> bool {
+    let daemon = pod
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|o| o.kind == "DaemonSet");
+    let mirror = pod
+        .metadata
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key("kubernetes.io/config.mirror"));
+    let done = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .is_some_and(|p| p == "Succeeded" || p == "Failed");
+    !daemon && !mirror && !done
+}
+
+async fn cordon(nodes: &Api<Node>, node: &str, on: bool) -> Result<(), kube::Error> {
+    let patch = json!({"spec": {"unschedulable": if on { json!(true) } else { json!(null) }}});
+    nodes
+        .patch(node, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map(|_| ())
+}
+
+pub async fn drain(
+    client: &Client,
+    _index: &SharedIndex,
+    node: &str,
+    timeout: Duration,
+) -> Result<(), DrainError> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    cordon(&nodes, node, true).await?;
+    let all: Api<Pod> = Api::all(client.clone());
+    let on_node = ListParams::default().fields(&format!("spec.nodeName={node}"));
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let left: Vec<Pod> = all
+            .list(&on_node)
+            .await?
+            .items
+            .into_iter()
+            .filter(evictable)
+            .collect();
+        if left.is_empty() {
+            break;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            cordon(&nodes, node, false).await?;
+            return Err(DrainError::Blocked {
+                node: node.into(),
+                pods: left.len(),
+                timeout,
+            });
+        }
+        for pod in &left {
+            let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+            let name = pod.metadata.name.as_deref().unwrap_or_default();
+            let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+            match api.evict(name, &EvictParams::default()).await {
+                Ok(_) => tracing::info!(node, namespace = ns, pod = name, "evicted"),
+                // 429: a PodDisruptionBudget says not now; 404: already gone.
+                Err(kube::Error::Api(s)) if s.code == 429 || s.code == 404 => {}
+                Err(e) => tracing::warn!(node, pod = name, error = %e, "eviction failed"),
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+    nodes.delete(node, &DeleteParams::default()).await?;
+    Ok(())
+}

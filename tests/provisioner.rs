@@ -1,0 +1,513 @@
+//! The provisioner against fakepve (a fake of the PVE API with tasks, locks, tokens and PVE's
+//! own error catalogue) and the stand-in API server (Nodes register through its watch).
+
+mod support;
+
+use std::{sync::Arc, time::Duration};
+
+use headroom::{
+    config::Config,
+    decide::planner::Plan,
+    index::SharedIndex,
+    provisioner::{self, Actuator},
+    proxmox::{
+        client::{Auth, PveClient, PveError, Secret},
+        tls::Trust,
+    },
+    server::state::{AppState, EventSink},
+    source::live,
+};
+use serde_json::{Value, json};
+use support::{apiserver::ApiServer, fakepve::FakePve, *};
+use tokio::sync::mpsc;
+
+struct Rig {
+    pve: FakePve,
+    api: ApiServer,
+    app: Arc<AppState>,
+    _dir: tempfile::TempDir,
+}
+
+fn config_for(pve: &FakePve, dir: &std::path::Path) -> Config {
+    let token = dir.join("pve-token");
+    std::fs::write(&token, format!("{}\n", pve.token)).unwrap();
+    let yaml = format!(
+        "proxmox:\n  url: {}\n  tokenFile: {}\n  fingerprint: \"{}\"\n  hosts: [{{name: pve1, template: 2000, storage: local-lvm}}]\n  \
+         vm: {{cores: 4, memoryMiB: 2048, namePattern: \"k8s-node{{n}}\", vmidRange: [207, 299], tags: [headroom],\n       \
+         cloudInit: {{user: ops, sshKeys: [\"ssh-ed25519 AAAAC3Nz+x/y= ops@laptop\"], ipconfig0: \"ip=10.0.20.{{n}}/22,gw=10.0.20.1\"}}}}\n  \
+         hostMemoryReserveMiB: 1024\n  joinTimeout: 60s\n  maxNodes: 10\n",
+        pve.url,
+        token.display(),
+        pve.fingerprint
+    );
+    Config::parse("test.yaml", &yaml).unwrap()
+}
+
+impl Rig {
+    /// fakepve with a template, a stand-in API server with two full workers, headroom's
+    /// state watching it.
+    async fn new() -> Self {
+        // Logs show with a failing test only (the test writer is captured).
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("headroom=debug")
+            .with_test_writer()
+            .try_init();
+        let mut pve = FakePve::start().await;
+        pve.add_template().await;
+        let api = ApiServer::start().await;
+        for item in cluster(&[24, 24]) {
+            api.apply(item);
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let config = config_for(&pve, dir.path());
+        let index = SharedIndex::default();
+        tokio::spawn(live::watch_all(api.client(), index.clone()));
+        assert!(index.wait_synced(Duration::from_secs(20)).await);
+        let app = Arc::new(AppState::new(config, index, EventSink::new().0).with_client(Some(api.client())));
+        Self {
+            pve,
+            api,
+            app,
+            _dir: dir,
+        }
+    }
+
+    fn actuator(&self) -> Actuator {
+        let client = provisioner::client(self.app.config.proxmox.as_ref().unwrap()).unwrap();
+        Actuator::new(Some(client), self.app.clone(), Some(self.api.client()))
+    }
+
+    /// Registers a Ready Node for every running worker VM (what kubeadm join does), until
+    /// `done` says stop.
+    fn kubelets(&self) -> tokio::task::JoinHandle<()> {
+        let api = self.api.clone();
+        let url = self.pve.url.clone();
+        let token = self.pve.token.clone();
+        let fingerprint = self.pve.fingerprint.clone();
+        tokio::spawn(async move {
+            let pve = PveClient::new(
+                &url,
+                &Trust::Fingerprint(fingerprint),
+                Auth::Token(Secret::new(token)),
+            )
+            .unwrap();
+            let mut joined = std::collections::BTreeSet::new();
+            loop {
+                if let Ok(Value::Array(vms)) = pve.get("/cluster/resources", &[("type", "vm".into())]).await {
+                    for vm in vms {
+                        let name = vm["name"].as_str().unwrap_or_default().to_owned();
+                        if vm["status"] == "running"
+                            && name.starts_with("k8s-node")
+                            && joined.insert(name.clone())
+                        {
+                            api.apply(node(&name));
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    }
+
+    /// Runs one plan through a fresh actuator until `done(notes)`; returns the notes.
+    async fn run(&self, plan: Plan, done: impl Fn(&[String]) -> bool) -> Vec<String> {
+        let (tx, rx) = mpsc::channel(1);
+        let task = tokio::spawn(self.actuator().run(rx));
+        tx.send(plan).await.unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let notes = self.app.notes();
+            if done(&notes) {
+                task.abort();
+                return notes;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "actuator did not finish: {notes:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn workers(&mut self) -> Vec<Value> {
+        self.pve
+            .vms()
+            .await
+            .into_iter()
+            .filter(|v| v["template"] == false)
+            .collect()
+    }
+
+    /// Runs a scale-up through a fresh actuator until the worker VMs (read through the API)
+    /// satisfy `done`, then a little longer so a duplicate would show; returns the notes.
+    async fn run_until_vms(&self, done: impl Fn(&[Value]) -> bool) -> Vec<String> {
+        let (tx, rx) = mpsc::channel(1);
+        let task = tokio::spawn(self.actuator().run(rx));
+        tx.send(scale_up()).await.unwrap();
+        let view = FakePveView {
+            url: self.pve.url.clone(),
+            token: self.pve.token.clone(),
+            fp: self.pve.fingerprint.clone(),
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let workers = view.workers().await;
+            if done(&workers) {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                task.abort();
+                return self.app.notes();
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "never done: {workers:?} {:?}",
+                self.app.notes()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+fn finished(notes: &[String]) -> bool {
+    notes
+        .iter()
+        .any(|n| n.starts_with("added worker") || n.starts_with("provision failed"))
+}
+
+fn scale_up() -> Plan {
+    Plan::ScaleUp {
+        count: 1,
+        reason: "test: 0 free block slots".into(),
+    }
+}
+
+#[tokio::test]
+async fn scale_up_clones_configures_starts_and_waits_for_the_node() {
+    let mut rig = Rig::new().await;
+    let kubelets = rig.kubelets();
+    let notes = rig.run(scale_up(), finished).await;
+    kubelets.abort();
+    assert!(
+        notes
+            .iter()
+            .any(|n| n == "added worker k8s-node1: test: 0 free block slots"),
+        "{notes:?}"
+    );
+
+    let workers = rig.workers().await;
+    assert_eq!(workers.len(), 1, "exactly one VM: {workers:?}");
+    let vm = &workers[0];
+    assert_eq!(vm["vmid"], 207, "the lowest free VMID of the range");
+    assert_eq!(vm["status"], "running");
+    let config = &vm["config"];
+    // PVE types config values loosely (numbers may come back as strings).
+    let loose = |v: &Value| v.to_string().trim_matches('"').to_owned();
+    assert_eq!(loose(&config["cores"]), "4");
+    assert_eq!(loose(&config["memory"]), "2048");
+    assert_eq!(config["tags"], "headroom", "provisioning tag dropped once joined");
+    assert_eq!(config["ciuser"], "ops");
+    assert_eq!(
+        config["ipconfig0"], "ip=10.0.20.1/22,gw=10.0.20.1",
+        "{{n}} of k8s-node1"
+    );
+    assert!(
+        config["description"]
+            .as_str()
+            .unwrap()
+            .starts_with("headroom: worker provisioned by headroom")
+    );
+
+    let requests = rig.pve.requests().await;
+    let clone = requests
+        .iter()
+        .find(|r| r.0 == "POST" && r.1.ends_with("/qemu/2000/clone"))
+        .expect("a clone");
+    for field in ["newid=207", "name=k8s-node1", "full=1", "storage=local-lvm"] {
+        assert!(clone.2.contains(field), "clone body {}: want {field}", clone.2);
+    }
+    assert!(
+        !requests.iter().any(|r| r.1.contains("nextid")),
+        "VMIDs come from /cluster/resources, not nextid"
+    );
+    let config_post = requests
+        .iter()
+        .find(|r| r.0 == "POST" && r.1.ends_with("/qemu/207/config") && r.2.contains("sshkeys"))
+        .unwrap();
+    // Percent-encoded once by headroom (PVE's format), once more by the form encoder.
+    assert!(
+        config_post
+            .2
+            .contains("sshkeys=ssh-ed25519%2520AAAAC3Nz%252Bx%252Fy%253D%2520ops%2540laptop"),
+        "{}",
+        config_post.2
+    );
+    assert!(
+        !format!("{requests:?}").contains(rig.pve.token.split('=').nth(1).unwrap()),
+        "the token secret never appears in a body"
+    );
+}
+
+#[tokio::test]
+async fn a_cold_spare_is_started_before_anything_is_cloned() {
+    let mut rig = Rig::new().await;
+    rig.pve
+        .cmd(json!({"op": "add_vm", "vmid": 205, "name": "k8s-node5", "status": "stopped",
+            "config": {"tags": "headroom;headroom-spare", "memory": "2048", "cores": 4, "scsi0": "local-lvm:vm-205-disk-0"}}))
+        .await;
+    let kubelets = rig.kubelets();
+    let notes = rig.run(scale_up(), finished).await;
+    kubelets.abort();
+    assert!(
+        notes.iter().any(|n| n.starts_with("added worker k8s-node5")),
+        "{notes:?}"
+    );
+    let requests = rig.pve.requests().await;
+    assert!(
+        !requests.iter().any(|r| r.1.ends_with("/clone")),
+        "no clone when a spare exists"
+    );
+    let workers = rig.workers().await;
+    assert_eq!(workers.len(), 1);
+    assert_eq!(workers[0]["status"], "running");
+    assert_eq!(workers[0]["config"]["tags"], "headroom");
+}
+
+/// The states Proxmox is left in when the actuator dies after each step.
+#[tokio::test]
+async fn a_restarted_actuator_finishes_a_half_done_provision_and_makes_no_second_vm() {
+    let after_clone = json!({"tags": null, "description": "headroom: worker provisioned by headroom (test)"});
+    let after_config = json!({"tags": "headroom;headroom-provisioning", "description": "headroom: worker provisioned by headroom: k8s-node3"});
+    for (step, status, config) in [
+        ("after clone", "stopped", after_clone),
+        ("after config", "stopped", after_config.clone()),
+        ("after start", "running", after_config),
+    ] {
+        let mut rig = Rig::new().await;
+        let mut config = config.as_object().unwrap().clone();
+        config.retain(|_, v| !v.is_null());
+        config.insert("scsi0".into(), json!("local-lvm:vm-207-disk-0"));
+        config.insert("memory".into(), json!("2048"));
+        rig.pve
+            .cmd(
+                json!({"op": "add_vm", "vmid": 207, "name": "k8s-node3", "status": status, "config": config}),
+            )
+            .await;
+        let kubelets = rig.kubelets();
+        // The planner asks again (the trigger still fires); the new actuator first resumes.
+        let notes = rig
+            .run_until_vms(|workers| {
+                workers
+                    .iter()
+                    .any(|w| w["config"]["tags"] == "headroom" && w["status"] == "running")
+            })
+            .await;
+        kubelets.abort();
+        let workers = rig.workers().await;
+        assert_eq!(
+            workers.len(),
+            1,
+            "{step}: one VM for one intent: {workers:?} {notes:?}"
+        );
+        assert_eq!(workers[0]["vmid"], 207, "{step}");
+        let requests = rig.pve.requests().await;
+        assert!(
+            !requests.iter().any(|r| r.1.ends_with("/clone")),
+            "{step}: nothing cloned"
+        );
+        assert_eq!(
+            rig.app.incoming_vms.load(std::sync::atomic::Ordering::Relaxed),
+            0,
+            "{step}"
+        );
+    }
+}
+
+/// Reads VMs through the API (the harness's stdin belongs to the test body).
+struct FakePveView {
+    url: String,
+    token: String,
+    fp: String,
+}
+
+impl FakePveView {
+    async fn workers(&self) -> Vec<Value> {
+        let pve = PveClient::new(
+            &self.url,
+            &Trust::Fingerprint(self.fp.clone()),
+            Auth::Token(Secret::new(self.token.clone())),
+        )
+        .unwrap();
+        let Ok(Value::Array(vms)) = pve.get("/cluster/resources", &[("type", "vm".into())]).await else {
+            return vec![];
+        };
+        let mut out = Vec::new();
+        for vm in vms.into_iter().filter(|v| v["template"] == 0) {
+            let config = pve
+                .get(&format!("/nodes/pve1/qemu/{}/config", vm["vmid"]), &[])
+                .await
+                .unwrap_or_default();
+            out.push(json!({"vmid": vm["vmid"], "status": vm["status"], "config": config}));
+        }
+        out
+    }
+}
+
+#[tokio::test]
+async fn faults_from_pves_catalogue_are_waited_out_or_fail_cleanly_never_twice() {
+    // A storage-lock timeout on clone (twice), then success: one VM.
+    let mut rig = Rig::new().await;
+    rig.pve.cmd(json!({"op": "fail", "method": "POST", "suffix": "/nodes/pve1/qemu/2000/clone", "error": "config_lock_timeout", "times": 2})).await;
+    let kubelets = rig.kubelets();
+    let notes = rig.run(scale_up(), finished).await;
+    kubelets.abort();
+    assert!(notes.iter().any(|n| n.starts_with("added worker")), "{notes:?}");
+    assert_eq!(rig.workers().await.len(), 1);
+    let clones = rig
+        .pve
+        .requests()
+        .await
+        .into_iter()
+        .filter(|r| r.1.ends_with("/clone"))
+        .count();
+    assert_eq!(clones, 3, "two refused, one done");
+
+    // A clone task ending in TASK ERROR: fails cleanly, no VM left, not retried at once.
+    let mut rig = Rig::new().await;
+    rig.pve.cmd(json!({"op": "fail", "method": "POST", "suffix": "/nodes/pve1/qemu/2000/clone", "status": 500, "message": "clone failed: storage full"})).await;
+    let notes = rig.run(scale_up(), finished).await;
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.contains("provision failed") && n.contains("clone failed: storage full")),
+        "{notes:?}"
+    );
+    assert!(rig.workers().await.is_empty());
+
+    // A 595 on clone (pveproxy lost the answer) where the clone did not happen: re-read, no VM,
+    // clean failure; where it did happen it would be found by the re-read instead of recloned.
+    let mut rig = Rig::new().await;
+    rig.pve.cmd(json!({"op": "fail", "method": "POST", "suffix": "/nodes/pve1/qemu/2000/clone", "status": 595, "message": "Connection refused"})).await;
+    let notes = rig.run(scale_up(), finished).await;
+    assert!(notes.iter().any(|n| n.contains("outcome unknown")), "{notes:?}");
+    assert!(rig.workers().await.len() <= 1);
+    assert_eq!(
+        rig.pve
+            .requests()
+            .await
+            .into_iter()
+            .filter(|r| r.1.ends_with("/clone"))
+            .count(),
+        1,
+        "never cloned twice"
+    );
+
+    // A revoked token: 401, clean failure, nothing created.
+    let mut rig = Rig::new().await;
+    rig.pve.cmd(json!({"op": "revoke_token"})).await;
+    let notes = rig.run(scale_up(), finished).await;
+    assert!(
+        notes.iter().any(|n| n.contains("refused the credentials")),
+        "{notes:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_locked_vm_is_waited_out() {
+    let mut rig = Rig::new().await;
+    rig.pve
+        .cmd(json!({"op": "add_vm", "vmid": 205, "name": "k8s-node5", "status": "stopped",
+            "lock": "backup", "config": {"tags": "headroom;headroom-spare", "memory": "2048", "scsi0": "local-lvm:vm-205-disk-0"}}))
+        .await;
+    let kubelets = rig.kubelets();
+    let (tx, rx) = mpsc::channel(1);
+    let task = tokio::spawn(rig.actuator().run(rx));
+    tx.send(scale_up()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        rig.app.notes().iter().all(|n| !n.starts_with("added")),
+        "cannot start while locked"
+    );
+    rig.pve.cmd(json!({"op": "unlock", "vmid": 205})).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !finished(&rig.app.notes()) {
+        assert!(tokio::time::Instant::now() < deadline, "{:?}", rig.app.notes());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    task.abort();
+    kubelets.abort();
+    assert!(
+        rig.app
+            .notes()
+            .iter()
+            .any(|n| n.starts_with("added worker k8s-node5")),
+        "{:?}",
+        rig.app.notes()
+    );
+}
+
+#[tokio::test]
+async fn a_wrong_pinned_fingerprint_refuses_before_the_token_is_sent() {
+    let mut pve = FakePve::start().await;
+    let wrong = "00:".repeat(31) + "00";
+    let client = PveClient::new(
+        &pve.url,
+        &Trust::Fingerprint(wrong),
+        Auth::Token(Secret::new(pve.token.clone())),
+    )
+    .unwrap();
+    let err = client.get("/cluster/resources", &[]).await.unwrap_err();
+    assert!(matches!(err, PveError::Connect(_)), "{err}");
+    assert!(err.to_string().contains("fingerprint"), "{err}");
+    assert!(pve.requests().await.is_empty(), "no request reached the server");
+    let ca = PveClient::new(
+        &pve.url,
+        &Trust::CaFile(pve.ca.clone()),
+        Auth::Token(Secret::new(pve.token.clone())),
+    )
+    .unwrap();
+    assert!(ca.get("/version", &[]).await.is_ok(), "and the CA file works");
+    let right = PveClient::new(
+        &pve.url,
+        &Trust::Fingerprint(pve.fingerprint.clone()),
+        Auth::Token(Secret::new(pve.token.clone())),
+    )
+    .unwrap();
+    assert!(right.get("/version", &[]).await.is_ok());
+}
+
+#[tokio::test]
+async fn ticket_login_with_csrf_on_writes() {
+    let mut pve = FakePve::start().await;
+    pve.add_template().await;
+    let client = PveClient::new(
+        &pve.url,
+        &Trust::CaFile(pve.ca.clone()),
+        Auth::Ticket {
+            user: "root@pam".into(),
+            password: Secret::new("secret"),
+        },
+    )
+    .unwrap();
+    client
+        .run_task(
+            "/nodes/pve1/qemu/2000/clone",
+            &[("newid", "300".into()), ("full", "1".into())],
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+    let vms = pve.vms().await;
+    assert!(vms.iter().any(|v| v["vmid"] == 300));
+    let bad = PveClient::new(
+        &pve.url,
+        &Trust::CaFile(pve.ca.clone()),
+        Auth::Ticket {
+            user: "root@pam".into(),
+            password: Secret::new("nope"),
+        },
+    )
+    .unwrap();
+    assert!(matches!(
+        bad.get("/version", &[]).await,
+        Err(PveError::Auth { .. })
+    ));
+}
