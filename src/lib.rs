@@ -6,6 +6,7 @@ pub mod config;
 pub mod decide;
 pub mod drain;
 pub mod index;
+pub mod lease;
 pub mod ledger;
 pub mod metrics;
 pub mod model;

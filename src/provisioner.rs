@@ -90,6 +90,8 @@ pub struct Actuator {
     last_failure: Option<Instant>,
     /// A resumed provision finished: plans made before it did not count that capacity.
     resumed: bool,
+    /// Whether this replica holds the lease; followers change nothing.
+    leading: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Actuator {
@@ -101,7 +103,14 @@ impl Actuator {
             kube,
             last_failure: None,
             resumed: false,
+            leading: tokio::sync::watch::channel(true).1,
         }
+    }
+
+    /// Acts only while `leading` is true (the lease holder); the default is always.
+    pub fn with_leadership(mut self, leading: tokio::sync::watch::Receiver<bool>) -> Self {
+        self.leading = leading;
+        self
     }
 
     fn proxmox(&self) -> &Proxmox {
@@ -155,6 +164,10 @@ impl Actuator {
                     continue;
                 }
             };
+            if !*self.leading.borrow() {
+                tracing::debug!(?plan, "not the lease holder; plan ignored");
+                continue;
+            }
             if std::mem::take(&mut self.resumed) {
                 tracing::info!(
                     ?plan,
@@ -173,6 +186,9 @@ impl Actuator {
     /// Reads Proxmox, resumes any provision left in flight, and publishes the in-flight count.
     pub async fn refresh(&mut self) -> Result<i64, ProvisionError> {
         let Some(pve) = &self.pve else { return Ok(0) };
+        if !*self.leading.borrow() {
+            return Ok(0);
+        }
         let in_flight = self.in_flight(pve).await?;
         self.app.set_incoming(in_flight.len() as i64);
         for vm in in_flight {

@@ -129,8 +129,22 @@ pub async fn run(config: Config, args: ServeArgs) -> anyhow::Result<()> {
             None
         }
     };
+    // Only the Lease holder provisions; every replica serves.
+    let (leading_tx, leading) = tokio::sync::watch::channel(client.is_none());
+    if let Some(c) = &client {
+        let namespace = std::env::var("POD_NAMESPACE").unwrap_or_else(|_| "headroom-system".into());
+        tokio::spawn(crate::lease::run(
+            c.clone(),
+            namespace,
+            "headroom-provisioner".into(),
+            crate::lease::identity(),
+            crate::lease::Timings::default(),
+            leading_tx,
+        ));
+    }
     let (plan_tx, plan_rx) = tokio::sync::mpsc::channel(1);
-    let actuator = crate::provisioner::Actuator::new(pve, app.clone(), client.clone());
+    let actuator =
+        crate::provisioner::Actuator::new(pve, app.clone(), client.clone()).with_leadership(leading.clone());
     let actuator_task = tokio::spawn(actuator.run(plan_rx));
     let planning = tokio::spawn(crate::provisioner::plan_loop(app.clone(), plan_tx, plan_interval));
 

@@ -82,6 +82,8 @@ struct Store {
     held: HashSet<&'static str>,
     requests: Vec<String>,
     bindings: Vec<Value>,
+    /// Objects of kinds not listed/watched above (Leases, Events): full path → object.
+    others: BTreeMap<String, Value>,
 }
 
 /// A running stand-in API server.
@@ -244,6 +246,11 @@ async fn handle(
     if req.method() == axum::http::Method::POST && path.ends_with("/binding") {
         return bind(server, &path, req).await;
     }
+    if !COLLECTIONS.iter().any(|c| c.1 == path)
+        && (path.contains("/namespaces/") || req.method() != axum::http::Method::GET)
+    {
+        return generic(server, &path, req).await;
+    }
     let Some(&(_, collection, list_kind, api_version)) = COLLECTIONS.iter().find(|c| c.1 == path) else {
         return status_response(
             StatusCode::NOT_FOUND,
@@ -281,6 +288,84 @@ async fn handle(
     axum::Json(json!({"kind": list_kind, "apiVersion": api_version,
         "metadata": {"resourceVersion": store.rv.to_string()}, "items": items}))
     .into_response()
+}
+
+/// Create (POST to a collection), get, and replace (PUT, with resourceVersion checked as the
+/// API server does: a stale one is a 409 Conflict) for any other namespaced object.
+async fn generic(server: ApiServer, path: &str, req: Request) -> Response {
+    let method = req.method().clone();
+    let body = axum::body::to_bytes(req.into_body(), 1 << 20)
+        .await
+        .unwrap_or_default();
+    let mut store = server.store.lock().unwrap();
+    match method {
+        axum::http::Method::GET => match store.others.get(path) {
+            Some(o) => axum::Json(o.clone()).into_response(),
+            None => status_response(StatusCode::NOT_FOUND, "NotFound", &format!("{path} not found")),
+        },
+        axum::http::Method::POST => {
+            let mut object: Value = serde_json::from_slice(&body).unwrap_or_default();
+            let name = object["metadata"]["name"]
+                .as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| {
+                    let prefix = object["metadata"]["generateName"]
+                        .as_str()
+                        .unwrap_or("obj-")
+                        .to_owned();
+                    format!("{prefix}{}", store.rv + 1)
+                });
+            let full = format!("{path}/{name}");
+            if store.others.contains_key(&full) {
+                return status_response(
+                    StatusCode::CONFLICT,
+                    "AlreadyExists",
+                    &format!("{name} already exists"),
+                );
+            }
+            store.rv += 1;
+            object["metadata"]["name"] = json!(name);
+            object["metadata"]["resourceVersion"] = json!(store.rv.to_string());
+            store.others.insert(full, object.clone());
+            (StatusCode::CREATED, axum::Json(object)).into_response()
+        }
+        axum::http::Method::PUT => {
+            let mut object: Value = serde_json::from_slice(&body).unwrap_or_default();
+            let current = store
+                .others
+                .get(path)
+                .map(|o| o["metadata"]["resourceVersion"].clone());
+            match current {
+                None => status_response(StatusCode::NOT_FOUND, "NotFound", &format!("{path} not found")),
+                Some(rv) if object["metadata"]["resourceVersion"] != rv => status_response(
+                    StatusCode::CONFLICT,
+                    "Conflict",
+                    "the object has been modified; please apply your changes to the latest version and try again",
+                ),
+                Some(_) => {
+                    store.rv += 1;
+                    object["metadata"]["resourceVersion"] = json!(store.rv.to_string());
+                    store.others.insert(path.to_owned(), object.clone());
+                    axum::Json(object).into_response()
+                }
+            }
+        }
+        _ => status_response(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", path),
+    }
+}
+
+/// Objects created through the generic store whose path starts with `prefix`.
+impl ApiServer {
+    pub fn objects_under(&self, prefix: &str) -> Vec<Value> {
+        self.store
+            .lock()
+            .unwrap()
+            .others
+            .iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
 }
 
 /// `POST /api/v1/namespaces/{ns}/pods/{name}/binding`: sets the pod's nodeName, as the
