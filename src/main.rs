@@ -82,7 +82,23 @@ async fn run(args: Args) -> anyhow::Result<()> {
             if let Some(w) = watches {
                 w.abort();
             }
-            let report = index.with_state(|state, _| StatusReport::once(state, &config));
+            let state = index.with_state(|state, _| state.clone());
+            let mut report = StatusReport::once(&state, &config);
+            if let Some(p) = &config.proxmox {
+                match headroom::provisioner::observe(p, &state, &config.block_driver).await {
+                    Ok((in_flight, ghosts)) => {
+                        let incoming = headroom::decide::projection::Incoming {
+                            vms: in_flight.len() as i64,
+                        };
+                        report = StatusReport::observed(&state, &config, &ghosts, incoming);
+                        report.provisioner.in_flight = in_flight
+                            .iter()
+                            .map(|v| format!("{} (VM {})", v.name, v.vmid))
+                            .collect();
+                    }
+                    Err(e) => report.provisioner.error = Some(format!("Proxmox not read: {e}")),
+                }
+            }
             let text = match output {
                 Output::Json => report.to_json() + "\n",
                 Output::Table => report.to_table(),

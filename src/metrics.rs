@@ -38,6 +38,11 @@ pub struct StepLabels {
     pub result: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NodeLabels {
+    pub node: String,
+}
+
 /// Every metric, registered once at start-up.
 pub struct Metrics {
     registry: Mutex<Registry>,
@@ -51,6 +56,7 @@ pub struct Metrics {
     pub provision_step_duration: Family<StepLabels, Histogram>,
     pub provision_failures: Counter,
     pub incoming_vms: Gauge,
+    pub ghost_disks: Family<NodeLabels, Gauge>,
     pub synced: Gauge,
 }
 
@@ -129,6 +135,12 @@ impl Default for Metrics {
             "Worker VMs being provisioned or cold spares starting",
             incoming_vms.clone(),
         );
+        let ghost_disks = Family::<NodeLabels, Gauge>::default();
+        registry.register(
+            "ghost_disks",
+            "CSI disks in a worker VM's config with no VolumeAttachment (they hold a LUN)",
+            ghost_disks.clone(),
+        );
         let synced = Gauge::default();
         registry.register(
             "source_synced",
@@ -152,6 +164,7 @@ impl Default for Metrics {
             provision_step_duration,
             provision_failures,
             incoming_vms,
+            ghost_disks,
             synced,
         }
     }

@@ -186,6 +186,14 @@ impl Actuator {
     /// Reads Proxmox, resumes any provision left in flight, and publishes the in-flight count.
     pub async fn refresh(&mut self) -> Result<i64, ProvisionError> {
         let Some(pve) = &self.pve else { return Ok(0) };
+        // Every replica reads ghost disks (admission counts them); only the leader acts.
+        let vms = inventory::vms(pve).await?;
+        let known = self
+            .app
+            .index
+            .with_state(|s, _| inventory::AttachedDisks::from_state(s, &self.app.config.block_driver));
+        let ghosts = inventory::ghost_disks(pve, &vms, &known).await?;
+        self.app.set_ghosts(ghosts);
         if !*self.leading.borrow() {
             return Ok(0);
         }
@@ -208,29 +216,8 @@ impl Actuator {
         Ok(left)
     }
 
-    /// VMs headroom started provisioning and has not finished: tagged, or (killed between
-    /// clone and configure) untagged but carrying headroom's description in its VMID range.
     async fn in_flight(&self, pve: &PveClient) -> Result<Vec<Vm>, ProvisionError> {
-        let [lo, hi] = self.proxmox().vm.vmid_range;
-        let mut out = Vec::new();
-        for vm in inventory::vms(pve).await? {
-            if vm.template || vm.has_tag(TAG_FAILED) {
-                continue;
-            }
-            if vm.has_tag(TAG_PROVISIONING) {
-                out.push(vm);
-            } else if !vm.has_tag(TAG) && (lo..=hi).contains(&vm.vmid) {
-                let config = inventory::config(pve, &vm).await?;
-                if config
-                    .get("description")
-                    .and_then(Value::as_str)
-                    .is_some_and(|d| d.contains(DESCRIPTION_MARKER))
-                {
-                    out.push(vm);
-                }
-            }
-        }
-        Ok(out)
+        in_flight(pve, self.proxmox()).await
     }
 
     async fn scale_up(&mut self, count: i64, reason: &str) {
@@ -603,6 +590,48 @@ fn tags(configured: &[String], ours: &[&str]) -> String {
     all.sort();
     all.dedup();
     all.join(";")
+}
+
+/// VMs headroom started provisioning and has not finished: tagged, or (killed between clone
+/// and configure) untagged but carrying headroom's description in its VMID range.
+pub async fn in_flight(pve: &PveClient, p: &Proxmox) -> Result<Vec<Vm>, ProvisionError> {
+    let [lo, hi] = p.vm.vmid_range;
+    let mut out = Vec::new();
+    for vm in inventory::vms(pve).await? {
+        if vm.template || vm.has_tag(TAG_FAILED) {
+            continue;
+        }
+        if vm.has_tag(TAG_PROVISIONING) {
+            out.push(vm);
+        } else if !vm.has_tag(TAG) && (lo..=hi).contains(&vm.vmid) {
+            let config = inventory::config(pve, &vm).await?;
+            if config
+                .get("description")
+                .and_then(Value::as_str)
+                .is_some_and(|d| d.contains(DESCRIPTION_MARKER))
+            {
+                out.push(vm);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// What `status` shows from Proxmox: provisions in flight and ghost disks per node.
+pub async fn observe(
+    p: &Proxmox,
+    state: &crate::index::ClusterState,
+    block_driver: &str,
+) -> Result<(Vec<Vm>, crate::decide::accounting::Reservations), ProvisionError> {
+    let pve = client(p)?;
+    let vms = inventory::vms(&pve).await?;
+    let ghosts = inventory::ghost_disks(
+        &pve,
+        &vms,
+        &inventory::AttachedDisks::from_state(state, block_driver),
+    )
+    .await?;
+    Ok((in_flight(&pve, p).await?, ghosts))
 }
 
 /// Evaluates the projection and sends plans to the actuator: every `every`, and at once when

@@ -52,6 +52,12 @@ pub struct ProvisionerSummary {
     pub incoming_vms: i64,
     /// VMs a scale-up would add now to stop every trigger (None: more than maxNodes allow).
     pub vms_to_add: Option<i64>,
+    /// Provisions in flight in Proxmox (name and VMID).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub in_flight: Vec<String>,
+    /// Why Proxmox could not be read, when it could not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 impl StatusReport {
@@ -102,14 +108,26 @@ impl StatusReport {
                 },
                 incoming_vms: incoming.vms,
                 vms_to_add,
+                in_flight: Vec::new(),
+                error: None,
             },
         }
     }
 
     /// The one-shot report of `status`: no admitted demand, nothing incoming, no history.
     pub fn once(state: &ClusterState, config: &Config) -> Self {
-        let view = accounting::account(state, &Settings::from(config), &Reservations::new());
-        let (admitted, incoming) = (AdmittedDemand::default(), Incoming::default());
+        Self::observed(state, config, &Reservations::new(), Incoming::default())
+    }
+
+    /// The one-shot report with what Proxmox shows: ghost disks and VMs on their way.
+    pub fn observed(
+        state: &ClusterState,
+        config: &Config,
+        ghosts: &Reservations,
+        incoming: Incoming,
+    ) -> Self {
+        let view = accounting::account(state, &Settings::from(config), ghosts);
+        let admitted = AdmittedDemand::default();
         Self::build(
             &view,
             config,
@@ -204,6 +222,12 @@ impl StatusReport {
             "\nprovisioner: {} ({} incoming); {plan}",
             p.mode, p.incoming_vms
         );
+        for vm in &p.in_flight {
+            let _ = writeln!(out, "  provisioning: {vm}");
+        }
+        if let Some(e) = &p.error {
+            let _ = writeln!(out, "  {e}");
+        }
         out
     }
 }

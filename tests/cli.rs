@@ -354,3 +354,100 @@ fn unsafe_kill(pid: i32) -> i32 {
         .map(|s| s.code().unwrap_or(1))
         .unwrap_or(1)
 }
+
+#[tokio::test]
+async fn serve_provisions_when_the_snapshot_crosses_a_trigger_and_status_shows_it() {
+    let mut pve = support::fakepve::FakePve::start().await;
+    pve.add_template().await;
+    let dir = tempfile::tempdir().unwrap();
+    // Two workers at their soft cap: freeBlockSlots 0 < 4 fires.
+    let snapshot = dir.path().join("full.json");
+    std::fs::write(&snapshot, support::list(support::cluster(&[24, 24])).to_string()).unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, &pve.token).unwrap();
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "proxmox:\n  url: {}\n  tokenFile: {}\n  caFile: {}\n  hosts: [{{name: pve1, template: 2000, storage: local-lvm}}]\n  \
+             vm: {{memoryMiB: 2048}}\n  hostMemoryReserveMiB: 512\n  joinTimeout: 10m\n",
+            pve.url,
+            token.display(),
+            pve.ca
+        ),
+    )
+    .unwrap();
+    let (snapshot, config) = (snapshot.to_str().unwrap(), config.to_str().unwrap());
+    let mut serve = tokio::process::Command::new(BIN)
+        .args([
+            "serve",
+            "--snapshot",
+            snapshot,
+            "--config",
+            config,
+            "--plan-interval",
+            "100ms",
+        ])
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{}", free_port()),
+            "--admin-listen",
+            &format!("127.0.0.1:{}", free_port()),
+        ])
+        .env_remove("HEADROOM_CONFIG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    let worker = loop {
+        let vms = pve.vms().await;
+        if let Some(vm) = vms
+            .iter()
+            .find(|v| v["template"] == false && v["status"] == "running")
+        {
+            break vm.clone();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no worker cloned and started: {vms:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        worker["config"]["tags"], "headroom;headroom-provisioning",
+        "joining: still in flight"
+    );
+
+    let s = json_of(&run(&["status", "--snapshot", snapshot, "--config", config, "-o", "json"]).await);
+    assert_eq!(s["provisioner"]["mode"], "proxmox");
+    assert_eq!(s["provisioner"]["incomingVms"], 1);
+    assert_eq!(
+        s["provisioner"]["inFlight"],
+        serde_json::json!([format!(
+            "{} (VM {})",
+            worker["name"].as_str().unwrap(),
+            worker["vmid"]
+        )])
+    );
+    assert_eq!(
+        s["cluster"]["room"], 24,
+        "the incoming VM's slots count in the projection"
+    );
+    let table = String::from_utf8(
+        run(&["status", "--snapshot", snapshot, "--config", config])
+            .await
+            .stdout,
+    )
+    .unwrap();
+    assert!(table.contains("provisioning: k8s-node1 (VM 207)"), "{table}");
+
+    // Still one VM: the in-flight provision covers the intent.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(
+        pve.vms().await.iter().filter(|v| v["template"] == false).count(),
+        1
+    );
+    serve.kill().await.unwrap();
+}

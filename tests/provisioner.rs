@@ -511,3 +511,52 @@ async fn ticket_login_with_csrf_on_writes() {
         Err(PveError::Auth { .. })
     ));
 }
+
+#[tokio::test]
+async fn ghost_disks_count_on_their_node_and_are_exported() {
+    let mut rig = Rig::new().await;
+    let pv = |name: &str, disk: &str| {
+        json!({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": name},
+            "spec": {"csi": {"driver": BLOCK, "volumeHandle": format!("homelab/pve1/local-lvm/{disk}")}}})
+    };
+    rig.api.apply(pv("pv-aaa", "vm-9999-pvc-aaa"));
+    rig.api.apply(pv("pv-bbb", "vm-9999-pvc-bbb"));
+    rig.api.apply(attachment("va-aaa", BLOCK, "n2", "pv-aaa", true));
+    // n2 is VM 202 through its providerID; its config holds three CSI disks.
+    rig.api.apply(with(node("n2"), |v| {
+        v["spec"]["providerID"] = json!("proxmox://homelab/202")
+    }));
+    rig.pve
+        .cmd(
+            json!({"op": "add_vm", "vmid": 202, "name": "worker-two", "status": "running", "config": {
+            "scsi0": "local-lvm:vm-202-disk-0,size=32G",
+            "scsi1": "local-lvm:vm-9999-pvc-aaa,backup=0,iothread=1,size=10G,wwn=0x5056432d49443031",
+            "scsi2": "local-lvm:vm-9999-pvc-bbb,backup=0,iothread=1,size=10G,wwn=0x5056432d49443032",
+            "scsi3": "local-lvm:vm-9999-pvc-ccc,backup=0,iothread=1,size=5G,wwn=0x5056432d49443033"}}),
+        )
+        .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while rig.app.index.with_state(|s, _| s.attachments.len()) < 49 {
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let before = rig.app.view().node("n2").unwrap().block_volumes;
+    rig.actuator().refresh().await.unwrap();
+    let view = rig.app.view();
+    let n2 = view.node("n2").unwrap();
+    assert_eq!(
+        n2.block_volumes,
+        before + 2,
+        "bbb (PV, no attachment) and ccc (no PV) hold LUNs on n2"
+    );
+    assert!(
+        n2.volume_keys.contains("homelab/pve1/local-lvm/vm-9999-pvc-bbb"),
+        "keyed by the PV's handle"
+    );
+    assert!(n2.volume_keys.contains("ghost:vm-9999-pvc-ccc"));
+    let metrics = rig.app.metrics.encode();
+    assert!(
+        metrics.contains("headroom_ghost_disks{node=\"n2\"} 2"),
+        "{metrics}"
+    );
+}

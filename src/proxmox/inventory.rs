@@ -176,3 +176,93 @@ mod tests {
         );
     }
 }
+
+/// What ghost-disk detection needs from the index, taken under its lock in one pass.
+#[derive(Debug, Default)]
+pub struct AttachedDisks {
+    /// VMID (from providerID `proxmox://<region>/<vmid>`) → Node name.
+    by_vmid: std::collections::HashMap<u32, String>,
+    nodes: std::collections::HashSet<String>,
+    /// CSI disk name (last segment of the volume handle) → handle.
+    handle_of: std::collections::HashMap<String, String>,
+    /// Node → disk names with a VolumeAttachment there.
+    attached: std::collections::HashMap<String, std::collections::BTreeSet<String>>,
+}
+
+impl AttachedDisks {
+    pub fn from_state(state: &crate::index::ClusterState, block_driver: &str) -> Self {
+        let mut out = Self::default();
+        for n in state.nodes.values() {
+            out.nodes.insert(n.name.clone());
+            let vmid = n
+                .provider_id
+                .as_deref()
+                .and_then(|p| p.strip_prefix("proxmox://"))
+                .and_then(|p| p.rsplit('/').next());
+            if let Some(id) = vmid.and_then(|v| v.parse().ok()) {
+                out.by_vmid.insert(id, n.name.clone());
+            }
+        }
+        let mut pv_disk = std::collections::HashMap::new();
+        for pv in state.volumes.values() {
+            if let (Some(driver), Some(handle)) = (&pv.csi_driver, &pv.volume_handle)
+                && driver == block_driver
+            {
+                let disk = handle.rsplit('/').next().unwrap_or(handle).to_owned();
+                out.handle_of.insert(disk.clone(), handle.clone());
+                pv_disk.insert(pv.name.as_str(), disk);
+            }
+        }
+        for va in state
+            .attachments
+            .values()
+            .filter(|va| va.attacher == block_driver)
+        {
+            let disk = va.pv_name.as_deref().and_then(|pv| pv_disk.get(pv).cloned());
+            let disk = disk.or_else(|| {
+                va.inline_handle
+                    .as_deref()
+                    .map(|h| h.rsplit('/').next().unwrap_or(h).to_owned())
+            });
+            if let Some(disk) = disk {
+                out.attached.entry(va.node_name.clone()).or_default().insert(disk);
+            }
+        }
+        out
+    }
+
+    fn node_of(&self, vm: &Vm) -> Option<&str> {
+        self.by_vmid
+            .get(&vm.vmid)
+            .map(String::as_str)
+            .or_else(|| self.nodes.get(&vm.name).map(String::as_str))
+    }
+}
+
+/// Ghost disks: CSI disks in a worker VM's config with no VolumeAttachment for that node.
+/// They hold a LUN all the same. Keys are the PV's volume handle when a PV names the disk
+/// (so a volume is never counted twice), else `ghost:<disk>`. Workers are matched to their
+/// Node by providerID or by name.
+pub async fn ghost_disks(
+    pve: &PveClient,
+    vms: &[Vm],
+    known: &AttachedDisks,
+) -> Result<crate::decide::accounting::Reservations, PveError> {
+    let mut out = crate::decide::accounting::Reservations::new();
+    for vm in vms.iter().filter(|v| !v.template) {
+        let Some(node) = known.node_of(vm) else { continue };
+        let config = config(pve, vm).await?;
+        for (_, disk) in csi_disks(&config) {
+            if known.attached.get(node).is_some_and(|a| a.contains(&disk)) {
+                continue;
+            }
+            let key = known
+                .handle_of
+                .get(&disk)
+                .cloned()
+                .unwrap_or_else(|| format!("ghost:{disk}"));
+            out.entry(node.to_owned()).or_default().insert(key);
+        }
+    }
+    Ok(out)
+}

@@ -40,16 +40,21 @@ const EVENT_QUEUE: usize = 256;
 /// The accounting of the index, rebuilt only when the index changed since the last build.
 struct ViewCache {
     settings: Settings,
-    current: RwLock<(u64, Arc<ClusterView>)>,
+    current: RwLock<((u64, u64), Arc<ClusterView>)>,
     rebuild: Mutex<()>,
 }
 
 impl ViewCache {
-    fn get(&self, index: &SharedIndex) -> Arc<ClusterView> {
-        let generation = index.generation();
+    /// The view for the index's and the ghost disks' current generations.
+    fn get(&self, index: &SharedIndex, ghosts: &RwLock<(u64, Reservations)>) -> Arc<ClusterView> {
+        let key = (
+            index.generation(),
+            ghosts.read().unwrap_or_else(|e| e.into_inner()).0,
+        );
+        let fresh = |c: &((u64, u64), Arc<ClusterView>)| c.0 == key && key.0 != 0;
         {
             let current = self.current.read().unwrap_or_else(|e| e.into_inner());
-            if current.0 == generation && generation != 0 {
+            if fresh(&current) {
                 return current.1.clone();
             }
         }
@@ -57,18 +62,15 @@ impl ViewCache {
         let _guard = self.rebuild.lock().unwrap_or_else(|e| e.into_inner());
         {
             let current = self.current.read().unwrap_or_else(|e| e.into_inner());
-            if current.0 == generation && generation != 0 {
+            if fresh(&current) {
                 return current.1.clone();
             }
         }
-        let (view, generation) = index.with_state(|state, g| {
-            (
-                accounting::account(state, &self.settings, &Reservations::new()),
-                g,
-            )
-        });
+        let ghosts = ghosts.read().unwrap_or_else(|e| e.into_inner());
+        let (view, generation) =
+            index.with_state(|state, g| (accounting::account(state, &self.settings, &ghosts.1), g));
         let view = Arc::new(view);
-        *self.current.write().unwrap_or_else(|e| e.into_inner()) = (generation, view.clone());
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = ((generation, ghosts.0), view.clone());
         view
     }
 }
@@ -177,6 +179,8 @@ pub struct AppState {
     views: ViewCache,
     /// Volumes placed by the extender's bind and not yet seen through the watch.
     pub bindings: Mutex<BindingLedger>,
+    /// Ghost disks per node from the last Proxmox inventory, with a generation.
+    ghosts: RwLock<(u64, Reservations)>,
     /// How bind reaches the API server (None: snapshot mode, bindings are only recorded).
     pub client: Option<kube::Client>,
     pub ledger: Mutex<AdmittedLedger>,
@@ -196,12 +200,13 @@ impl AppState {
         Self {
             views: ViewCache {
                 settings: Settings::from(&config),
-                current: RwLock::new((0, Arc::new(ClusterView::default()))),
+                current: RwLock::new(((0, 0), Arc::new(ClusterView::default()))),
                 rebuild: Mutex::new(()),
             },
             config,
             index,
             bindings: Mutex::new(BindingLedger::new(BINDING_TTL)),
+            ghosts: RwLock::new((0, Reservations::new())),
             client: None,
             ledger: Mutex::new(AdmittedLedger::new(ADMITTED_TTL)),
             metrics: Metrics::default(),
@@ -221,7 +226,7 @@ impl AppState {
 
     /// The current accounting (rebuilt if the index changed).
     pub fn view(&self) -> Arc<ClusterView> {
-        self.views.get(&self.index)
+        self.views.get(&self.index, &self.ghosts)
     }
 
     /// Volumes bound by the extender that the watch does not show on their node yet.
@@ -259,6 +264,26 @@ impl AppState {
             .unwrap_or_else(|e| e.into_inner())
             .record(what, demand, Instant::now());
         self.demand_changed.notify_one();
+    }
+
+    /// Replaces the ghost disks (CSI disks on worker VMs with no VolumeAttachment).
+    pub fn set_ghosts(&self, ghosts: Reservations) {
+        for (node, keys) in &ghosts {
+            self.metrics
+                .ghost_disks
+                .get_or_create(&crate::metrics::NodeLabels { node: node.clone() })
+                .set(keys.len() as i64);
+        }
+        let mut current = self.ghosts.write().unwrap_or_else(|e| e.into_inner());
+        for node in current.1.keys().filter(|n| !ghosts.contains_key(*n)) {
+            self.metrics
+                .ghost_disks
+                .get_or_create(&crate::metrics::NodeLabels { node: node.clone() })
+                .set(0);
+        }
+        if current.1 != ghosts {
+            *current = (current.0 + 1, ghosts);
+        }
     }
 
     /// Keeps a provisioner note for `status` (the last 20).
