@@ -257,6 +257,8 @@ pub struct ScaleDown {
     pub memory_limit_ratio: Option<RatioBelow>,
     pub r#for: Period,
     pub action: ScaleDownAction,
+    /// How long a drain may wait for evictions (PodDisruptionBudgets) before giving up.
+    pub drain_timeout: Period,
 }
 
 impl Default for ScaleDown {
@@ -267,6 +269,7 @@ impl Default for ScaleDown {
             memory_limit_ratio: Some(RatioBelow { below: 0.95 }),
             r#for: Period(Duration::from_secs(720 * 3600)),
             action: ScaleDownAction::Shutdown,
+            drain_timeout: Period(Duration::from_secs(15 * 60)),
         }
     }
 }

@@ -11,8 +11,6 @@ use kube::{
 };
 use serde_json::json;
 
-use crate::index::SharedIndex;
-
 #[derive(Debug, thiserror::Error)]
 pub enum DrainError {
     #[error("kubernetes: {0}")]
@@ -54,12 +52,23 @@ async fn cordon(nodes: &Api<Node>, node: &str, on: bool) -> Result<(), kube::Err
         .map(|_| ())
 }
 
-pub async fn drain(
-    client: &Client,
-    _index: &SharedIndex,
-    node: &str,
-    timeout: Duration,
-) -> Result<(), DrainError> {
+/// One eviction attempt, cut at `limit`.
+async fn evict(client: &Client, node: &str, pod: &Pod, limit: Duration) {
+    let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+    let name = pod.metadata.name.as_deref().unwrap_or_default();
+    let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+    // kube's client retries 429 itself (with backoff up to minutes); a PDB's 429 must come
+    // back to the drain loop, so the call is cut at the time left.
+    match tokio::time::timeout(limit, api.evict(name, &EvictParams::default())).await {
+        Ok(Ok(_)) => tracing::info!(node, namespace = ns, pod = name, "evicted"),
+        // 429: a PodDisruptionBudget says not now; 404: already gone.
+        Ok(Err(kube::Error::Api(s))) if s.code == 429 || s.code == 404 => {}
+        Ok(Err(e)) => tracing::warn!(node, pod = name, error = %e, "eviction failed"),
+        Err(_) => tracing::info!(node, pod = name, "eviction not granted yet (disruption budget)"),
+    }
+}
+
+pub async fn drain(client: &Client, node: &str, timeout: Duration) -> Result<(), DrainError> {
     let nodes: Api<Node> = Api::all(client.clone());
     cordon(&nodes, node, true).await?;
     let all: Api<Pod> = Api::all(client.clone());
@@ -84,18 +93,13 @@ pub async fn drain(
                 timeout,
             });
         }
-        for pod in &left {
-            let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
-            let name = pod.metadata.name.as_deref().unwrap_or_default();
-            let api: Api<Pod> = Api::namespaced(client.clone(), ns);
-            match api.evict(name, &EvictParams::default()).await {
-                Ok(_) => tracing::info!(node, namespace = ns, pod = name, "evicted"),
-                // 429: a PodDisruptionBudget says not now; 404: already gone.
-                Err(kube::Error::Api(s)) if s.code == 429 || s.code == 404 => {}
-                Err(e) => tracing::warn!(node, pod = name, error = %e, "eviction failed"),
-            }
-        }
-        tokio::time::sleep(Duration::from_secs(5)).await;
+        // Concurrently: one pod a budget protects must not hold up the others.
+        let left_time = deadline
+            .saturating_duration_since(tokio::time::Instant::now())
+            .min(Duration::from_secs(10));
+        futures::future::join_all(left.iter().map(|pod| evict(client, node, pod, left_time))).await;
+        // A PDB frees a slot when a replacement is Ready elsewhere: look again soon.
+        tokio::time::sleep((timeout / 4).clamp(Duration::from_millis(200), Duration::from_secs(5))).await;
     }
     nodes.delete(node, &DeleteParams::default()).await?;
     Ok(())

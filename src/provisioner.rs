@@ -517,7 +517,7 @@ impl Actuator {
             return tracing::warn!(node, "scale-down needs a live cluster");
         };
         let started = Instant::now();
-        let result = crate::drain::drain(kube, &self.app.index, node, Duration::from_secs(15 * 60)).await;
+        let result = crate::drain::drain(kube, node, self.app.config.scale_down.drain_timeout.0).await;
         self.step(
             "drain",
             started,

@@ -35,7 +35,7 @@ fn config_for(pve: &FakePve, dir: &std::path::Path) -> Config {
         "proxmox:\n  url: {}\n  tokenFile: {}\n  fingerprint: \"{}\"\n  hosts: [{{name: pve1, template: 2000, storage: local-lvm}}]\n  \
          vm: {{cores: 4, memoryMiB: 2048, namePattern: \"k8s-node{{n}}\", vmidRange: [207, 299], tags: [headroom],\n       \
          cloudInit: {{user: ops, sshKeys: [\"ssh-ed25519 AAAAC3Nz+x/y= ops@laptop\"], ipconfig0: \"ip=10.0.20.{{n}}/22,gw=10.0.20.1\"}}}}\n  \
-         hostMemoryReserveMiB: 1024\n  joinTimeout: 60s\n  maxNodes: 10\n",
+         hostMemoryReserveMiB: 1024\n  joinTimeout: 60s\n  maxNodes: 10\nscaleDown: {{drainTimeout: 2s}}\n",
         pve.url,
         token.display(),
         pve.fingerprint
@@ -558,5 +558,110 @@ async fn ghost_disks_count_on_their_node_and_are_exported() {
     assert!(
         metrics.contains("headroom_ghost_disks{node=\"n2\"} 2"),
         "{metrics}"
+    );
+}
+
+async fn worker_vm(rig: &mut Rig, vmid: u32, name: &str) {
+    rig.pve
+        .cmd(json!({"op": "add_vm", "vmid": vmid, "name": name, "status": "running",
+            "config": {"tags": "headroom", "memory": "2048", "scsi0": format!("local-lvm:vm-{vmid}-disk-0")}}))
+        .await;
+}
+
+fn scale_down(node: &str) -> Plan {
+    Plan::ScaleDown {
+        node: node.into(),
+        reason: "test: quiet for 720h".into(),
+    }
+}
+
+fn pods_on(api: &ApiServer, rig: &Rig, node: &str) -> usize {
+    let _ = api;
+    rig.app.index.with_state(|s, _| {
+        s.pods
+            .values()
+            .filter(|p| p.node_name.as_deref() == Some(node))
+            .count()
+    })
+}
+
+#[tokio::test]
+async fn scale_down_drains_deletes_the_node_and_keeps_a_cold_spare() {
+    let mut rig = Rig::new().await;
+    worker_vm(&mut rig, 201, "n1").await;
+    assert_eq!(pods_on(&rig.api, &rig, "n1"), 24);
+    let notes = rig
+        .run(scale_down("n1"), |n| n.iter().any(|n| n.contains("n1")))
+        .await;
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.starts_with("removed worker n1 (Shutdown)")),
+        "{notes:?}"
+    );
+    assert_eq!(rig.api.node_deletes(), ["n1"]);
+    assert!(rig.api.get("Pod", "apps/n1-c0-pod").is_none(), "evicted");
+    let lists: Vec<String> = rig
+        .api
+        .requests()
+        .into_iter()
+        .filter(|r| r.starts_with("GET /api/v1/pods?") && !r.contains("watch"))
+        .collect();
+    assert!(
+        rig.api.get("Pod", "apps/n2-c0-pod").is_some(),
+        "other nodes untouched: {lists:?}"
+    );
+    let vm = rig
+        .pve
+        .vms()
+        .await
+        .into_iter()
+        .find(|v| v["vmid"] == 201)
+        .unwrap();
+    assert_eq!(vm["status"], "stopped");
+    assert_eq!(
+        vm["config"]["tags"], "headroom;headroom-spare",
+        "kept as a cold spare"
+    );
+    let requests = rig.pve.requests().await;
+    assert!(!requests.iter().any(|r| r.0 == "DELETE"), "shutdown, not destroy");
+}
+
+#[tokio::test]
+async fn a_pdb_that_blocks_eviction_uncordons_and_touches_no_vm() {
+    let mut rig = Rig::new().await;
+    worker_vm(&mut rig, 201, "n1").await;
+    rig.api.protect("apps/n1-c3-pod");
+    let notes = rig
+        .run(scale_down("n1"), |n| n.iter().any(|n| n.contains("n1")))
+        .await;
+    assert!(
+        notes.iter().any(|n| n.contains("scale-down of n1 abandoned")
+            && n.contains("1 pod(s) still on n1")
+            && n.contains("PodDisruptionBudget")),
+        "{notes:?}"
+    );
+    let node = rig.api.get("Node", "/n1").expect("node kept");
+    assert!(node["spec"]["unschedulable"].is_null(), "uncordoned: {node}");
+    assert!(rig.api.node_deletes().is_empty());
+    assert!(
+        rig.api.get("Pod", "apps/n1-c3-pod").is_some(),
+        "the protected pod stays"
+    );
+    let vm = rig
+        .pve
+        .vms()
+        .await
+        .into_iter()
+        .find(|v| v["vmid"] == 201)
+        .unwrap();
+    assert_eq!(vm["status"], "running", "no VM touched");
+    assert!(
+        !rig.pve
+            .requests()
+            .await
+            .iter()
+            .any(|r| r.0 == "POST" && r.1.contains("/qemu/201/")),
+        "no call on the VM"
     );
 }

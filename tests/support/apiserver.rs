@@ -84,6 +84,8 @@ struct Store {
     bindings: Vec<Value>,
     /// Objects of kinds not listed/watched above (Leases, Events): full path → object.
     others: BTreeMap<String, Value>,
+    protected: HashSet<String>,
+    node_deletes: Vec<String>,
 }
 
 /// A running stand-in API server.
@@ -246,6 +248,15 @@ async fn handle(
     if req.method() == axum::http::Method::POST && path.ends_with("/binding") {
         return bind(server, &path, req).await;
     }
+    if is_node_write(&path, &req) {
+        let body = axum::body::to_bytes(req.into_body(), 1 << 20)
+            .await
+            .unwrap_or_default();
+        return node_write_apply(&server, &path, body.to_vec());
+    }
+    if req.method() == axum::http::Method::POST && path.ends_with("/eviction") {
+        return evict(&server, &path);
+    }
     if !COLLECTIONS.iter().any(|c| c.1 == path)
         && (path.contains("/namespaces/") || req.method() != axum::http::Method::GET)
     {
@@ -280,10 +291,16 @@ async fn handle(
         notified.await;
     }
     let store = server.store.lock().unwrap();
+    // The one field selector headroom uses: pods on a node.
+    let on_node = query
+        .get("fieldSelector")
+        .and_then(|f| f.strip_prefix("spec.nodeName="))
+        .map(str::to_owned);
+    let on = |o: &&Value| on_node.as_deref().is_none_or(|n| o["spec"]["nodeName"] == n);
     let items: Vec<Value> = store
         .objects
         .get(collection)
-        .map(|m| m.values().cloned().collect())
+        .map(|m| m.values().filter(on).cloned().collect())
         .unwrap_or_default();
     axum::Json(json!({"kind": list_kind, "apiVersion": api_version,
         "metadata": {"resourceVersion": store.rv.to_string()}, "items": items}))
@@ -365,6 +382,113 @@ impl ApiServer {
             .filter(|(k, _)| k.starts_with(prefix))
             .map(|(_, v)| v.clone())
             .collect()
+    }
+}
+
+/// PATCH (merge) or DELETE of `/api/v1/nodes/{name}`.
+fn is_node_write(path: &str, req: &Request) -> bool {
+    let is_node = path
+        .strip_prefix("/api/v1/nodes/")
+        .is_some_and(|n| !n.contains('/'));
+    is_node && (req.method() == axum::http::Method::PATCH || req.method() == axum::http::Method::DELETE)
+}
+
+fn node_write_apply(server: &ApiServer, path: &str, body: Vec<u8>) -> Response {
+    let name = path.trim_start_matches("/api/v1/nodes/");
+    let current = server
+        .store
+        .lock()
+        .unwrap()
+        .objects
+        .get("/api/v1/nodes")
+        .and_then(|m| m.get(&format!("/{name}")).cloned());
+    let Some(mut node) = current else {
+        return status_response(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            &format!("nodes \"{name}\" not found"),
+        );
+    };
+    if body.is_empty()
+        || serde_json::from_slice::<Value>(&body)
+            .map(|b| b.get("spec").is_none())
+            .unwrap_or(true)
+    {
+        // DELETE (its body, if any, is DeleteOptions).
+        server.delete(&node);
+        server.store.lock().unwrap().node_deletes.push(name.to_owned());
+        return axum::Json(json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}))
+            .into_response();
+    }
+    let patch: Value = serde_json::from_slice(&body).unwrap();
+    json_patch::merge(&mut node, &patch);
+    server.apply(node.clone());
+    axum::Json(node).into_response()
+}
+
+/// `POST …/pods/{name}/eviction`: 429 for pods a "PDB" protects, else the pod is deleted.
+fn evict(server: &ApiServer, path: &str) -> Response {
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let ["api", "v1", "namespaces", ns, "pods", name, "eviction"] = parts[..] else {
+        return status_response(StatusCode::NOT_FOUND, "NotFound", path);
+    };
+    if server
+        .store
+        .lock()
+        .unwrap()
+        .protected
+        .contains(&format!("{ns}/{name}"))
+    {
+        return status_response(
+            StatusCode::TOO_MANY_REQUESTS,
+            "TooManyRequests",
+            "Cannot evict pod as it would violate the pod's disruption budget.",
+        );
+    }
+    let pod = server
+        .store
+        .lock()
+        .unwrap()
+        .objects
+        .get("/api/v1/pods")
+        .and_then(|m| m.get(&format!("{ns}/{name}")).cloned());
+    match pod {
+        Some(pod) => {
+            server.delete(&pod);
+            (
+                StatusCode::CREATED,
+                axum::Json(json!({"kind": "Status", "apiVersion": "v1", "status": "Success"})),
+            )
+                .into_response()
+        }
+        None => status_response(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            &format!("pods \"{name}\" not found"),
+        ),
+    }
+}
+
+impl ApiServer {
+    /// Evictions of `namespace/name` are refused with 429, as a PodDisruptionBudget would.
+    pub fn protect(&self, pod: &str) {
+        self.store.lock().unwrap().protected.insert(pod.to_owned());
+    }
+
+    /// Nodes deleted through the API.
+    pub fn node_deletes(&self) -> Vec<String> {
+        self.store.lock().unwrap().node_deletes.clone()
+    }
+
+    /// The current object of `kind` named `key` (`namespace/name`, or `/name` when cluster-scoped).
+    pub fn get(&self, kind: &str, key: &str) -> Option<Value> {
+        let (_, path, _, _) = collection_of(kind);
+        self.store
+            .lock()
+            .unwrap()
+            .objects
+            .get(path)
+            .and_then(|m| m.get(key).cloned())
     }
 }
 
