@@ -43,6 +43,150 @@ pub struct NodeLabels {
     pub node: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NameLabels {
+    pub name: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabels {
+    pub state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResourceLabels {
+    pub resource: String,
+    pub kind: String,
+}
+
+/// Gauges that describe the cluster, refreshed on every evaluation of the projection.
+#[derive(Default)]
+pub struct ClusterGauges {
+    pub node_block_volumes: Family<NodeLabels, Gauge>,
+    pub node_soft_cap: Family<NodeLabels, Gauge>,
+    pub node_hard_cap: Family<NodeLabels, Gauge>,
+    pub free_block_slots: Gauge,
+    pub pending_block_claims: Gauge,
+    pub memory_request_ratio: Gauge<f64, std::sync::atomic::AtomicU64>,
+    pub memory_limit_ratio: Gauge<f64, std::sync::atomic::AtomicU64>,
+    pub trigger_firing: Family<NameLabels, Gauge>,
+    pub signal_firing: Family<NameLabels, Gauge>,
+    /// kproximate's node gauges: worker nodes total and ready.
+    pub nodes: Family<StateLabels, Gauge>,
+    /// kproximate's resource gauges: cpu (cores) and memory (bytes), allocatable and allocated.
+    pub resources: Family<ResourceLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+}
+
+impl ClusterGauges {
+    fn register(&self, r: &mut Registry) {
+        r.register(
+            "node_block_volumes",
+            "Block volumes holding a LUN on the node",
+            self.node_block_volumes.clone(),
+        );
+        r.register(
+            "node_block_soft_cap",
+            "The node's block-PVC soft cap",
+            self.node_soft_cap.clone(),
+        );
+        r.register(
+            "node_block_hard_cap",
+            "The node's CSINode attach limit (LUNs)",
+            self.node_hard_cap.clone(),
+        );
+        r.register(
+            "cluster_free_block_slots",
+            "Free block slots under the soft caps, minus pending claims",
+            self.free_block_slots.clone(),
+        );
+        r.register(
+            "cluster_pending_block_claims",
+            "Block claims waiting for a node",
+            self.pending_block_claims.clone(),
+        );
+        r.register(
+            "cluster_memory_request_ratio",
+            "Memory requested ÷ allocatable on schedulable nodes",
+            self.memory_request_ratio.clone(),
+        );
+        r.register(
+            "cluster_memory_limit_ratio",
+            "Memory limits ÷ allocatable on schedulable nodes",
+            self.memory_limit_ratio.clone(),
+        );
+        r.register(
+            "trigger_firing",
+            "1 while a scale-up trigger's condition holds on the projection",
+            self.trigger_firing.clone(),
+        );
+        r.register(
+            "signal_firing",
+            "1 while a signal's condition holds",
+            self.signal_firing.clone(),
+        );
+        r.register("nodes", "Nodes by state (total, ready)", self.nodes.clone());
+        r.register(
+            "cluster_resources",
+            "CPU (cores) and memory (bytes) of schedulable nodes: allocatable, and allocated (requested)",
+            self.resources.clone(),
+        );
+    }
+
+    /// Sets every gauge from a view, its projection and its evaluation.
+    pub fn observe(
+        &self,
+        view: &crate::decide::accounting::ClusterView,
+        p: &crate::decide::projection::Projection,
+        evaluation: &crate::decide::projection::Evaluation,
+    ) {
+        for n in &view.nodes {
+            let l = NodeLabels { node: n.name.clone() };
+            self.node_block_volumes.get_or_create(&l).set(n.block_volumes);
+            self.node_soft_cap.get_or_create(&l).set(n.soft_cap);
+            self.node_hard_cap.get_or_create(&l).set(n.hard_cap);
+        }
+        self.free_block_slots.set(p.free_block_slots);
+        self.pending_block_claims.set(p.pending_block_claims);
+        self.memory_request_ratio.set(p.memory_request_ratio);
+        self.memory_limit_ratio.set(p.memory_limit_ratio);
+        for c in &evaluation.triggers {
+            self.trigger_firing
+                .get_or_create(&NameLabels { name: c.name.into() })
+                .set(i64::from(c.firing));
+        }
+        for c in &evaluation.signals {
+            self.signal_firing
+                .get_or_create(&NameLabels { name: c.name.into() })
+                .set(i64::from(c.firing));
+        }
+        self.nodes
+            .get_or_create(&StateLabels {
+                state: "total".into(),
+            })
+            .set(view.nodes.len() as i64);
+        self.nodes
+            .get_or_create(&StateLabels {
+                state: "schedulable".into(),
+            })
+            .set(view.schedulable().count() as i64);
+        let sum = |f: fn(&crate::decide::accounting::NodeUsage) -> i64| {
+            view.schedulable().map(f).sum::<i64>() as f64
+        };
+        let set = |resource: &str, kind: &str, v: f64| {
+            self.resources
+                .get_or_create(&ResourceLabels {
+                    resource: resource.into(),
+                    kind: kind.into(),
+                })
+                .set(v);
+        };
+        set("cpu", "allocatable", sum(|n| n.cpu_allocatable_millis) / 1000.0);
+        set("cpu", "allocated", sum(|n| n.cpu_requested_millis) / 1000.0);
+        set("memory", "allocatable", sum(|n| n.memory_allocatable_bytes));
+        set("memory", "allocated", sum(|n| n.memory_requested_bytes));
+    }
+}
+
 /// Every metric, registered once at start-up.
 pub struct Metrics {
     registry: Mutex<Registry>,
@@ -57,6 +201,11 @@ pub struct Metrics {
     pub provision_failures: Counter,
     pub incoming_vms: Gauge,
     pub ghost_disks: Family<NodeLabels, Gauge>,
+    pub cluster: ClusterGauges,
+    /// kproximate's "provisioned" gauges: worker VMs headroom manages, by state, and their
+    /// configured cores and memory.
+    pub worker_vms: Family<StateLabels, Gauge>,
+    pub provisioned: Family<ResourceLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     pub synced: Gauge,
 }
 
@@ -141,6 +290,20 @@ impl Default for Metrics {
             "CSI disks in a worker VM's config with no VolumeAttachment (they hold a LUN)",
             ghost_disks.clone(),
         );
+        let cluster = ClusterGauges::default();
+        cluster.register(&mut registry);
+        let worker_vms = Family::<StateLabels, Gauge>::default();
+        registry.register(
+            "worker_vms",
+            "Worker VMs headroom manages in Proxmox, by state (total, running)",
+            worker_vms.clone(),
+        );
+        let provisioned = Family::<ResourceLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        registry.register(
+            "provisioned_resources",
+            "CPU (cores) and memory (bytes) configured on the worker VMs headroom manages",
+            provisioned.clone(),
+        );
         let synced = Gauge::default();
         registry.register(
             "source_synced",
@@ -165,6 +328,9 @@ impl Default for Metrics {
             provision_failures,
             incoming_vms,
             ghost_disks,
+            cluster,
+            worker_vms,
+            provisioned,
             synced,
         }
     }

@@ -188,6 +188,7 @@ impl Actuator {
         let Some(pve) = &self.pve else { return Ok(0) };
         // Every replica reads ghost disks (admission counts them); only the leader acts.
         let vms = inventory::vms(pve).await?;
+        self.observe_workers(&vms);
         let known = self
             .app
             .index
@@ -214,6 +215,39 @@ impl Actuator {
         let left = self.in_flight(self.pve.as_ref().expect("checked")).await?.len() as i64;
         self.app.set_incoming(left);
         Ok(left)
+    }
+
+    /// kproximate's "provisioned" gauges, from the VMs headroom manages.
+    fn observe_workers(&self, vms: &[Vm]) {
+        use crate::metrics::{ResourceLabels, StateLabels};
+        let ours: Vec<&Vm> = vms.iter().filter(|v| v.has_tag(TAG) && !v.template).collect();
+        let m = &self.app.metrics;
+        m.worker_vms
+            .get_or_create(&StateLabels {
+                state: "total".into(),
+            })
+            .set(ours.len() as i64);
+        m.worker_vms
+            .get_or_create(&StateLabels {
+                state: "running".into(),
+            })
+            .set(ours.iter().filter(|v| v.running()).count() as i64);
+        let running = ours.iter().filter(|v| v.running());
+        let (cores, memory) = running.fold((0.0, 0.0), |(c, m), v| {
+            (c + v.max_cpu as f64, m + v.max_mem as f64)
+        });
+        m.provisioned
+            .get_or_create(&ResourceLabels {
+                resource: "cpu".into(),
+                kind: "provisioned".into(),
+            })
+            .set(cores);
+        m.provisioned
+            .get_or_create(&ResourceLabels {
+                resource: "memory".into(),
+                kind: "provisioned".into(),
+            })
+            .set(memory);
     }
 
     async fn in_flight(&self, pve: &PveClient) -> Result<Vec<Vm>, ProvisionError> {
@@ -382,6 +416,8 @@ impl Actuator {
             template: false,
             lock: None,
             tags: Vec::new(),
+            max_cpu: i64::from(self.proxmox().vm.cores),
+            max_mem: self.proxmox().vm.memory_mib as i64 * 1024 * 1024,
         })
     }
 
@@ -659,6 +695,7 @@ pub async fn plan_loop(app: Arc<AppState>, plans: mpsc::Sender<Plan>, every: Dur
         };
         let p = projection::project(&view, admitted, incoming, VmCapacity::from_config(&app.config));
         let evaluation = projection::evaluate(&p, &app.config, &mut history, Instant::now().into_std());
+        app.metrics.cluster.observe(&view, &p, &evaluation);
         let plan = app.index.with_state(|state, _| {
             planner::plan(&PlanInput {
                 state,

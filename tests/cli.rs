@@ -269,7 +269,15 @@ async fn serve_on_the_seed_snapshot_answers_over_tls_and_stops_on_sigterm() {
     use tokio::io::AsyncBufReadExt;
     let (port, admin) = (free_port(), free_port());
     let mut child = tokio::process::Command::new(BIN)
-        .args(["serve", "--snapshot", SEED, "--config", CONFIG])
+        .args([
+            "serve",
+            "--snapshot",
+            SEED,
+            "--config",
+            CONFIG,
+            "--plan-interval",
+            "50ms",
+        ])
         .args([
             "--listen",
             &format!("127.0.0.1:{port}"),
@@ -336,6 +344,37 @@ async fn serve_on_the_seed_snapshot_answers_over_tls_and_stops_on_sigterm() {
         .await
         .unwrap();
     assert!(metrics.contains("headroom_admission_requests_total{kind=\"Pod\",operation=\"CREATE\",verdict=\"allow\",reason=\"patched\"} 1"), "{metrics}");
+
+    // The planning loop publishes the cluster gauges on each evaluation.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    let metrics = loop {
+        let text = reqwest::get(format!("http://127.0.0.1:{admin}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if text.contains("headroom_node_block_volumes{") {
+            break text;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no cluster gauges: {text}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    for line in [
+        "headroom_node_block_volumes{node=\"k8s-node6\"} 21",
+        "headroom_node_block_soft_cap{node=\"k8s-node6\"} 24",
+        "headroom_node_block_hard_cap{node=\"k8s-master\"} 29",
+        "headroom_cluster_free_block_slots 72",
+        "headroom_trigger_firing{name=\"freeBlockSlots\"} 0",
+        "headroom_signal_firing{name=\"maxNodeBlockVolumes\"} 0",
+        "headroom_nodes{state=\"total\"} 7",
+        "headroom_nodes{state=\"schedulable\"} 6",
+    ] {
+        assert!(metrics.contains(line), "want {line} in\n{metrics}");
+    }
 
     let pid = child.id().unwrap() as i32;
     assert_eq!(unsafe_kill(pid), 0);

@@ -29,6 +29,9 @@ pub struct Vm {
     pub template: bool,
     pub lock: Option<String>,
     pub tags: Vec<String>,
+    /// Configured cores and memory (bytes), as `/cluster/resources` reports them.
+    pub max_cpu: i64,
+    pub max_mem: i64,
 }
 
 impl Vm {
@@ -82,6 +85,8 @@ pub async fn vms(pve: &PveClient) -> Result<Vec<Vm>, PveError> {
                     .filter(|t| !t.is_empty())
                     .map(str::to_lowercase)
                     .collect(),
+                max_cpu: v.get("maxcpu").and_then(as_i64).unwrap_or(0),
+                max_mem: v.get("maxmem").and_then(as_i64).unwrap_or(0),
             })
         })
         .collect())
