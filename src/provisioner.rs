@@ -126,16 +126,11 @@ impl Actuator {
         self.app.note(text);
     }
 
-    fn step<T>(&self, step: &str, started: Instant, result: &Result<T, ProvisionError>) {
-        let outcome = match result {
-            Ok(_) => "ok".to_owned(),
-            Err(ProvisionError::Pve(e)) => e.kind().to_owned(),
-            Err(ProvisionError::JoinTimeout { .. }) => "timeout".to_owned(),
-            Err(_) => "error".to_owned(),
-        };
+    /// Counts a step and its duration under `result` ("ok" or an error kind).
+    fn step(&self, step: &str, started: Instant, result: &str) {
         let labels = StepLabels {
             step: step.into(),
-            result: outcome,
+            result: result.into(),
         };
         self.app.metrics.provision_steps.get_or_create(&labels).inc();
         self.app
@@ -203,7 +198,7 @@ impl Actuator {
         for vm in in_flight {
             let started = Instant::now();
             let result = self.finish(&vm).await;
-            self.step("resume", started, &result);
+            self.step("resume", started, outcome(result.as_ref().err()));
             match result {
                 Ok(()) => {
                     self.resumed = true;
@@ -279,12 +274,19 @@ impl Actuator {
             self.app.mark_scale_up();
             let started = Instant::now();
             let result = self.provision_one(reason).await;
-            self.step("provision", started, &result);
+            self.step(
+                "provision",
+                started,
+                outcome(result.as_ref().err().map(|(_, e)| e)),
+            );
             match result {
                 Ok(name) => self.note(format!("added worker {name}: {reason}")),
-                Err(e) => {
+                Err((vm, e)) => {
                     tracing::warn!(error = %e, "provision failed");
                     self.note(format!("provision failed: {e}"));
+                    if let Some(vm) = vm {
+                        self.failed(&vm, &e).await;
+                    }
                     self.last_failure = Some(Instant::now());
                     break;
                 }
@@ -293,16 +295,19 @@ impl Actuator {
         let _ = self.refresh().await;
     }
 
-    /// One new worker: a cold spare if there is one, else a clone.
-    async fn provision_one(&self, reason: &str) -> Result<String, ProvisionError> {
+    /// One new worker: a cold spare if there is one, else a clone. On failure, the VM the
+    /// attempt left behind (if any) comes back with the error, to be marked failed.
+    async fn provision_one(&self, reason: &str) -> Result<String, (Option<Vm>, ProvisionError)> {
         let pve = self.pve.as_ref().expect("not a dry run");
-        let vms = inventory::vms(pve).await?;
+        let vms = inventory::vms(pve).await.map_err(|e| (None, e.into()))?;
         if let Some(spare) = vms
             .iter()
             .find(|v| v.has_tag(TAG_SPARE) && !v.running() && !v.template)
         {
             self.app.set_incoming(1);
-            self.set_tags(spare, &[TAG, TAG_PROVISIONING]).await?;
+            self.set_tags(spare, &[TAG, TAG_PROVISIONING])
+                .await
+                .map_err(|e| (None, e))?;
             self.event(
                 &spare.name,
                 format!("starting cold spare VM {} ({reason})", spare.vmid),
@@ -311,12 +316,15 @@ impl Actuator {
                 tags: vec![TAG.into(), TAG_PROVISIONING.into()],
                 ..spare.clone()
             };
-            self.finish(&spare).await?;
+            self.finish(&spare).await.map_err(|e| (Some(spare.clone()), e))?;
             return Ok(spare.name);
         }
-        let vm = self.clone_worker(pve, &vms, reason).await?;
+        let vm = self
+            .clone_worker(pve, &vms, reason)
+            .await
+            .map_err(|e| (None, e))?;
         self.app.set_incoming(1);
-        self.finish(&vm).await?;
+        self.finish(&vm).await.map_err(|e| (Some(vm.clone()), e))?;
         Ok(vm.name)
     }
 
@@ -402,10 +410,7 @@ impl Actuator {
         self.step(
             "clone",
             started,
-            &result
-                .as_ref()
-                .map(|_| ())
-                .map_err(|e| ProvisionError::Pve(clone_err(e))),
+            result.as_ref().err().map_or("ok", PveError::kind),
         );
         result?;
         Ok(Vm {
@@ -457,7 +462,7 @@ impl Actuator {
             let result = waiting_out_locks(LOCK_PATIENCE, || pve.run_task(&path, &form, TASK_TIMEOUT))
                 .await
                 .map_err(ProvisionError::from);
-            self.step("configure", started, &result);
+            self.step("configure", started, outcome(result.as_ref().err()));
             result?;
             let started = Instant::now();
             let path = format!("{base}/status/start");
@@ -472,12 +477,12 @@ impl Actuator {
                 other => other,
             }
             .map_err(ProvisionError::from);
-            self.step("start", started, &result);
+            self.step("start", started, outcome(result.as_ref().err()));
             result?;
         }
         let started = Instant::now();
         let result = self.wait_ready(&vm.name, p.join_timeout.0).await;
-        self.step("join", started, &result);
+        self.step("join", started, outcome(result.as_ref().err()));
         result?;
         self.set_tags(vm, &[TAG]).await?;
         self.event(
@@ -554,14 +559,7 @@ impl Actuator {
         };
         let started = Instant::now();
         let result = crate::drain::drain(kube, node, self.app.config.scale_down.drain_timeout.0).await;
-        self.step(
-            "drain",
-            started,
-            &result
-                .as_ref()
-                .map(|_| ())
-                .map_err(|e| ProvisionError::Kube(e.to_string())),
-        );
+        self.step("drain", started, if result.is_ok() { "ok" } else { "blocked" });
         if let Err(e) = result {
             self.note(format!("scale-down of {node} abandoned: {e}; node uncordoned"));
             return;
@@ -614,8 +612,15 @@ fn worker_number<'a>(pattern: &str, name: &'a str) -> Option<&'a str> {
     name.strip_prefix(pre)?.strip_suffix(post)
 }
 
-fn clone_err(e: &PveError) -> PveError {
-    PveError::Decode(e.to_string())
+/// The metric label of a step's result.
+fn outcome(error: Option<&ProvisionError>) -> &'static str {
+    match error {
+        None => "ok",
+        Some(ProvisionError::Pve(e)) => e.kind(),
+        Some(ProvisionError::JoinTimeout { .. }) => "timeout",
+        Some(ProvisionError::NoCapacity(_)) => "no-capacity",
+        Some(_) => "error",
+    }
 }
 
 /// The configured tags plus headroom's own, `;`-joined as PVE stores them.

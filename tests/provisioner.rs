@@ -665,3 +665,43 @@ async fn a_pdb_that_blocks_eviction_uncordons_and_touches_no_vm() {
         "no call on the VM"
     );
 }
+
+#[tokio::test]
+async fn start_tasks_ending_in_task_error() {
+    // A lock reported by the start task (TASK ERROR: VM is locked) is waited out.
+    let mut rig = Rig::new().await;
+    rig.pve.cmd(json!({"op": "fail", "method": "POST", "suffix": "/nodes/pve1/qemu/207/status/start", "error": "locked", "times": 1})).await;
+    let kubelets = rig.kubelets();
+    let notes = rig.run(scale_up(), finished).await;
+    kubelets.abort();
+    assert!(
+        notes.iter().any(|n| n.starts_with("added worker k8s-node1")),
+        "{notes:?}"
+    );
+    let starts = rig
+        .pve
+        .requests()
+        .await
+        .into_iter()
+        .filter(|r| r.1.ends_with("/207/status/start"))
+        .count();
+    assert_eq!(starts, 2, "retried once after the locked task");
+
+    // QEMU failing to start (TASK ERROR: QEMU exited with code 1): a clean failure, with the
+    // error in the note and the metric, and only one VM.
+    let mut rig = Rig::new().await;
+    rig.pve.cmd(json!({"op": "fail", "method": "POST", "suffix": "/nodes/pve1/qemu/207/status/start", "error": "qemu_exited_code"})).await;
+    let notes = rig.run(scale_up(), finished).await;
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.contains("provision failed") && n.contains("QEMU exited with code 1")),
+        "{notes:?}"
+    );
+    assert_eq!(rig.workers().await.len(), 1, "no second VM");
+    let metrics = rig.app.metrics.encode();
+    assert!(
+        metrics.contains("headroom_provision_steps_total{step=\"start\",result=\"task\"} 1"),
+        "{metrics}"
+    );
+}
