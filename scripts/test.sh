@@ -9,6 +9,15 @@ rustup component add rustfmt clippy >/dev/null 2>&1 || true
 # fakepve (PyPI): the fake Proxmox VE API the provisioner tests run against.
 python3 -c 'import fakepve, cryptography' 2>/dev/null || python3 -m pip install --quiet 'fakepve[crypto]>=0.5,<0.6'
 
+# promtool and prometheus (Debian package prometheus): alert rule checks, unit tests, and one
+# test with a real Prometheus scraping headroom. Recommends are not needed.
+if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1; then
+  SUDO=""
+  [ "$(id -u)" = 0 ] || SUDO=sudo
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+fi
+
 cargo fmt --check
 cargo clippy --all-targets --locked -- -D warnings
 cargo test --all-targets --locked
