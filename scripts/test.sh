@@ -18,6 +18,15 @@ if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
 fi
 
+# kubernetes-validate (PyPI) checks the rendered manifests against the Kubernetes schema;
+# kubectl renders them (kustomize is built in).
+python3 -c 'import kubernetes_validate' 2>/dev/null || python3 -m pip install --quiet 'kubernetes-validate>=1.33'
+if ! command -v kubectl >/dev/null 2>&1; then
+  SUDO=""
+  [ "$(id -u)" = 0 ] || SUDO=sudo
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends kubernetes-client >/dev/null
+fi
+
 cargo fmt --check
 cargo clippy --all-targets --locked -- -D warnings
 cargo test --all-targets --locked
