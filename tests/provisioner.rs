@@ -244,6 +244,16 @@ async fn scale_up_clones_configures_starts_and_waits_for_the_node() {
         !format!("{requests:?}").contains(rig.pve.token.split('=').nth(1).unwrap()),
         "the token secret never appears in a body"
     );
+    // kproximate's "provisioned" gauges, from the VMs headroom manages.
+    let metrics = rig.app.metrics.encode();
+    for line in [
+        "headroom_worker_vms{state=\"total\"} 1",
+        "headroom_worker_vms{state=\"running\"} 1",
+        "headroom_provisioned_resources{resource=\"memory\",kind=\"provisioned\"} 2147483648.0",
+        "headroom_provision_steps_total{step=\"clone\",result=\"ok\"} 1",
+    ] {
+        assert!(metrics.contains(line), "want {line} in\n{metrics}");
+    }
 }
 
 #[tokio::test]
