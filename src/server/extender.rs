@@ -21,14 +21,14 @@ use serde_json::{Value, json};
 
 use super::{
     state::AppState,
-    webhook::{HttpError, TimeoutQuery, budget, read_body},
+    webhook::{HttpError, TimeoutQuery, Timer, budget, read_body},
 };
 use crate::{
     decide::{
         extender,
         placement::{self, BlockDemand, Placement},
     },
-    metrics::{RejectLabels, RouteLabels},
+    metrics::RejectLabels,
     model::NsName,
 };
 
@@ -139,49 +139,8 @@ fn parse_args(bytes: &[u8]) -> Result<Request, HttpError> {
     })
 }
 
-/// Times a verb; counts unreadable requests.
-struct Verb<'a> {
-    app: &'a AppState,
-    route: &'static str,
-    start: Instant,
-}
-
-impl<'a> Verb<'a> {
-    fn start(app: &'a AppState, route: &'static str) -> Self {
-        Self {
-            app,
-            route,
-            start: Instant::now(),
-        }
-    }
-
-    fn bad(&self, e: HttpError) -> Response {
-        self.app
-            .metrics
-            .bad_requests
-            .get_or_create(&RouteLabels {
-                route: self.route.into(),
-            })
-            .inc();
-        e.into_response()
-    }
-}
-
-impl Drop for Verb<'_> {
-    fn drop(&mut self) {
-        let labels = RouteLabels {
-            route: self.route.into(),
-        };
-        self.app
-            .metrics
-            .request_duration
-            .get_or_create(&labels)
-            .observe(self.start.elapsed().as_secs_f64());
-    }
-}
-
 async fn read(
-    verb: &Verb<'_>,
+    verb: &Timer<'_>,
     q: &TimeoutQuery,
     headers: &HeaderMap,
     body: Body,
@@ -190,6 +149,17 @@ async fn read(
         .await
         .map(|b| b.to_vec())
         .map_err(|e| verb.bad(e))
+}
+
+/// Reads and parses ExtenderArgs (filter and prioritize), or the error answer.
+async fn read_args(
+    verb: &Timer<'_>,
+    q: &TimeoutQuery,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Request, Response> {
+    let bytes = read(verb, q, headers, body).await?;
+    parse_args(&bytes).map_err(|e| verb.bad(e))
 }
 
 /// The pod's block demand, remembered for the bind that follows.
@@ -211,14 +181,10 @@ async fn filter(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let verb = Verb::start(&app, "extender_filter");
-    let bytes = match read(&verb, &q, &headers, body).await {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
-    let req = match parse_args(&bytes) {
+    let verb = Timer::start(&app, "extender_filter");
+    let req = match read_args(&verb, &q, &headers, body).await {
         Ok(r) => r,
-        Err(e) => return verb.bad(e),
+        Err(response) => return response,
     };
     let view = app.view();
     let reservations = app.reservations();
@@ -275,14 +241,10 @@ async fn prioritize(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let verb = Verb::start(&app, "extender_prioritize");
-    let bytes = match read(&verb, &q, &headers, body).await {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
-    let req = match parse_args(&bytes) {
+    let verb = Timer::start(&app, "extender_prioritize");
+    let req = match read_args(&verb, &q, &headers, body).await {
         Ok(r) => r,
-        Err(e) => return verb.bad(e),
+        Err(response) => return response,
     };
     let view = app.view();
     let reservations = app.reservations();
@@ -309,7 +271,7 @@ async fn bind(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let verb = Verb::start(&app, "extender_bind");
+    let verb = Timer::start(&app, "extender_bind");
     let bytes = match read(&verb, &q, &headers, body).await {
         Ok(b) => b,
         Err(r) => return r,

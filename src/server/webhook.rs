@@ -217,15 +217,15 @@ fn answer(uid: &str, verdict: Option<&Outcome>, patch: &[PatchOperation]) -> Res
         .into_response()
 }
 
-/// Times a route and counts unreadable requests.
-struct Timer<'a> {
+/// Times a route (on drop) and counts its unreadable requests; shared by every route.
+pub(super) struct Timer<'a> {
     app: &'a AppState,
     route: &'static str,
     start: std::time::Instant,
 }
 
 impl<'a> Timer<'a> {
-    fn start(app: &'a AppState, route: &'static str) -> Self {
+    pub(super) fn start(app: &'a AppState, route: &'static str) -> Self {
         Self {
             app,
             route,
@@ -233,7 +233,7 @@ impl<'a> Timer<'a> {
         }
     }
 
-    fn bad(&self, e: HttpError) -> Response {
+    pub(super) fn bad(&self, e: HttpError) -> Response {
         self.app
             .metrics
             .bad_requests
