@@ -30,6 +30,14 @@ pub enum LogFormat {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SimPolicy {
+    /// headroom's: admission, extender, planner on the projection.
+    Proactive,
+    /// kproximate's: 10 s poll of Pending pods, one fixed-size VM at a time.
+    Reactive,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Output {
     Table,
     Json,
@@ -113,6 +121,18 @@ pub enum Command {
         /// Output file; `-` for stdout.
         #[arg(long, default_value = "-")]
         out: PathBuf,
+    },
+    /// Replay a scenario on a snapshot and report what happened, then exit.
+    Simulate {
+        #[arg(long)]
+        scenario: PathBuf,
+        #[arg(long, default_value = "proactive")]
+        policy: SimPolicy,
+        #[arg(long, short, default_value = "table")]
+        output: Output,
+        /// Overrides the scenario's own snapshot.
+        #[arg(long)]
+        snapshot: Option<PathBuf>,
     },
     /// Validate the config file and print the effective config with defaults.
     CheckConfig,

@@ -14,5 +14,6 @@ pub mod provisioner;
 pub mod proxmox;
 pub mod serve;
 pub mod server;
+pub mod simulate;
 pub mod source;
 pub mod status;

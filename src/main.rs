@@ -73,6 +73,32 @@ async fn run(args: Args) -> anyhow::Result<()> {
             println!("{}", written.ca_bundle);
             Ok(())
         }
+        Command::Simulate {
+            scenario,
+            policy,
+            output,
+            snapshot,
+        } => {
+            use headroom::simulate::{self, Policy, Scenario};
+            let (scenario_def, scenario_snapshot) = Scenario::load(&scenario)?;
+            let Some(snapshot) = snapshot.or(scenario_snapshot) else {
+                anyhow::bail!("{}: names no snapshot; pass --snapshot FILE", scenario.display());
+            };
+            let state = headroom::source::file::load(&snapshot)?;
+            let policy = match policy {
+                headroom::cli::SimPolicy::Proactive => Policy::Proactive,
+                headroom::cli::SimPolicy::Reactive => Policy::Reactive,
+            };
+            let report = simulate::run(&scenario_def, state, &config, policy);
+            let text = match output {
+                Output::Json => serde_json::to_string_pretty(&report)? + "\n",
+                Output::Table => report.to_table(),
+            };
+            std::io::stdout()
+                .write_all(text.as_bytes())
+                .context("writing to stdout")?;
+            Ok(())
+        }
         Command::CheckConfig => {
             print!("{}", config.to_yaml());
             Ok(())

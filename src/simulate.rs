@@ -1,0 +1,578 @@
+//! `headroom simulate`: a discrete-event replay of a scenario on a snapshot, one second per step.
+//!
+//! The proactive policy runs headroom's own decisions — admission, extender filter/prioritize,
+//! bind, the planner on the projection — on a simulated clock. The reactive policy is
+//! kproximate's: the default scheduler (memory fit and the CSINode attach limit, least
+//! allocated first, no spread by volumes), and every 10 s one VM of a fixed size when a pod is
+//! Pending and none is booting. Pods whose volume would be a node's 25th attach get stuck in
+//! ContainerCreating, as in the seed incident: they count as waiting for the whole run.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    config::{Config, Period},
+    decide::{
+        accounting::{self, Reservations, Settings},
+        admission::{self, Outcome, Outlook},
+        extender,
+        placement::{BlockDemand, Placement},
+        planner::{self, Plan, PlanInput},
+        projection::{self, AdmittedDemand, History, Incoming, VmCapacity},
+    },
+    index::ClusterState,
+    model::{AttachmentInfo, ClaimInfo, CsiNodeInfo, NodeInfo, PodInfo, VolumeInfo, quantity},
+};
+
+/// From this many block volumes on one VM, attaches fail (the harden-proxmox-csi design: safe
+/// up to 24, fails from 25).
+const ATTACH_FAILS_FROM: i64 = 25;
+/// kproximate's poll interval, and headroom's planning interval.
+const TICK: u64 = 10;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SimulateError {
+    #[error("{file}: {reason}")]
+    Scenario { file: String, reason: String },
+    #[error(transparent)]
+    Snapshot(#[from] crate::source::file::SnapshotError),
+}
+
+/// A scenario file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Scenario {
+    /// The snapshot to start from, relative to the scenario file.
+    pub snapshot: Option<String>,
+    #[serde(default = "default_duration")]
+    pub duration: Period,
+    /// VM clone/boot to Node Ready (the runbook's 3–5 minutes).
+    #[serde(default = "default_boot")]
+    pub vm_boot_time: Period,
+    pub events: Vec<Event>,
+}
+
+fn default_duration() -> Period {
+    Period(Duration::from_secs(2 * 3600))
+}
+fn default_boot() -> Period {
+    Period(Duration::from_secs(240))
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Event {
+    pub at: Period,
+    #[serde(default)]
+    pub create_pods: Option<CreatePods>,
+    #[serde(default)]
+    pub delete_pods: Option<DeletePods>,
+    #[serde(default)]
+    pub lose_node: Option<String>,
+}
+
+/// `count` pods named `<prefix>-<i>`, one every `every` (0: all at once, a Parallel StatefulSet).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreatePods {
+    pub count: u32,
+    pub prefix: String,
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
+    #[serde(default)]
+    pub every: Period,
+    #[serde(default = "default_memory")]
+    pub memory: String,
+    /// New block claims per pod (its own PVCs, created with it).
+    #[serde(default)]
+    pub block_volumes: u32,
+    #[serde(default = "default_class")]
+    pub storage_class: String,
+}
+
+fn default_namespace() -> String {
+    "default".into()
+}
+fn default_memory() -> String {
+    "512Mi".into()
+}
+fn default_class() -> String {
+    "proxmox-lvm".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DeletePods {
+    pub prefix: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Policy {
+    Proactive,
+    Reactive,
+}
+
+/// What happened.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Report {
+    pub policy: String,
+    pub pending_pod_seconds: u64,
+    pub scale_ups: u32,
+    pub denied_requests: u32,
+    pub max_node_block_volumes: i64,
+    /// Max − min block volumes over schedulable nodes at the end.
+    pub spread: i64,
+    /// Pods stuck in ContainerCreating (a failed attach) at the end.
+    pub stuck_pods: u32,
+    pub pods_running: u32,
+    pub timeline: Vec<(u64, String)>,
+}
+
+impl Scenario {
+    pub fn load(path: &Path) -> Result<(Self, Option<PathBuf>), SimulateError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| SimulateError::Scenario {
+            file: file.clone(),
+            reason: e.to_string(),
+        })?;
+        let value: serde_json::Value =
+            serde_saphyr::from_str(&text).map_err(|e| SimulateError::Scenario {
+                file: file.clone(),
+                reason: e.to_string(),
+            })?;
+        let scenario: Scenario =
+            serde_path_to_error::deserialize(value).map_err(|e| SimulateError::Scenario {
+                file: file.clone(),
+                reason: format!("key `{}`: {}", e.path(), e.inner()),
+            })?;
+        for (i, e) in scenario.events.iter().enumerate() {
+            let actions = [
+                e.create_pods.is_some(),
+                e.delete_pods.is_some(),
+                e.lose_node.is_some(),
+            ];
+            if actions.iter().filter(|a| **a).count() != 1 {
+                return Err(SimulateError::Scenario {
+                    file,
+                    reason: format!("events[{i}]: exactly one of createPods, deletePods, loseNode"),
+                });
+            }
+        }
+        let snapshot = scenario
+            .snapshot
+            .as_ref()
+            .map(|s| path.parent().unwrap_or(Path::new(".")).join(s));
+        Ok((scenario, snapshot))
+    }
+}
+
+struct Sim<'a> {
+    config: &'a Config,
+    policy: Policy,
+    state: ClusterState,
+    /// Pod → seconds it has waited (Pending, or stuck).
+    waiting: BTreeMap<(String, String), u64>,
+    stuck: BTreeSet<(String, String)>,
+    booting: Vec<(u64, String)>,
+    report: Report,
+    history: History,
+    start: Instant,
+    last_scale_up: Option<u64>,
+}
+
+pub fn run(scenario: &Scenario, state: ClusterState, config: &Config, policy: Policy) -> Report {
+    let mut sim = Sim {
+        config,
+        policy,
+        state,
+        waiting: BTreeMap::new(),
+        stuck: BTreeSet::new(),
+        booting: Vec::new(),
+        report: Report {
+            policy: format!("{policy:?}").to_lowercase(),
+            ..Default::default()
+        },
+        history: History::default(),
+        start: Instant::now(),
+        last_scale_up: None,
+    };
+    let end = scenario.duration.0.as_secs();
+    let mut creations: Vec<(u64, &CreatePods, u32)> = Vec::new();
+    for e in &scenario.events {
+        if let Some(c) = &e.create_pods {
+            for i in 0..c.count {
+                creations.push((e.at.0.as_secs() + u64::from(i) * c.every.0.as_secs(), c, i));
+            }
+        }
+    }
+    for t in 0..=end {
+        let mut created = false;
+        for (_, c, i) in creations.iter().filter(|(at, _, _)| *at == t) {
+            created |= sim.create_pod(c, *i);
+        }
+        for e in scenario.events.iter().filter(|e| e.at.0.as_secs() == t) {
+            if let Some(d) = &e.delete_pods {
+                sim.state.pods.retain(|(_, name), _| !name.starts_with(&d.prefix));
+                sim.waiting.retain(|(_, name), _| !name.starts_with(&d.prefix));
+                sim.report
+                    .timeline
+                    .push((t, format!("deleted pods {}*", d.prefix)));
+            }
+            if let Some(node) = &e.lose_node {
+                sim.lose_node(t, node);
+            }
+        }
+        sim.boot(t);
+        // The scheduler runs first: kproximate reacts to pods it could not place, and
+        // headroom's projection sees new claims pending either way.
+        sim.schedule(t);
+        if t % TICK == 0 || (created && policy == Policy::Proactive) {
+            sim.autoscale(t, scenario);
+        }
+        sim.report.pending_pod_seconds += sim.waiting.len() as u64;
+        for w in sim.waiting.values_mut() {
+            *w += 1;
+        }
+    }
+    sim.finish()
+}
+
+impl Sim<'_> {
+    fn view(&self) -> accounting::ClusterView {
+        accounting::account(&self.state, &Settings::from(self.config), &Reservations::new())
+    }
+
+    /// Creates a pod and its claims; under the proactive policy the webhook may deny them.
+    fn create_pod(&mut self, c: &CreatePods, i: u32) -> bool {
+        let name = format!("{}-{i}", c.prefix);
+        let claims: Vec<String> = (0..c.block_volumes).map(|v| format!("data{v}-{name}")).collect();
+        if self.policy == Policy::Proactive && !claims.is_empty() {
+            let view = self.view();
+            let reservations = Reservations::new();
+            let placement = Placement::new(&view, &reservations);
+            let may_add = (view.nodes.len() + self.booting.len())
+                < self.config.proxmox.as_ref().map_or(10, |p| p.max_nodes as usize);
+            let outlook = Outlook {
+                incoming: !self.booting.is_empty(),
+                may_add,
+            };
+            let demand = BlockDemand {
+                keys: claims
+                    .iter()
+                    .map(|cl| format!("claim:{}/{cl}", c.namespace))
+                    .collect(),
+                ..Default::default()
+            };
+            if let Outcome::Deny(_) =
+                admission::validate_pod(placement, self.config, &demand, outlook).outcome
+            {
+                self.report.denied_requests += 1;
+                return false;
+            }
+        }
+        for claim in &claims {
+            self.state.claims.insert(
+                (c.namespace.clone(), claim.clone()),
+                ClaimInfo {
+                    namespace: c.namespace.clone(),
+                    name: claim.clone(),
+                    storage_class: Some(c.storage_class.clone()),
+                    volume_name: None,
+                    phase: "Pending".into(),
+                },
+            );
+        }
+        let memory = quantity::parse_scaled(&c.memory, 1).unwrap_or(0);
+        let id = (c.namespace.clone(), name.clone());
+        self.state.pods.insert(
+            id.clone(),
+            PodInfo {
+                namespace: c.namespace.clone(),
+                name,
+                node_name: None,
+                terminal: false,
+                claims,
+                memory_request: memory,
+                memory_limit: memory,
+                cpu_request_millis: 100,
+            },
+        );
+        self.waiting.insert(id, 0);
+        true
+    }
+
+    fn lose_node(&mut self, t: u64, node: &str) {
+        self.state.nodes.remove(node);
+        self.state.attachments.retain(|_, va| va.node_name != node);
+        for pod in self
+            .state
+            .pods
+            .values_mut()
+            .filter(|p| p.node_name.as_deref() == Some(node))
+        {
+            pod.node_name = None;
+            self.waiting.insert((pod.namespace.clone(), pod.name.clone()), 0);
+        }
+        self.report.timeline.push((t, format!("lost node {node}")));
+    }
+
+    fn boot(&mut self, t: u64) {
+        let ready: Vec<String> = self
+            .booting
+            .iter()
+            .filter(|(at, _)| *at == t)
+            .map(|(_, n)| n.clone())
+            .collect();
+        self.booting.retain(|(at, _)| *at != t);
+        let count = self
+            .state
+            .csi_nodes
+            .values()
+            .filter_map(|c| c.drivers.get(&self.config.block_driver).copied().flatten())
+            .max()
+            .unwrap_or(i64::from(self.config.hard_cap_default));
+        let vm = VmCapacity::from_config(self.config);
+        for name in ready {
+            self.state.nodes.insert(
+                name.clone(),
+                NodeInfo {
+                    name: name.clone(),
+                    ready: true,
+                    memory_allocatable: vm.memory_bytes - 700 * 1024 * 1024,
+                    cpu_allocatable_millis: 8000,
+                    ..Default::default()
+                },
+            );
+            let drivers = [(self.config.block_driver.clone(), Some(count))]
+                .into_iter()
+                .collect();
+            self.state.csi_nodes.insert(
+                name.clone(),
+                CsiNodeInfo {
+                    name: name.clone(),
+                    drivers,
+                },
+            );
+            self.report.timeline.push((t, format!("{name} Ready")));
+        }
+    }
+
+    fn add_vms(&mut self, t: u64, scenario: &Scenario, count: i64, why: &str) {
+        let pattern = self
+            .config
+            .proxmox
+            .as_ref()
+            .map_or("k8s-node{n}".to_owned(), |p| p.vm.name_pattern.clone());
+        for _ in 0..count {
+            let name = (1..)
+                .map(|n| pattern.replace("{n}", &n.to_string()))
+                .find(|n| !self.state.nodes.contains_key(n) && !self.booting.iter().any(|(_, b)| b == n))
+                .expect("unbounded");
+            self.booting
+                .push((t + scenario.vm_boot_time.0.as_secs(), name.clone()));
+            self.report.scale_ups += 1;
+            self.report
+                .timeline
+                .push((t, format!("scale-up: {name} ({why})")));
+        }
+        self.last_scale_up = Some(t);
+    }
+
+    fn autoscale(&mut self, t: u64, scenario: &Scenario) {
+        let max_nodes = self
+            .config
+            .proxmox
+            .as_ref()
+            .map_or(10, |p| i64::from(p.max_nodes));
+        let room = max_nodes - self.state.nodes.len() as i64 - self.booting.len() as i64;
+        match self.policy {
+            Policy::Reactive => {
+                // kproximate sees only Pending pods that fit no node; stuck ones are "running".
+                let pending = self.waiting.keys().any(|id| !self.stuck.contains(id));
+                if pending && self.booting.is_empty() && room > 0 {
+                    self.add_vms(t, scenario, 1, "pending pods");
+                }
+            }
+            Policy::Proactive => {
+                let view = self.view();
+                let reservations = Reservations::new();
+                let incoming = Incoming {
+                    vms: self.booting.len() as i64,
+                };
+                let p = projection::project(
+                    &view,
+                    AdmittedDemand::default(),
+                    incoming,
+                    VmCapacity::from_config(self.config),
+                );
+                let now = self.start + Duration::from_secs(t);
+                let evaluation = projection::evaluate(&p, self.config, &mut self.history, now);
+                let plan = planner::plan(&PlanInput {
+                    state: &self.state,
+                    view: &view,
+                    placement: Placement::new(&view, &reservations),
+                    config: self.config,
+                    evaluation: &evaluation,
+                    admitted: AdmittedDemand::default(),
+                    incoming,
+                    since_scale_up: self.last_scale_up.map(|s| Duration::from_secs(t - s)),
+                });
+                if let Plan::ScaleUp { count, reason } = plan {
+                    self.add_vms(t, scenario, count.min(room.max(0)), &reason);
+                }
+            }
+        }
+    }
+
+    /// Places waiting pods, first come first served.
+    fn schedule(&mut self, t: u64) {
+        let waiting: Vec<(String, String)> = self
+            .waiting
+            .keys()
+            .filter(|id| !self.stuck.contains(*id))
+            .cloned()
+            .collect();
+        for id in waiting {
+            let view = self.view();
+            let reservations = Reservations::new();
+            let placement = Placement::new(&view, &reservations);
+            let Some(pod) = self.state.pods.get(&id).cloned() else {
+                continue;
+            };
+            let keys: BTreeSet<String> = pod
+                .claims
+                .iter()
+                .filter_map(|c| {
+                    view.block_claims
+                        .get(&(pod.namespace.clone(), c.clone()))
+                        .map(|(k, _)| k.clone())
+                })
+                .collect();
+            let fits_memory: Vec<String> = view
+                .schedulable()
+                .filter(|n| n.memory_allocatable_bytes - n.memory_requested_bytes >= pod.memory_request)
+                .map(|n| n.name.clone())
+                .collect();
+            let chosen = match self.policy {
+                Policy::Proactive => {
+                    let demand = BlockDemand {
+                        keys: keys.clone(),
+                        ..Default::default()
+                    };
+                    let passed = extender::filter(placement, &demand, &fits_memory).passed;
+                    let scores = extender::prioritize(
+                        placement,
+                        &demand,
+                        pod.memory_request,
+                        self.config.scoring,
+                        &passed,
+                    );
+                    scores.iter().max_by_key(|(_, s)| *s).map(|(n, _)| n.clone())
+                }
+                Policy::Reactive => fits_memory
+                    .iter()
+                    .filter_map(|n| view.node(n))
+                    .filter(|n| n.block_volumes + placement.needed(&n.name, &keys) <= n.hard_cap)
+                    .min_by(|a, b| {
+                        let ra = a.memory_requested_bytes as f64 / a.memory_allocatable_bytes.max(1) as f64;
+                        let rb = b.memory_requested_bytes as f64 / b.memory_allocatable_bytes.max(1) as f64;
+                        ra.total_cmp(&rb)
+                    })
+                    .map(|n| n.name.clone()),
+            };
+            let Some(node) = chosen else { continue };
+            let before = view.node(&node).map_or(0, |n| n.block_volumes);
+            self.bind(&id, &node);
+            let after = before + keys.len() as i64;
+            if !keys.is_empty() && after >= ATTACH_FAILS_FROM {
+                self.stuck.insert(id.clone());
+                self.report.timeline.push((
+                    t,
+                    format!(
+                        "{}/{} stuck ContainerCreating on {node} ({after} LUNs)",
+                        id.0, id.1
+                    ),
+                ));
+            } else {
+                self.waiting.remove(&id);
+            }
+        }
+    }
+
+    /// Binds a pod: its claims get PVs and attachments on the node.
+    fn bind(&mut self, id: &(String, String), node: &str) {
+        let Some(pod) = self.state.pods.get_mut(id) else {
+            return;
+        };
+        pod.node_name = Some(node.to_owned());
+        let claims = pod.claims.clone();
+        for c in claims {
+            let Some(claim) = self.state.claims.get_mut(&(id.0.clone(), c.clone())) else {
+                continue;
+            };
+            if claim.volume_name.is_some() {
+                continue;
+            }
+            let pv = format!("pv-{}-{c}", id.0);
+            claim.volume_name = Some(pv.clone());
+            claim.phase = "Bound".into();
+            self.state.volumes.insert(
+                pv.clone(),
+                VolumeInfo {
+                    name: pv.clone(),
+                    csi_driver: Some(self.config.block_driver.clone()),
+                    volume_handle: Some(format!("sim/{pv}")),
+                },
+            );
+            self.state.attachments.insert(
+                format!("va-{pv}"),
+                AttachmentInfo {
+                    name: format!("va-{pv}"),
+                    attacher: self.config.block_driver.clone(),
+                    node_name: node.to_owned(),
+                    pv_name: Some(pv),
+                    inline_handle: None,
+                    attached: true,
+                    detaching: false,
+                },
+            );
+        }
+    }
+
+    fn finish(mut self) -> Report {
+        let view = self.view();
+        self.report.max_node_block_volumes = view.max_node_block_volumes();
+        let counts: Vec<i64> = view.schedulable().map(|n| n.block_volumes).collect();
+        self.report.spread = counts.iter().max().unwrap_or(&0) - counts.iter().min().unwrap_or(&0);
+        self.report.stuck_pods = self.stuck.len() as u32;
+        self.report.pods_running = self.state.pods.values().filter(|p| p.node_name.is_some()).count() as u32
+            - self.report.stuck_pods;
+        self.report.timeline.sort();
+        self.report
+    }
+}
+
+impl Report {
+    pub fn to_table(&self) -> String {
+        let mut out = format!(
+            "policy {}: pending pod-seconds {}, scale-ups {}, denied {}, max block volumes on a node {}, spread {}, stuck pods {}\n",
+            self.policy,
+            self.pending_pod_seconds,
+            self.scale_ups,
+            self.denied_requests,
+            self.max_node_block_volumes,
+            self.spread,
+            self.stuck_pods
+        );
+        for (t, what) in &self.timeline {
+            out.push_str(&format!("  {:>6}s  {what}\n", t));
+        }
+        out
+    }
+}
