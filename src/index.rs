@@ -256,6 +256,11 @@ impl SharedIndex {
         self.changes.send_replace(inner.generation);
     }
 
+    /// Notified with the generation after every change.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
     /// Waits until every kind has listed; false if `timeout` passes first.
     pub async fn wait_synced(&self, timeout: std::time::Duration) -> bool {
         let mut changes = self.changes.subscribe();

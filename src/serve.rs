@@ -87,6 +87,10 @@ pub async fn run(config: Config, args: ServeArgs) -> anyhow::Result<()> {
     let (events, event_rx) = EventSink::new();
     let app = Arc::new(AppState::new(config, index, events).with_client(client.clone()));
     let (stop_tx, stop_rx) = watch::channel(false);
+    // Build the accounting before the first request, and again as the index changes.
+    let first = app.clone();
+    tokio::task::spawn_blocking(move || first.view()).await?;
+    tokio::spawn(app.clone().refresh_views());
 
     let tls_listener = TcpListener::bind(listen)
         .await

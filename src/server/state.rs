@@ -58,8 +58,21 @@ impl ViewCache {
                 return current.1.clone();
             }
         }
-        // One rebuild at a time; whoever waited finds it done.
-        let _guard = self.rebuild.lock().unwrap_or_else(|e| e.into_inner());
+        // One rebuild at a time. A request that finds one under way answers from the current
+        // view rather than wait (at 150k pods a rebuild takes ~1 s); extender bindings and
+        // admitted demand are overlays on it, so they are never stale. Only the very first
+        // view is waited for.
+        let _guard = match self.rebuild.try_lock() {
+            Ok(guard) => guard,
+            Err(_) => {
+                let current = self.current.read().unwrap_or_else(|e| e.into_inner());
+                if current.0.0 != 0 {
+                    return current.1.clone();
+                }
+                drop(current);
+                self.rebuild.lock().unwrap_or_else(|e| e.into_inner())
+            }
+        };
         {
             let current = self.current.read().unwrap_or_else(|e| e.into_inner());
             if fresh(&current) {
@@ -222,6 +235,22 @@ impl AppState {
     pub fn with_client(mut self, client: Option<kube::Client>) -> Self {
         self.client = client;
         self
+    }
+
+    /// Rebuilds the view whenever the index or the ghost disks change, shortly after, so that
+    /// requests find it built (composition root: `serve` runs this).
+    pub async fn refresh_views(self: Arc<Self>) {
+        let mut changes = self.index.subscribe();
+        loop {
+            if changes.changed().await.is_err() {
+                return;
+            }
+            // Coalesce a burst of watch events into one rebuild.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            changes.borrow_and_update();
+            let app = self.clone();
+            let _ = tokio::task::spawn_blocking(move || app.view()).await;
+        }
     }
 
     /// The current accounting (rebuilt if the index changed).

@@ -41,6 +41,8 @@ pub fn router(app: Arc<AppState>) -> Router {
     Router::new()
         .route("/mutate", post(mutate))
         .route("/validate", post(validate))
+        // The trivial floor for benchmarks: TLS and HTTP only, no decision.
+        .route("/healthz", axum::routing::get(|| async { "ok\n" }))
         .with_state(app)
 }
 

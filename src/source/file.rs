@@ -46,7 +46,9 @@ pub fn parse(file: &str, text: &str) -> Result<ClusterState, SnapshotError> {
         reason,
     };
     let documents: Vec<Value> = if text.trim_start().starts_with('{') {
-        vec![serde_json::from_str(text).map_err(|e| syntax(e.to_string()))?]
+        // JSON (what `snapshot` writes, and large clusters): items are decoded and trimmed
+        // one at a time, so a 100 MB List never exists as one value tree.
+        return parse_json_stream(file, text);
     } else {
         serde_saphyr::from_multiple(text)
             .map_err(|e| syntax(e.to_string().lines().next().unwrap_or_default().to_owned()))?
@@ -80,6 +82,101 @@ pub fn parse(file: &str, text: &str) -> Result<ClusterState, SnapshotError> {
         }
     }
     Ok(ClusterState::from_objects(objects))
+}
+
+/// Streams a JSON List (or a single JSON object) into the state.
+fn parse_json_stream(file: &str, text: &str) -> Result<ClusterState, SnapshotError> {
+    use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+
+    struct Doc<'a> {
+        file: &'a str,
+        state: &'a mut ClusterState,
+        failure: &'a mut Option<SnapshotError>,
+        /// Top-level fields other than `items`, for a document that is a single object.
+        rest: serde_json::Map<String, Value>,
+        saw_items: bool,
+    }
+    struct Items<'a, 'b>(&'b mut Doc<'a>);
+
+    impl<'de> Visitor<'de> for &mut Doc<'_> {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            while let Some(key) = map.next_key::<String>()? {
+                if key == "items" {
+                    self.saw_items = true;
+                    map.next_value_seed(Items(self))?;
+                } else {
+                    let v: Value = map.next_value()?;
+                    self.rest.insert(key, v);
+                }
+            }
+            Ok(())
+        }
+    }
+    impl<'de> DeserializeSeed<'de> for Items<'_, '_> {
+        type Value = ();
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_seq(self)
+        }
+    }
+    impl<'de> Visitor<'de> for Items<'_, '_> {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a list of objects")
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+            let mut i = 0usize;
+            while let Some(item) = seq.next_element::<Value>()? {
+                match decode(self.0.file, &format!("items[{i}]"), item) {
+                    Ok(Some(object)) => self.0.state.apply(object),
+                    Ok(None) => {}
+                    Err(e) => {
+                        *self.0.failure = Some(e);
+                        return Err(serde::de::Error::custom("object rejected"));
+                    }
+                }
+                i += 1;
+            }
+            Ok(())
+        }
+    }
+
+    let mut state = ClusterState::default();
+    let mut failure = None;
+    let mut doc = Doc {
+        file,
+        state: &mut state,
+        failure: &mut failure,
+        rest: Default::default(),
+        saw_items: false,
+    };
+    let mut de = serde_json::Deserializer::from_str(text);
+    let parsed = de.deserialize_map(&mut doc).and_then(|()| de.end());
+    let (rest, saw_items) = (std::mem::take(&mut doc.rest), doc.saw_items);
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    parsed.map_err(|e| SnapshotError::Syntax {
+        file: file.into(),
+        reason: e.to_string(),
+    })?;
+    let is_list = rest
+        .get("kind")
+        .and_then(Value::as_str)
+        .is_some_and(|k| k.ends_with("List"));
+    if !is_list && !saw_items {
+        // A single object rather than a List.
+        if let Some(object) = decode(file, "document 0", Value::Object(rest))? {
+            state.apply(object);
+        }
+    }
+    Ok(state)
 }
 
 /// Decodes one object; `Ok(None)` for kinds headroom does not read.
@@ -186,6 +283,12 @@ items:
                 "kind",
             ),
         ];
+        let json_case = r#"{"kind":"List","items":[{"kind":"Node","metadata":{"name":"a"}},{"kind":"Pod","metadata":{"name":"web","namespace":"shop"},"spec":{"containers":3}}]}"#;
+        let err = parse("snap.json", json_case).unwrap_err().to_string();
+        assert!(
+            err.starts_with("snap.json: items[1] (Pod shop/web)") && err.contains("spec.containers"),
+            "{err}"
+        );
         for (text, object, reason) in cases {
             let err = parse("snap.yaml", text).unwrap_err().to_string();
             assert!(err.starts_with(&format!("snap.yaml: {object}")), "{err}");

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Latency and throughput of headroom's routes over TLS keep-alive, at concurrency 1, 16 and 64,
+# beside the trivial floor (GET /healthz on the same TLS listener). Needs wrk (Debian package).
+#   bench/run.sh SNAPSHOT [SECONDS]
+# Starts `target/release/headroom serve --snapshot SNAPSHOT` and prints one line per run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+snapshot=${1:?snapshot file}
+secs=${2:-10}
+bin=target/release/headroom
+python3 bench/make_bodies.py
+$bin serve --snapshot "$snapshot" --listen 127.0.0.1:18443 --admin-listen 127.0.0.1:19090 >/tmp/bench-serve.log 2>&1 &
+serve=$!
+trap 'kill $serve 2>/dev/null' EXIT
+until curl -sf 127.0.0.1:19090/readyz >/dev/null; do sleep 0.5; done
+echo "resident after load: $(grep VmRSS /proc/$serve/status | awk '{print $2/1024 " MiB"}')"
+# First decision builds the accounting view once; warm it before measuring.
+curl -sk -o /dev/null -H 'content-type: application/json' --data @/tmp/bench-pod-review.json https://127.0.0.1:18443/validate
+run() { # route method body conc
+  local route=$1 body=$2 conc=$3 threads=2
+  [ "$conc" -ge 2 ] || threads=1
+  local args=(-t"$threads" -c"$conc" -d"${secs}s" --latency)
+  if [ "$body" != - ]; then args+=(-s bench/post.lua); fi
+  BODY=$body wrk "${args[@]}" "https://127.0.0.1:18443$route" >/tmp/wrk.out
+  awk -v r="$route" -v c="$conc" '
+    /Requests\/sec/ {rps=$2}
+    /^ +50%/ {p50=$2} /^ +99%/ {p99=$2}
+    / requests in / {n=$1}
+    /Non-2xx/ {bad=$NF}
+    END {printf "%-22s c=%-3s p50=%-9s p99=%-9s %9s req/s  (%s requests, non-2xx %s)\n", r, c, p50, p99, rps, n, bad+0}' /tmp/wrk.out
+}
+for conc in 1 16 64; do
+  run /healthz - "$conc"
+  run /validate /tmp/bench-pod-review.json "$conc"
+  run /mutate /tmp/bench-pod-review.json "$conc"
+  run /extender/filter /tmp/bench-extender-args.json "$conc"
+  run /extender/prioritize /tmp/bench-extender-args.json "$conc"
+done
+echo "resident after the runs: $(grep VmRSS /proc/$serve/status | awk '{print $2/1024 " MiB"}')"
