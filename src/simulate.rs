@@ -478,7 +478,7 @@ impl Sim<'_> {
                 Policy::Reactive => fits_memory
                     .iter()
                     .filter_map(|n| view.node(n))
-                    .filter(|n| n.block_volumes + placement.needed(&n.name, &keys) <= n.hard_cap)
+                    .filter(|n| n.block_volumes + placement.needed(n, &keys) <= n.hard_cap)
                     .min_by(|a, b| {
                         let ra = a.memory_requested_bytes as f64 / a.memory_allocatable_bytes.max(1) as f64;
                         let rb = b.memory_requested_bytes as f64 / b.memory_allocatable_bytes.max(1) as f64;

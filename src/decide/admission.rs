@@ -111,7 +111,7 @@ pub fn validate_pod(
     let needed = placement
         .view
         .schedulable()
-        .map(|n| placement.needed(&n.name, &demand.keys))
+        .map(|n| placement.needed(n, &demand.keys))
         .min()
         .unwrap_or(demand.keys.len() as i64);
     no_room(placement, config, needed, outlook)

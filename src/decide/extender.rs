@@ -32,7 +32,7 @@ pub fn filter(placement: Placement<'_>, demand: &BlockDemand, candidates: &[Stri
             continue;
         };
         let used = placement.block_volumes(node);
-        let needed = placement.needed(name, &demand.keys);
+        let needed = placement.needed(node, &demand.keys);
         if used + needed <= node.soft_cap {
             out.passed.push(name.clone());
             continue;
@@ -72,7 +72,7 @@ pub fn prioritize(
         .map(|name| match placement.view.node(name) {
             Some(n) => {
                 let free_slots =
-                    (n.soft_cap - placement.block_volumes(n) - placement.needed(name, &demand.keys)) as f64;
+                    (n.soft_cap - placement.block_volumes(n) - placement.needed(n, &demand.keys)) as f64;
                 let free_memory = if n.memory_allocatable_bytes > 0 {
                     (n.memory_allocatable_bytes - n.memory_requested_bytes - pod_memory) as f64
                         / n.memory_allocatable_bytes as f64
