@@ -33,7 +33,14 @@ impl<'a> Placement<'a> {
 
     /// Whether `key` is held on `node` (watched or reserved).
     pub fn holds(&self, node: &NodeUsage, key: &str) -> bool {
-        node.volume_keys.contains(key) || self.reservations.get(&node.name).is_some_and(|r| r.contains(key))
+        // Through the view's key → nodes index: one hash lookup, usually empty (a new claim is
+        // held nowhere), instead of a search in each candidate node's own key set.
+        let watched = self
+            .view
+            .key_nodes
+            .get(key)
+            .is_some_and(|nodes| nodes.iter().any(|n| *n == node.name));
+        watched || self.reservations.get(&node.name).is_some_and(|r| r.contains(key))
     }
 
     /// Block volumes on `node`, reservations included.
