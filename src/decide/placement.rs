@@ -39,7 +39,7 @@ impl<'a> Placement<'a> {
             .view
             .key_nodes
             .get(key)
-            .is_some_and(|nodes| nodes.iter().any(|n| *n == node.name));
+            .is_some_and(|nodes| nodes.contains(&node.name));
         watched || self.reservations.get(&node.name).is_some_and(|r| r.contains(key))
     }
 
