@@ -79,3 +79,16 @@ fn a_bad_scenario_is_one_clear_error() {
         "{err}"
     );
 }
+
+#[test]
+fn a_parallel_burst_is_spread_at_once_under_the_soft_cap() {
+    let proactive = simulate("burst-parallel-statefulset.yaml", "proactive");
+    let reactive = simulate("burst-parallel-statefulset.yaml", "reactive");
+    assert_eq!(proactive["pendingPodSeconds"], 0, "{proactive}");
+    assert_eq!(proactive["stuckPods"], 0);
+    assert!(
+        proactive["maxNodeBlockVolumes"].as_i64().unwrap() <= 24,
+        "{proactive}"
+    );
+    assert!(reactive["stuckPods"].as_u64().unwrap() > 0, "{reactive}");
+}
