@@ -244,7 +244,9 @@ async fn scale_up_clones_configures_starts_and_waits_for_the_node() {
         !format!("{requests:?}").contains(rig.pve.token.split('=').nth(1).unwrap()),
         "the token secret never appears in a body"
     );
-    // kproximate's "provisioned" gauges, from the VMs headroom manages.
+    // kproximate's "provisioned" gauges, from the VMs headroom manages. The run above stops at
+    // the note, which can precede the actuator's closing refresh: refresh explicitly.
+    rig.actuator().refresh().await.unwrap();
     let metrics = rig.app.metrics.encode();
     for line in [
         "headroom_worker_vms{state=\"total\"} 1",
@@ -305,9 +307,12 @@ async fn a_restarted_actuator_finishes_a_half_done_provision_and_makes_no_second
         // The planner asks again (the trigger still fires); the new actuator first resumes.
         let notes = rig
             .run_until_vms(|workers| {
-                workers
-                    .iter()
-                    .any(|w| w["config"]["tags"] == "headroom" && w["status"] == "running")
+                // Joined, and the actuator has published that nothing is in flight any more.
+                let incoming = rig.app.incoming_vms.load(std::sync::atomic::Ordering::Relaxed);
+                incoming == 0
+                    && workers
+                        .iter()
+                        .any(|w| w["config"]["tags"] == "headroom" && w["status"] == "running")
             })
             .await;
         kubelets.abort();
