@@ -283,8 +283,15 @@ fn labels_of(object: &Value) -> Option<std::collections::BTreeMap<String, String
     serde_json::from_value(object.pointer("/metadata/labels")?.clone()).ok()
 }
 
+/// The answer for a review of an excluded namespace or an object labelled
+/// `headroom.io/ignore`: allowed untouched, counted under the reason.
+fn skipped(app: &AppState, review: &Review) -> Option<Response> {
+    let reason = admission::skip_reason(&app.config, &review.namespace, labels_of(&review.object).as_ref())?;
+    count(app, review, "allow", reason);
+    Some(answer(&review.uid, None, &[]))
+}
+
 async fn read_review(
-    app: &AppState,
     timer: &Timer<'_>,
     q: &TimeoutQuery,
     headers: &HeaderMap,
@@ -300,7 +307,6 @@ async fn read_review(
             "a CREATE review must carry `request.object`",
         )));
     }
-    let _ = app;
     Ok(review)
 }
 
@@ -311,7 +317,7 @@ async fn mutate(
     body: Body,
 ) -> Response {
     let timer = Timer::start(&app, "mutate");
-    let review = match read_review(&app, &timer, &q, &headers, body).await {
+    let review = match read_review(&timer, &q, &headers, body).await {
         Ok(r) => r,
         Err(resp) => return resp,
     };
@@ -319,11 +325,8 @@ async fn mutate(
         count(&app, &review, "allow", "out-of-scope");
         return answer(&review.uid, None, &[]);
     }
-    if let Some(reason) =
-        admission::skip_reason(&app.config, &review.namespace, labels_of(&review.object).as_ref())
-    {
-        count(&app, &review, "allow", reason);
-        return answer(&review.uid, None, &[]);
+    if let Some(skipped) = skipped(&app, &review) {
+        return skipped;
     }
     let pod = match admission::pod_of(&review.object) {
         Ok(p) => p,
@@ -350,7 +353,7 @@ async fn validate(
     body: Body,
 ) -> Response {
     let timer = Timer::start(&app, "validate");
-    let review = match read_review(&app, &timer, &q, &headers, body).await {
+    let review = match read_review(&timer, &q, &headers, body).await {
         Ok(r) => r,
         Err(resp) => return resp,
     };
@@ -358,11 +361,8 @@ async fn validate(
         count(&app, &review, "allow", "out-of-scope");
         return answer(&review.uid, None, &[]);
     }
-    if let Some(reason) =
-        admission::skip_reason(&app.config, &review.namespace, labels_of(&review.object).as_ref())
-    {
-        count(&app, &review, "allow", reason);
-        return answer(&review.uid, None, &[]);
+    if let Some(skipped) = skipped(&app, &review) {
+        return skipped;
     }
     let view = app.view();
     let reservations = app.reservations();
