@@ -97,6 +97,9 @@ pub struct ClusterView {
     pub block_classes: BTreeSet<String>,
     /// The default StorageClass, for claims that name none.
     pub default_class: Option<String>,
+    /// How many of `block_claims` are Pending, counted once when the view is built: every PVC
+    /// admission reads it, and there may be 100,000 claims.
+    pub(crate) pending_claims: i64,
 }
 
 impl ClusterView {
@@ -113,10 +116,7 @@ impl ClusterView {
 
     /// Block claims waiting for a node.
     pub fn pending_block_claims(&self) -> i64 {
-        self.block_claims
-            .values()
-            .filter(|(_, s)| *s == ClaimState::Pending)
-            .count() as i64
+        self.pending_claims
     }
 
     /// Whether a claim of `class` (None: the default class; "": no class) is block.
@@ -318,7 +318,7 @@ pub fn account(state: &ClusterState, settings: &Settings, reservations: &Reserva
         }
     }
 
-    let block_claims = state
+    let block_claims: HashMap<NsName, (String, ClaimState)> = state
         .claims
         .iter()
         .filter_map(|(id, claim)| {
@@ -344,6 +344,10 @@ pub fn account(state: &ClusterState, settings: &Settings, reservations: &Reserva
         .collect();
     let default_class = resolver.default_class.map(str::to_owned);
     let known_claims = state.claims.keys().cloned().collect();
+    let pending_claims = block_claims
+        .values()
+        .filter(|(_, s)| *s == ClaimState::Pending)
+        .count() as i64;
     ClusterView {
         nodes,
         block_claims,
@@ -351,6 +355,7 @@ pub fn account(state: &ClusterState, settings: &Settings, reservations: &Reserva
         known_claims,
         block_classes,
         default_class,
+        pending_claims,
     }
 }
 

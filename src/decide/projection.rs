@@ -362,6 +362,7 @@ mod tests {
         ClusterView {
             nodes,
             block_claims,
+            pending_claims: pending as i64,
             ..Default::default()
         }
     }
