@@ -108,23 +108,34 @@ async fn run(args: Args) -> anyhow::Result<()> {
             if let Some(w) = watches {
                 w.abort();
             }
-            let state = index.with_state(|state, _| state.clone());
-            let mut report = StatusReport::once(&state, &config);
-            if let Some(p) = &config.proxmox {
-                match headroom::provisioner::observe(p, &state, &config.block_driver).await {
-                    Ok((in_flight, ghosts)) => {
-                        let incoming = headroom::decide::projection::Incoming {
-                            vms: in_flight.len() as i64,
-                        };
-                        report = StatusReport::observed(&state, &config, &ghosts, incoming);
-                        report.provisioner.in_flight = in_flight
-                            .iter()
-                            .map(|v| format!("{} (VM {})", v.name, v.vmid))
-                            .collect();
-                    }
-                    Err(e) => report.provisioner.error = Some(format!("Proxmox not read: {e}")),
+            // Proxmox is read without holding the index: only the attachment facts are taken.
+            let observed = match &config.proxmox {
+                Some(p) => {
+                    let attached = index.with_state(|s, _| {
+                        headroom::proxmox::inventory::AttachedDisks::from_state(s, &config.block_driver)
+                    });
+                    Some(headroom::provisioner::observe(p, &attached).await)
                 }
-            }
+                None => None,
+            };
+            let (ghosts, in_flight, error) = match observed {
+                Some(Ok((in_flight, ghosts))) => (ghosts, in_flight, None),
+                Some(Err(e)) => (
+                    Default::default(),
+                    Vec::new(),
+                    Some(format!("Proxmox not read: {e}")),
+                ),
+                None => (Default::default(), Vec::new(), None),
+            };
+            let incoming = headroom::decide::projection::Incoming {
+                vms: in_flight.len() as i64,
+            };
+            let mut report = index.with_state(|s, _| StatusReport::observed(s, &config, &ghosts, incoming));
+            report.provisioner.in_flight = in_flight
+                .iter()
+                .map(|v| format!("{} (VM {})", v.name, v.vmid))
+                .collect();
+            report.provisioner.error = error;
             let text = match output {
                 Output::Json => report.to_json() + "\n",
                 Output::Table => report.to_table(),

@@ -661,17 +661,11 @@ pub async fn in_flight(pve: &PveClient, p: &Proxmox) -> Result<Vec<Vm>, Provisio
 /// What `status` shows from Proxmox: provisions in flight and ghost disks per node.
 pub async fn observe(
     p: &Proxmox,
-    state: &crate::index::ClusterState,
-    block_driver: &str,
+    attached: &inventory::AttachedDisks,
 ) -> Result<(Vec<Vm>, crate::decide::accounting::Reservations), ProvisionError> {
     let pve = client(p)?;
     let vms = inventory::vms(&pve).await?;
-    let ghosts = inventory::ghost_disks(
-        &pve,
-        &vms,
-        &inventory::AttachedDisks::from_state(state, block_driver),
-    )
-    .await?;
+    let ghosts = inventory::ghost_disks(&pve, &vms, attached).await?;
     Ok((in_flight(&pve, p).await?, ghosts))
 }
 
