@@ -564,6 +564,8 @@ impl Actuator {
             self.note(format!("scale-down of {node} abandoned: {e}; node uncordoned"));
             return;
         }
+        // The node is gone from the cluster whatever the VM step does next.
+        self.app.mark_scale_down();
         let vm = match inventory::vms(pve).await {
             Ok(vms) => vms.into_iter().find(|v| v.name == node),
             Err(e) => return tracing::warn!(error = %e, node, "cannot find the VM; node drained and deleted"),
@@ -705,6 +707,7 @@ pub async fn plan_loop(app: Arc<AppState>, plans: mpsc::Sender<Plan>, every: Dur
                 admitted,
                 incoming,
                 since_scale_up: app.since_scale_up(),
+                since_scale_down: app.since_scale_down(),
             })
         });
         // Admissions wake this loop; under a burst that would re-plan back to back. One

@@ -6,6 +6,13 @@
 //! allocated first, no spread by volumes), and every 10 s one VM of a fixed size when a pod is
 //! Pending and none is booting. Pods whose volume would be a node's 25th attach get stuck in
 //! ContainerCreating, as in the seed incident: they count as waiting for the whole run.
+//!
+//! Scale-down follows each side's rule too: headroom drains the node its planner picks once the
+//! `scaleDown` conditions have held for `for:` and keeps the VM as a cold spare (action
+//! `shutdown`), which the next scale-up starts instead of cloning; kproximate removes one of
+//! the nodes it made as soon as the others' allocatable covers its requests with 20% headroom,
+//! and deletes the VM. While nothing waits and nothing boots, time advances to the next event
+//! and the planner runs every hour, which is what makes a month cheap to replay.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -16,7 +23,7 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    config::{Config, Period},
+    config::{Config, Period, ScaleDownAction},
     decide::{
         accounting::{self, Reservations, Settings},
         admission::{self, Outcome, Outlook},
@@ -34,6 +41,10 @@ use crate::{
 const ATTACH_FAILS_FROM: i64 = 25;
 /// kproximate's poll interval, and headroom's planning interval.
 const TICK: u64 = 10;
+/// How far time jumps while nothing changes: the `for:` windows it delays are days long.
+const IDLE_STEP: u64 = 360 * TICK;
+/// kproximate's `loadHeadroom` (its minimum, and default).
+const KPROXIMATE_LOAD_HEADROOM: f64 = 0.2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SimulateError {
@@ -54,6 +65,9 @@ pub struct Scenario {
     /// VM clone/boot to Node Ready (the runbook's 3–5 minutes).
     #[serde(default = "default_boot")]
     pub vm_boot_time: Period,
+    /// A stopped cold spare to Node Ready: boot and join, no clone.
+    #[serde(default = "default_spare_boot")]
+    pub cold_spare_boot_time: Period,
     pub events: Vec<Event>,
 }
 
@@ -62,6 +76,9 @@ fn default_duration() -> Period {
 }
 fn default_boot() -> Period {
     Period(Duration::from_secs(240))
+}
+fn default_spare_boot() -> Period {
+    Period(Duration::from_secs(120))
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -109,6 +126,10 @@ fn default_class() -> String {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DeletePods {
     pub prefix: String,
+    /// Delete their claims (and volumes) too, not only detach them (a workload retired, not
+    /// scaled to zero).
+    #[serde(default)]
+    pub delete_claims: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,6 +145,12 @@ pub struct Report {
     pub policy: String,
     pub pending_pod_seconds: u64,
     pub scale_ups: u32,
+    /// Nodes drained and removed.
+    pub scale_downs: u32,
+    /// Stopped VMs kept as cold spares at the end.
+    pub cold_spares: u32,
+    /// Schedulable nodes at the end.
+    pub nodes: u32,
     pub denied_requests: u32,
     pub max_node_block_volumes: i64,
     /// Max − min block volumes over schedulable nodes at the end.
@@ -180,10 +207,15 @@ struct Sim<'a> {
     waiting: BTreeMap<(String, String), u64>,
     stuck: BTreeSet<(String, String)>,
     booting: Vec<(u64, String)>,
+    /// Stopped VMs a scale-up starts before it clones.
+    spares: Vec<String>,
+    /// Nodes the autoscaler made (kproximate removes only those).
+    autoscaled: BTreeSet<String>,
     report: Report,
     history: History,
     start: Instant,
     last_scale_up: Option<u64>,
+    last_scale_down: Option<u64>,
 }
 
 pub fn run(scenario: &Scenario, state: ClusterState, config: &Config, policy: Policy) -> Report {
@@ -194,6 +226,8 @@ pub fn run(scenario: &Scenario, state: ClusterState, config: &Config, policy: Po
         waiting: BTreeMap::new(),
         stuck: BTreeSet::new(),
         booting: Vec::new(),
+        spares: Vec::new(),
+        autoscaled: BTreeSet::new(),
         report: Report {
             policy: format!("{policy:?}").to_lowercase(),
             ..Default::default()
@@ -201,6 +235,7 @@ pub fn run(scenario: &Scenario, state: ClusterState, config: &Config, policy: Po
         history: History::default(),
         start: Instant::now(),
         last_scale_up: None,
+        last_scale_down: None,
     };
     let end = scenario.duration.0.as_secs();
     let mut creations: Vec<(u64, &CreatePods, u32)> = Vec::new();
@@ -211,34 +246,47 @@ pub fn run(scenario: &Scenario, state: ClusterState, config: &Config, policy: Po
             }
         }
     }
-    for t in 0..=end {
+    let mut moments: BTreeSet<u64> = creations.iter().map(|(at, _, _)| *at).collect();
+    moments.extend(scenario.events.iter().map(|e| e.at.0.as_secs()));
+    let mut t = 0;
+    while t <= end {
         let mut created = false;
         for (_, c, i) in creations.iter().filter(|(at, _, _)| *at == t) {
             created |= sim.create_pod(c, *i);
         }
+        let mut changed = created;
         for e in scenario.events.iter().filter(|e| e.at.0.as_secs() == t) {
             if let Some(d) = &e.delete_pods {
-                sim.state.pods.retain(|(_, name), _| !name.starts_with(&d.prefix));
-                sim.waiting.retain(|(_, name), _| !name.starts_with(&d.prefix));
-                sim.report
-                    .timeline
-                    .push((t, format!("deleted pods {}*", d.prefix)));
+                sim.delete_pods(t, d);
             }
             if let Some(node) = &e.lose_node {
                 sim.lose_node(t, node);
             }
+            changed = true;
         }
-        sim.boot(t);
+        changed |= sim.boot(t);
         // The scheduler runs first: kproximate reacts to pods it could not place, and
         // headroom's projection sees new claims pending either way.
-        sim.schedule(t);
+        changed |= sim.schedule(t);
         if t % TICK == 0 || (created && policy == Policy::Proactive) {
             sim.autoscale(t, scenario);
         }
-        sim.report.pending_pod_seconds += sim.waiting.len() as u64;
-        for w in sim.waiting.values_mut() {
-            *w += 1;
+        let busy = !sim.booting.is_empty() || sim.waiting.keys().any(|id| !sim.stuck.contains(id));
+        let next = if busy {
+            t + 1
+        } else {
+            // A change is looked at on the next poll; after that only the `for:` clocks move.
+            let step = if changed { TICK } else { IDLE_STEP };
+            let tick = (t / step + 1) * step;
+            moments.range(t + 1..).next().map_or(tick, |m| tick.min(*m))
         }
+        .min(end + 1);
+        let dt = next - t;
+        sim.report.pending_pod_seconds += sim.waiting.len() as u64 * dt;
+        for w in sim.waiting.values_mut() {
+            *w += dt;
+        }
+        t = next;
     }
     sim.finish()
 }
@@ -307,9 +355,57 @@ impl Sim<'_> {
         true
     }
 
+    /// Deletes pods by name prefix; their volumes detach (and go, with `deleteClaims`).
+    fn delete_pods(&mut self, t: u64, d: &DeletePods) {
+        let gone: Vec<(String, String)> = self
+            .state
+            .pods
+            .keys()
+            .filter(|(_, name)| name.starts_with(&d.prefix))
+            .cloned()
+            .collect();
+        for id in &gone {
+            let Some(pod) = self.state.pods.remove(id) else {
+                continue;
+            };
+            self.waiting.remove(id);
+            self.stuck.remove(id);
+            for claim in &pod.claims {
+                let key = (pod.namespace.clone(), claim.clone());
+                let volume = self.state.claims.get(&key).and_then(|c| c.volume_name.clone());
+                if let Some(pv) = &volume {
+                    self.state
+                        .attachments
+                        .retain(|_, va| va.pv_name.as_ref() != Some(pv));
+                }
+                if d.delete_claims {
+                    self.state.claims.remove(&key);
+                    if let Some(pv) = volume {
+                        self.state.volumes.remove(&pv);
+                    }
+                }
+            }
+        }
+        let what = if d.delete_claims { " and their claims" } else { "" };
+        self.report
+            .timeline
+            .push((t, format!("deleted {} pods {}*{what}", gone.len(), d.prefix)));
+    }
+
     fn lose_node(&mut self, t: u64, node: &str) {
+        let evicted = self.evict_all(node);
+        self.report
+            .timeline
+            .push((t, format!("lost node {node}; {evicted} pods to place again")));
+    }
+
+    /// Takes `node` out of the cluster: its attachments go and its pods wait for a new node.
+    fn evict_all(&mut self, node: &str) -> usize {
         self.state.nodes.remove(node);
+        self.state.csi_nodes.remove(node);
+        self.autoscaled.remove(node);
         self.state.attachments.retain(|_, va| va.node_name != node);
+        let mut evicted = 0;
         for pod in self
             .state
             .pods
@@ -317,12 +413,33 @@ impl Sim<'_> {
             .filter(|p| p.node_name.as_deref() == Some(node))
         {
             pod.node_name = None;
-            self.waiting.insert((pod.namespace.clone(), pod.name.clone()), 0);
+            let id = (pod.namespace.clone(), pod.name.clone());
+            self.stuck.remove(&id);
+            self.waiting.insert(id, 0);
+            evicted += 1;
         }
-        self.report.timeline.push((t, format!("lost node {node}")));
+        evicted
     }
 
-    fn boot(&mut self, t: u64) {
+    /// Drains and removes `node`; its VM is kept as a cold spare when `keep_spare`.
+    fn remove_node(&mut self, t: u64, node: &str, keep_spare: bool, why: &str) {
+        let evicted = self.evict_all(node);
+        let vm = if keep_spare {
+            self.spares.push(node.to_owned());
+            "VM kept as a cold spare"
+        } else {
+            "VM deleted"
+        };
+        self.report.scale_downs += 1;
+        self.last_scale_down = Some(t);
+        self.report.timeline.push((
+            t,
+            format!("scale-down: {node} drained ({evicted} pods evicted), {vm} ({why})"),
+        ));
+    }
+
+    /// Nodes whose VM finished booting join; true when one did.
+    fn boot(&mut self, t: u64) -> bool {
         let ready: Vec<String> = self
             .booting
             .iter()
@@ -338,6 +455,7 @@ impl Sim<'_> {
             .max()
             .unwrap_or(i64::from(self.config.hard_cap_default));
         let vm = VmCapacity::from_config(self.config);
+        let joined = !ready.is_empty();
         for name in ready {
             self.state.nodes.insert(
                 name.clone(),
@@ -361,6 +479,7 @@ impl Sim<'_> {
             );
             self.report.timeline.push((t, format!("{name} Ready")));
         }
+        joined
     }
 
     fn add_vms(&mut self, t: u64, scenario: &Scenario, count: i64, why: &str) {
@@ -370,16 +489,27 @@ impl Sim<'_> {
             .as_ref()
             .map_or("k8s-node{n}".to_owned(), |p| p.vm.name_pattern.clone());
         for _ in 0..count {
-            let name = (1..)
-                .map(|n| pattern.replace("{n}", &n.to_string()))
-                .find(|n| !self.state.nodes.contains_key(n) && !self.booting.iter().any(|(_, b)| b == n))
-                .expect("unbounded");
-            self.booting
-                .push((t + scenario.vm_boot_time.0.as_secs(), name.clone()));
+            // A cold spare first (only headroom keeps them), else a clone.
+            let (name, boot, how) = match self.spares.pop() {
+                Some(spare) => (spare, scenario.cold_spare_boot_time, "cold spare started"),
+                None => {
+                    let name = (1..)
+                        .map(|n| pattern.replace("{n}", &n.to_string()))
+                        .find(|n| {
+                            !self.state.nodes.contains_key(n)
+                                && !self.spares.contains(n)
+                                && !self.booting.iter().any(|(_, b)| b == n)
+                        })
+                        .expect("unbounded");
+                    (name, scenario.vm_boot_time, "cloned")
+                }
+            };
+            self.booting.push((t + boot.0.as_secs(), name.clone()));
+            self.autoscaled.insert(name.clone());
             self.report.scale_ups += 1;
             self.report
                 .timeline
-                .push((t, format!("scale-up: {name} ({why})")));
+                .push((t, format!("scale-up: {name} {how} ({why})")));
         }
         self.last_scale_up = Some(t);
     }
@@ -397,6 +527,11 @@ impl Sim<'_> {
                 let pending = self.waiting.keys().any(|id| !self.stuck.contains(id));
                 if pending && self.booting.is_empty() && room > 0 {
                     self.add_vms(t, scenario, 1, "pending pods");
+                } else if !pending
+                    && self.booting.is_empty()
+                    && let Some((node, why)) = self.kproximate_scale_down_target()
+                {
+                    self.remove_node(t, &node, false, &why);
                 }
             }
             Policy::Proactive => {
@@ -422,24 +557,84 @@ impl Sim<'_> {
                     admitted: AdmittedDemand::default(),
                     incoming,
                     since_scale_up: self.last_scale_up.map(|s| Duration::from_secs(t - s)),
+                    since_scale_down: self.last_scale_down.map(|s| Duration::from_secs(t - s)),
                 });
-                if let Plan::ScaleUp { count, reason } = plan {
-                    self.add_vms(t, scenario, count.min(room.max(0)), &reason);
+                match plan {
+                    Plan::ScaleUp { count, reason } => {
+                        self.add_vms(t, scenario, count.min(room.max(0)), &reason)
+                    }
+                    Plan::ScaleDown { node, reason } => {
+                        let keep = self.config.scale_down.action == ScaleDownAction::Shutdown;
+                        self.remove_node(t, &node, keep, &reason);
+                    }
+                    Plan::Nothing => {}
                 }
             }
         }
     }
 
-    /// Places waiting pods, first come first served.
-    fn schedule(&mut self, t: u64) {
+    /// kproximate's `AssessScaleDown`: with A the requests of pods on the nodes it made, T the
+    /// allocatable of every schedulable worker and n one VM, remove one when A·(1+h) < T − n for
+    /// memory and CPU; the node with the smallest requests relative to a VM goes.
+    fn kproximate_scale_down_target(&self) -> Option<(String, String)> {
+        if self.autoscaled.is_empty() {
+            return None;
+        }
+        let view = self.view();
+        let vm = VmCapacity::from_config(self.config);
+        let vm_cpu = self.config.proxmox.as_ref().map_or(8, |p| i64::from(p.vm.cores)) * 1000;
+        let workers: Vec<_> = view.schedulable().collect();
+        let ours: Vec<_> = workers
+            .iter()
+            .filter(|n| self.autoscaled.contains(&n.name))
+            .collect();
+        let sum = |nodes: &[&&accounting::NodeUsage], f: fn(&accounting::NodeUsage) -> i64| -> f64 {
+            nodes.iter().map(|n| f(n) as f64).sum()
+        };
+        let fits = |requested: f64, allocatable: f64, size: i64| {
+            requested == 0.0 || requested * (1.0 + KPROXIMATE_LOAD_HEADROOM) < allocatable - size as f64
+        };
+        let all: Vec<_> = workers.iter().collect();
+        let memory_ok = fits(
+            sum(&ours, |n| n.memory_requested_bytes),
+            sum(&all, |n| n.memory_allocatable_bytes),
+            vm.memory_bytes,
+        );
+        let cpu_ok = fits(
+            sum(&ours, |n| n.cpu_requested_millis),
+            sum(&all, |n| n.cpu_allocatable_millis),
+            vm_cpu,
+        );
+        if !(memory_ok && cpu_ok) {
+            return None;
+        }
+        let load = |n: &accounting::NodeUsage| {
+            n.cpu_requested_millis as f64 / vm_cpu as f64
+                + n.memory_requested_bytes as f64 / vm.memory_bytes as f64
+        };
+        ours.iter().min_by(|a, b| load(a).total_cmp(&load(b))).map(|n| {
+            (
+                n.name.clone(),
+                "requests fit the other nodes with 20% headroom".to_owned(),
+            )
+        })
+    }
+
+    /// Places waiting pods, first come first served; true when one was placed.
+    fn schedule(&mut self, t: u64) -> bool {
         let waiting: Vec<(String, String)> = self
             .waiting
             .keys()
             .filter(|id| !self.stuck.contains(*id))
             .cloned()
             .collect();
+        if waiting.is_empty() {
+            return false;
+        }
+        let mut placed = false;
+        // Only a placement changes the view; pods that fit nowhere leave it as it is.
+        let mut view = self.view();
         for id in waiting {
-            let view = self.view();
             let reservations = Reservations::new();
             let placement = Placement::new(&view, &reservations);
             let Some(pod) = self.state.pods.get(&id).cloned() else {
@@ -489,6 +684,8 @@ impl Sim<'_> {
             let Some(node) = chosen else { continue };
             let before = view.node(&node).map_or(0, |n| n.block_volumes);
             self.bind(&id, &node);
+            placed = true;
+            view = self.view();
             let after = before + keys.len() as i64;
             if !keys.is_empty() && after >= ATTACH_FAILS_FROM {
                 self.stuck.insert(id.clone());
@@ -503,6 +700,7 @@ impl Sim<'_> {
                 self.waiting.remove(&id);
             }
         }
+        placed
     }
 
     /// Binds a pod: its claims get PVs and attachments on the node.
@@ -551,6 +749,8 @@ impl Sim<'_> {
         let counts: Vec<i64> = view.schedulable().map(|n| n.block_volumes).collect();
         self.report.spread = counts.iter().max().unwrap_or(&0) - counts.iter().min().unwrap_or(&0);
         self.report.stuck_pods = self.stuck.len() as u32;
+        self.report.cold_spares = self.spares.len() as u32;
+        self.report.nodes = counts.len() as u32;
         self.report.pods_running = self.state.pods.values().filter(|p| p.node_name.is_some()).count() as u32
             - self.report.stuck_pods;
         self.report.timeline.sort();
@@ -561,17 +761,26 @@ impl Sim<'_> {
 impl Report {
     pub fn to_table(&self) -> String {
         let mut out = format!(
-            "policy {}: pending pod-seconds {}, scale-ups {}, denied {}, max block volumes on a node {}, spread {}, stuck pods {}\n",
+            "policy {}: pending pod-seconds {}, scale-ups {}, scale-downs {}, denied {}, max block volumes on a node {}, spread {}, stuck pods {}; at the end {} nodes, {} cold spares\n",
             self.policy,
             self.pending_pod_seconds,
             self.scale_ups,
+            self.scale_downs,
             self.denied_requests,
             self.max_node_block_volumes,
             self.spread,
-            self.stuck_pods
+            self.stuck_pods,
+            self.nodes,
+            self.cold_spares,
         );
         for (t, what) in &self.timeline {
-            out.push_str(&format!("  {:>6}s  {what}\n", t));
+            let clock = format!("{:02}:{:02}:{:02}", t / 3600 % 24, t / 60 % 60, t % 60);
+            let day = if *t >= 86_400 {
+                format!("{}d ", t / 86_400)
+            } else {
+                String::new()
+            };
+            out.push_str(&format!("  {day:>4}{clock}  {what}\n"));
         }
         out
     }

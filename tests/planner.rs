@@ -17,6 +17,28 @@ use serde_json::{Value, json};
 use support::*;
 
 fn plan_for(items: Vec<Value>, config: &Config, incoming: i64, since_scale_up: Option<Duration>) -> Plan {
+    plan(items, config, incoming, since_scale_up, None, Duration::ZERO)
+}
+
+/// Plans after the cluster has looked like `items` for `held`, the last node removed
+/// `since_scale_down` ago.
+fn plan_after(
+    items: Vec<Value>,
+    config: &Config,
+    since_scale_down: Option<Duration>,
+    held: Duration,
+) -> Plan {
+    plan(items, config, 0, None, since_scale_down, held)
+}
+
+fn plan(
+    items: Vec<Value>,
+    config: &Config,
+    incoming: i64,
+    since_scale_up: Option<Duration>,
+    since_scale_down: Option<Duration>,
+    held: Duration,
+) -> Plan {
     let state = state(items);
     let view = accounting::account(&state, &Settings::from(config), &Reservations::new());
     let reservations = Reservations::new();
@@ -27,7 +49,10 @@ fn plan_for(items: Vec<Value>, config: &Config, incoming: i64, since_scale_up: O
         incoming,
         VmCapacity::from_config(config),
     );
-    let evaluation = projection::evaluate(&p, config, &mut History::default(), Instant::now());
+    let mut history = History::default();
+    let start = Instant::now();
+    projection::evaluate(&p, config, &mut history, start);
+    let evaluation = projection::evaluate(&p, config, &mut history, start + held);
     planner::plan(&PlanInput {
         state: &state,
         view: &view,
@@ -37,6 +62,7 @@ fn plan_for(items: Vec<Value>, config: &Config, incoming: i64, since_scale_up: O
         admitted: AdmittedDemand::default(),
         incoming,
         since_scale_up,
+        since_scale_down,
     })
 }
 
@@ -130,6 +156,21 @@ fn scale_down_needs_the_conditions_the_cooldown_and_a_removal_simulation() {
         Plan::Nothing,
         "720h not yet held"
     );
+    // One removal per `for:` window: the next waits until the window has passed again.
+    let mut hourly = Config::default();
+    hourly.scale_down.r#for = Period(Duration::from_secs(3600));
+    let two_hours = Duration::from_secs(7200);
+    let quiet = |since_down| plan_after(items.clone(), &hourly, since_down, two_hours);
+    assert!(matches!(quiet(None), Plan::ScaleDown { .. }));
+    assert_eq!(
+        quiet(Some(Duration::from_secs(60))),
+        Plan::Nothing,
+        "a node was removed a minute ago"
+    );
+    assert!(matches!(
+        quiet(Some(Duration::from_secs(3600))),
+        Plan::ScaleDown { .. }
+    ));
 
     // Memory the others cannot absorb: each node has a 20 GiB pod, 32 GiB allocatable.
     let mut heavy = cluster(&[1, 1]);

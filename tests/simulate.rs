@@ -92,3 +92,63 @@ fn a_parallel_burst_is_spread_at_once_under_the_soft_cap() {
     );
     assert!(reactive["stuckPods"].as_u64().unwrap() > 0, "{reactive}");
 }
+
+/// Timeline entries (seconds, text) that contain `what`.
+fn at(report: &Value, what: &str) -> Vec<u64> {
+    report["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e[1].as_str().unwrap().contains(what))
+        .map(|e| e[0].as_u64().unwrap())
+        .collect()
+}
+
+#[test]
+fn a_quiet_month_ends_in_one_cold_spare_that_the_next_demand_starts() {
+    let proactive = simulate("quiet-month.yaml", "proactive");
+    // Retired at 1h; the conditions must then hold for the whole 720h before one node goes.
+    assert_eq!(proactive["scaleDowns"], 1, "{proactive}");
+    let down = at(&proactive, "scale-down:");
+    assert_eq!(down.len(), 1);
+    assert!(down[0] >= 3600 + 720 * 3600, "scale-down at {}s", down[0]);
+    assert!(down[0] < 3600 + 720 * 3600 + 3600, "scale-down at {}s", down[0]);
+    assert_eq!(at(&proactive, "VM kept as a cold spare").len(), 1);
+    // The new project starts the spare instead of cloning; nothing gets stuck or waits beyond
+    // the drain's evictions being placed again.
+    assert_eq!(at(&proactive, "cold spare started").len(), 1, "{proactive}");
+    assert_eq!(at(&proactive, "cloned").len(), 0, "{proactive}");
+    assert_eq!(proactive["stuckPods"], 0);
+    assert!(
+        proactive["pendingPodSeconds"].as_u64().unwrap() < 60,
+        "{proactive}"
+    );
+    assert!(
+        proactive["maxNodeBlockVolumes"].as_i64().unwrap() <= 24,
+        "{proactive}"
+    );
+
+    // kproximate removes only nodes it made (none here) and never sees stuck pods as Pending.
+    let reactive = simulate("quiet-month.yaml", "reactive");
+    assert_eq!(reactive["scaleDowns"], 0, "{reactive}");
+    assert_eq!(reactive["scaleUps"], 0, "{reactive}");
+    assert!(reactive["stuckPods"].as_u64().unwrap() > 0, "{reactive}");
+}
+
+#[test]
+fn kproximate_removes_the_node_it_just_made_when_block_volumes_were_the_shortage() {
+    // Its scale-down test weighs CPU and memory only: the node added for pods that no node's
+    // attach limit could take is drained at the next poll after it joins, and the pods wait again.
+    let reactive = simulate("steady-growth.yaml", "reactive");
+    let ups = at(&reactive, "scale-up:");
+    let downs = at(&reactive, "scale-down:");
+    assert!(downs.len() >= 2, "{reactive}");
+    assert!(ups.len() > downs.len(), "{reactive}");
+    let joined = at(&reactive, "Ready");
+    assert!(
+        downs.iter().all(|d| joined.iter().any(|j| d - j <= 10 && d >= j)),
+        "each removal within a poll of a join: {reactive}"
+    );
+    let proactive = simulate("steady-growth.yaml", "proactive");
+    assert_eq!(proactive["scaleDowns"], 0, "{proactive}");
+}

@@ -36,6 +36,8 @@ pub struct PlanInput<'a> {
     pub incoming: Incoming,
     /// Time since the last scale-up finished or started (None: never).
     pub since_scale_up: Option<Duration>,
+    /// Time since the last node was removed (None: never).
+    pub since_scale_down: Option<Duration>,
 }
 
 fn max_nodes(config: &Config) -> i64 {
@@ -90,7 +92,12 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
         };
     }
 
-    let cooled = input.since_scale_up.is_none_or(|d| d >= SCALE_DOWN_COOLDOWN);
+    // One removal per `scaleDown.for`: the conditions held on the cluster before the last
+    // removal, so they must hold again on the smaller one before the next.
+    let cooled = input.since_scale_up.is_none_or(|d| d >= SCALE_DOWN_COOLDOWN)
+        && input
+            .since_scale_down
+            .is_none_or(|d| d >= config.scale_down.r#for.0);
     if input.evaluation.scale_down_allowed() && cooled && input.incoming.vms == 0 {
         return removable_node(input)
             .map_or(Plan::Nothing, |(node, reason)| Plan::ScaleDown { node, reason });

@@ -204,6 +204,7 @@ pub struct AppState {
     /// Recent provisioner notes (planned calls in dry run, steps done), newest last.
     notes: Mutex<std::collections::VecDeque<String>>,
     last_scale_up: Mutex<Option<Instant>>,
+    last_scale_down: Mutex<Option<Instant>>,
     /// Woken when admitted demand changes, so planning does not wait for its next tick.
     pub demand_changed: tokio::sync::Notify,
 }
@@ -227,6 +228,7 @@ impl AppState {
             incoming_vms: AtomicI64::new(0),
             notes: Mutex::new(Default::default()),
             last_scale_up: Mutex::new(None),
+            last_scale_down: Mutex::new(None),
             demand_changed: tokio::sync::Notify::new(),
         }
     }
@@ -339,14 +341,19 @@ impl AppState {
     }
 
     pub fn mark_scale_up(&self) {
-        *self.last_scale_up.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+        mark(&self.last_scale_up);
     }
 
     pub fn since_scale_up(&self) -> Option<Duration> {
-        self.last_scale_up
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .map(|at| at.elapsed())
+        since(&self.last_scale_up)
+    }
+
+    pub fn mark_scale_down(&self) {
+        mark(&self.last_scale_down);
+    }
+
+    pub fn since_scale_down(&self) -> Option<Duration> {
+        since(&self.last_scale_down)
     }
 
     /// Admitted demand not yet visible as objects.
@@ -398,4 +405,14 @@ pub fn admin_router(app: Arc<AppState>) -> axum::Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(app)
+}
+
+fn mark(at: &Mutex<Option<Instant>>) {
+    *at.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+}
+
+fn since(at: &Mutex<Option<Instant>>) -> Option<Duration> {
+    at.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .map(|at| at.elapsed())
 }
