@@ -333,7 +333,8 @@ where
     }
 }
 
-fn decode(method: &str, path: &str, status: StatusCode, body: Value) -> Result<Value, PveError> {
+/// A PVE answer: `data` on success, else the error PVE's status and body describe.
+pub fn decode(method: &str, path: &str, status: StatusCode, body: Value) -> Result<Value, PveError> {
     let code = status.as_u16();
     if status.is_success() {
         return Ok(body.get("data").cloned().unwrap_or(Value::Null));

@@ -46,7 +46,11 @@ impl Vm {
 
 /// Every VM (QEMU guests only) in the cluster.
 pub async fn vms(pve: &PveClient) -> Result<Vec<Vm>, PveError> {
-    let data = pve.get("/cluster/resources", &[("type", "vm".into())]).await?;
+    parse_vms(&pve.get("/cluster/resources", &[("type", "vm".into())]).await?)
+}
+
+/// The QEMU guests of a `/cluster/resources` answer; entries without a vmid are skipped.
+pub fn parse_vms(data: &Value) -> Result<Vec<Vm>, PveError> {
     let items = data
         .as_array()
         .ok_or_else(|| PveError::Decode("/cluster/resources is not a list".into()))?;
