@@ -1,0 +1,223 @@
+//! Criterion micro-benchmarks of the pure decisions on the synthetic cluster of
+//! `bench/gen_snapshot.py` (5,000 nodes, 150,000 pods, 100,000 bound, attached block claims),
+//! built in memory: `cargo bench --bench decisions`. Under `cargo test` (no `--bench`) each runs
+//! once on a 50-node cluster, so the suite checks they still run without paying for the scale.
+
+use std::{
+    collections::BTreeSet,
+    hint::black_box,
+    time::{Duration, Instant},
+};
+
+use criterion::{BatchSize, Criterion};
+use headroom::{
+    config::Config,
+    decide::{
+        accounting::{self, Reservations, Settings},
+        admission::{self, Outlook},
+        extender,
+        placement::{self, BlockDemand, Placement},
+        planner::{self, PlanInput},
+        projection::{self, AdmittedDemand, History, Incoming, VmCapacity},
+    },
+    index::ClusterState,
+    model::{AttachmentInfo, ClaimInfo, CsiNodeInfo, NodeInfo, PodInfo, StorageClassInfo, VolumeInfo},
+};
+
+const BLOCK: &str = "csi.proxmox.sinextra.dev";
+const GI: i64 = 1 << 30;
+
+/// The generator's cluster: claim `c` and pod `c` on node `c % nodes`, namespace `ns{c % 500}`.
+fn synthetic(nodes: usize, pods: usize, claims: usize) -> ClusterState {
+    let mut s = ClusterState::default();
+    let node_name = |i: usize| format!("w{:05}", i % nodes);
+    s.storage_classes.insert(
+        "proxmox-lvm".into(),
+        StorageClassInfo {
+            name: "proxmox-lvm".into(),
+            provisioner: BLOCK.into(),
+            is_default: false,
+        },
+    );
+    for n in 0..nodes {
+        let name = node_name(n);
+        s.nodes.insert(
+            name.clone(),
+            NodeInfo {
+                name: name.clone(),
+                ready: true,
+                memory_allocatable: 64 * GI,
+                cpu_allocatable_millis: 16_000,
+                provider_id: Some(format!("proxmox://lab/{}", 1000 + n)),
+                ..Default::default()
+            },
+        );
+        s.csi_nodes.insert(
+            name.clone(),
+            CsiNodeInfo {
+                name,
+                drivers: [(BLOCK.to_owned(), Some(28))].into_iter().collect(),
+            },
+        );
+    }
+    for c in 0..claims {
+        let (ns, pv) = (format!("ns{}", c % 500), format!("pv-{c}"));
+        s.claims.insert(
+            (ns.clone(), format!("data-{c}")),
+            ClaimInfo {
+                namespace: ns,
+                name: format!("data-{c}"),
+                storage_class: Some("proxmox-lvm".into()),
+                volume_name: Some(pv.clone()),
+                phase: "Bound".into(),
+            },
+        );
+        s.volumes.insert(
+            pv.clone(),
+            VolumeInfo {
+                name: pv.clone(),
+                csi_driver: Some(BLOCK.into()),
+                volume_handle: Some(format!("lab/pve/local-lvm/vm-9999-{pv}")),
+            },
+        );
+        s.attachments.insert(
+            format!("csi-{c}"),
+            AttachmentInfo {
+                name: format!("csi-{c}"),
+                attacher: BLOCK.into(),
+                node_name: node_name(c),
+                pv_name: Some(pv),
+                inline_handle: None,
+                attached: true,
+                detaching: false,
+            },
+        );
+    }
+    for p in 0..pods {
+        let ns = format!("ns{}", p % 500);
+        s.pods.insert(
+            (ns.clone(), format!("pod-{p}")),
+            PodInfo {
+                namespace: ns,
+                name: format!("pod-{p}"),
+                node_name: Some(node_name(p)),
+                terminal: false,
+                claims: if p < claims {
+                    vec![format!("data-{p}")]
+                } else {
+                    vec![]
+                },
+                memory_request: GI / 4,
+                memory_limit: GI / 4,
+                cpu_request_millis: 100,
+            },
+        );
+    }
+    s
+}
+
+fn main() {
+    let full = std::env::args().any(|a| a == "--bench");
+    let (nodes, pods, claims) = if full {
+        (5_000, 150_000, 100_000)
+    } else {
+        (50, 1_500, 1_000)
+    };
+    let state = synthetic(nodes, pods, claims);
+    let config = Config::default();
+    let settings = Settings::from(&config);
+    let none = Reservations::new();
+    let view = accounting::account(&state, &settings, &none);
+    let placement = Placement::new(&view, &none);
+    let names: Vec<String> = state.nodes.keys().cloned().collect();
+    // The benchmark bodies' pod: it mounts claim data-7 (already on w00007).
+    let review: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/data/admission/pod-create.json"
+        ))
+        .expect("the fixture"),
+    )
+    .expect("JSON");
+    let mut object = review["request"]["object"].clone();
+    object["metadata"]["namespace"] = "ns7".into();
+    object["spec"]["volumes"] =
+        serde_json::json!([{"name": "data", "persistentVolumeClaim": {"claimName": "data-7"}}]);
+    let pod = admission::pod_of(&object).expect("a pod");
+    let demand = placement::pod_block_demand(&view, "ns7", &pod);
+    assert_eq!(demand.keys.len(), 1, "the pod's claim resolves");
+    // A new claim: what the extender weighs for a pod whose volume is on no node yet.
+    let fresh = BlockDemand {
+        keys: BTreeSet::from(["claim:ns7/new-0".to_owned()]),
+        ..Default::default()
+    };
+    let outlook = Outlook {
+        incoming: false,
+        may_add: true,
+    };
+    let vm = VmCapacity::from_config(&config);
+
+    let mut c = Criterion::default()
+        .configure_from_args()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3));
+
+    c.bench_function("admission: parse pod, resolve claims, validate", |b| {
+        b.iter(|| {
+            let pod = admission::pod_of(black_box(&object)).expect("a pod");
+            let demand = placement::pod_block_demand(&view, "ns7", &pod);
+            admission::validate_pod(placement, &config, &demand, outlook)
+        })
+    });
+    c.bench_function("admission: validate_pod (new claim)", |b| {
+        b.iter(|| admission::validate_pod(placement, &config, black_box(&fresh), outlook))
+    });
+    c.bench_function("admission: mutate_pod", |b| {
+        b.iter(|| admission::mutate_pod(placement, &config, &demand, black_box(&object)))
+    });
+    c.bench_function(&format!("extender: filter {nodes} nodes"), |b| {
+        b.iter(|| extender::filter(placement, black_box(&fresh), &names))
+    });
+    c.bench_function(&format!("extender: prioritize {nodes} nodes"), |b| {
+        b.iter(|| extender::prioritize(placement, black_box(&fresh), GI / 4, config.scoring, &names))
+    });
+    c.bench_function("projection: project + evaluate", |b| {
+        let mut history = History::default();
+        let now = Instant::now();
+        b.iter(|| {
+            let p = projection::project(&view, AdmittedDemand::default(), Incoming::default(), vm);
+            projection::evaluate(&p, &config, &mut history, now)
+        })
+    });
+    c.bench_function("planner: plan", |b| {
+        let p = projection::project(&view, AdmittedDemand::default(), Incoming::default(), vm);
+        let evaluation = projection::evaluate(&p, &config, &mut History::default(), Instant::now());
+        b.iter(|| {
+            planner::plan(&PlanInput {
+                state: &state,
+                view: &view,
+                placement,
+                config: &config,
+                evaluation: &evaluation,
+                admitted: AdmittedDemand::default(),
+                incoming: Incoming::default(),
+                since_scale_up: None,
+                since_scale_down: None,
+            })
+        })
+    });
+    let mut group = c.benchmark_group("accounting");
+    group.sample_size(10);
+    group.bench_function(
+        format!("account {nodes} nodes, {pods} pods, {claims} claims"),
+        |b| {
+            b.iter_batched(
+                || (),
+                |()| accounting::account(&state, &settings, &none),
+                BatchSize::PerIteration,
+            )
+        },
+    );
+    group.finish();
+    c.final_summary();
+}
