@@ -2,12 +2,20 @@
 //! `bench/gen_snapshot.py` (5,000 nodes, 150,000 pods, 100,000 bound, attached block claims),
 //! built in memory: `cargo bench --bench decisions`. Under `cargo test` (no `--bench`) each runs
 //! once on a 50-node cluster, so the suite checks they still run without paying for the scale.
+//!
+//! Besides the decisions alone, the `route` benchmarks post the bodies of `bench/make_bodies.py`
+//! to the real routers in process: reading the JSON, deciding and writing the answer — the
+//! server-side time, without TLS, HTTP and the load generator's share of the cores.
 
 use std::{
     collections::BTreeSet,
     hint::black_box,
+    sync::Arc,
     time::{Duration, Instant},
 };
+
+use axum::{Router, body::Body, http::Request};
+use tower::ServiceExt;
 
 use criterion::{BatchSize, Criterion};
 use headroom::{
@@ -20,8 +28,12 @@ use headroom::{
         planner::{self, PlanInput},
         projection::{self, AdmittedDemand, History, Incoming, VmCapacity},
     },
-    index::ClusterState,
+    index::{ClusterState, SharedIndex},
     model::{AttachmentInfo, ClaimInfo, CsiNodeInfo, NodeInfo, PodInfo, StorageClassInfo, VolumeInfo},
+    server::{
+        self,
+        state::{AppState, EventSink},
+    },
 };
 
 const BLOCK: &str = "csi.proxmox.sinextra.dev";
@@ -219,5 +231,48 @@ fn main() {
         },
     );
     group.finish();
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let (sink, _events) = EventSink::new();
+    let app = Arc::new(AppState::new(
+        config.clone(),
+        SharedIndex::from_state(state.clone()),
+        sink,
+    ));
+    let router = server::webhook::router(app.clone()).merge(server::extender::router(app));
+    let mut review = review;
+    review["request"]["namespace"] = "ns7".into();
+    review["request"]["object"] = object.clone();
+    let review = review.to_string();
+    let args = serde_json::json!({"Pod": object, "Nodes": null, "NodeNames": names}).to_string();
+    for (route, body) in [
+        ("/validate", &review),
+        ("/mutate", &review),
+        ("/extender/filter", &args),
+        ("/extender/prioritize", &args),
+    ] {
+        // The first request builds the accounting view, as `serve` does before it listens.
+        let (status, answer) = runtime.block_on(post(&router, route, body));
+        assert_eq!(status, 200, "{route}: {}", String::from_utf8_lossy(&answer));
+        c.bench_function(&format!("route {route} (read, decide, write)"), |b| {
+            b.iter(|| runtime.block_on(post(&router, route, black_box(body))))
+        });
+    }
     c.final_summary();
+}
+
+async fn post(router: &Router, route: &str, body: &str) -> (u16, axum::body::Bytes) {
+    let request = Request::post(route)
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_owned()))
+        .expect("a request");
+    let response = router.clone().oneshot(request).await.expect("infallible");
+    let status = response.status().as_u16();
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .expect("a body");
+    (status, bytes)
 }

@@ -583,26 +583,27 @@ impl Sim<'_> {
         let view = self.view();
         let vm = VmCapacity::from_config(self.config);
         let vm_cpu = self.config.proxmox.as_ref().map_or(8, |p| i64::from(p.vm.cores)) * 1000;
-        let workers: Vec<_> = view.schedulable().collect();
-        let ours: Vec<_> = workers
+        let workers: Vec<&accounting::NodeUsage> = view.schedulable().collect();
+        let ours: Vec<&accounting::NodeUsage> = workers
             .iter()
+            .copied()
             .filter(|n| self.autoscaled.contains(&n.name))
             .collect();
-        let sum = |nodes: &[&&accounting::NodeUsage], f: fn(&accounting::NodeUsage) -> i64| -> f64 {
-            nodes.iter().map(|n| f(n) as f64).sum()
+        let sum = |nodes: &[&accounting::NodeUsage], f: fn(&accounting::NodeUsage) -> i64| {
+            nodes.iter().map(|n| f(n) as f64).sum::<f64>()
         };
+        // A = 0 always passes; else A·(1+h) < T − n.
         let fits = |requested: f64, allocatable: f64, size: i64| {
             requested == 0.0 || requested * (1.0 + KPROXIMATE_LOAD_HEADROOM) < allocatable - size as f64
         };
-        let all: Vec<_> = workers.iter().collect();
         let memory_ok = fits(
             sum(&ours, |n| n.memory_requested_bytes),
-            sum(&all, |n| n.memory_allocatable_bytes),
+            sum(&workers, |n| n.memory_allocatable_bytes),
             vm.memory_bytes,
         );
         let cpu_ok = fits(
             sum(&ours, |n| n.cpu_requested_millis),
-            sum(&all, |n| n.cpu_allocatable_millis),
+            sum(&workers, |n| n.cpu_allocatable_millis),
             vm_cpu,
         );
         if !(memory_ok && cpu_ok) {
