@@ -669,7 +669,7 @@ impl Sim<'_> {
                         self.config.scoring,
                         &passed,
                     );
-                    scores.iter().max_by_key(|(_, s)| *s).map(|(n, _)| n.clone())
+                    scores.iter().max_by_key(|(_, s)| *s).map(|(n, _)| n.to_string())
                 }
                 Policy::Reactive => fits_memory
                     .iter()

@@ -87,6 +87,9 @@ pub enum ClaimState {
 pub struct ClusterView {
     /// Every node, sorted by name.
     pub nodes: Vec<NodeUsage>,
+    /// Node name → its index in `nodes`. The extender looks up 5,000 names per request, and a
+    /// binary search over `nodes` missed the cache on every probe.
+    pub(crate) node_index: HashMap<String, usize>,
     /// Block claims: namespace/name → (volume key, state).
     pub block_claims: HashMap<NsName, (String, ClaimState)>,
     /// Volume key → the nodes holding it (normally one).
@@ -104,10 +107,7 @@ pub struct ClusterView {
 
 impl ClusterView {
     pub fn node(&self, name: &str) -> Option<&NodeUsage> {
-        self.nodes
-            .binary_search_by(|n| n.name.as_str().cmp(name))
-            .ok()
-            .map(|i| &self.nodes[i])
+        self.node_index.get(name).map(|i| &self.nodes[*i])
     }
 
     pub fn schedulable(&self) -> impl Iterator<Item = &NodeUsage> {
@@ -348,8 +348,14 @@ pub fn account(state: &ClusterState, settings: &Settings, reservations: &Reserva
         .values()
         .filter(|(_, s)| *s == ClaimState::Pending)
         .count() as i64;
+    let node_index = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.name.clone(), i))
+        .collect();
     ClusterView {
         nodes,
+        node_index,
         block_claims,
         key_nodes,
         known_claims,

@@ -338,5 +338,5 @@ fn affinity_patch(pod: &Value, full: &BTreeSet<&str>) -> Vec<PatchOperation> {
 
 /// Parses the pod for the decisions (shared by both endpoints).
 pub fn pod_of(object: &Value) -> Result<Pod, String> {
-    serde_path_to_error::deserialize(object).map_err(|e| format!("object.{}: {}", e.path(), e.inner()))
+    crate::model::from_json(object).map_err(|e| format!("object.{}: {}", e.path(), e.inner()))
 }

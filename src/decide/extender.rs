@@ -8,15 +8,16 @@ use crate::{
     decide::placement::{BlockDemand, Placement},
 };
 
-/// The filter's answer for a set of candidate nodes.
+/// The filter's answer for a set of candidate nodes, borrowing their names: at 5,000
+/// candidates a copy of each name was a tenth of the route's time.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct FilterOutcome {
+pub struct FilterOutcome<'a> {
     /// Candidates that keep the pod under their soft cap, in input order.
-    pub passed: Vec<String>,
+    pub passed: Vec<&'a str>,
     /// Rejected, but preemption could free a slot (node → reason).
-    pub failed: BTreeMap<String, String>,
+    pub failed: BTreeMap<&'a str, String>,
     /// Rejected, and evicting every pod there would still not free enough slots.
-    pub unresolvable: BTreeMap<String, String>,
+    pub unresolvable: BTreeMap<&'a str, String>,
 }
 
 /// Filters `candidates` for a pod needing `demand`.
@@ -24,17 +25,23 @@ pub struct FilterOutcome {
 /// Taints, cordons and readiness are kube-scheduler's business (it filtered before calling
 /// us, with the pod's tolerations), so only capacity is judged here. A node headroom has not
 /// seen yet passes: it has just joined and holds nothing we could count.
-pub fn filter(placement: Placement<'_>, demand: &BlockDemand, candidates: &[String]) -> FilterOutcome {
+pub fn filter<'a, S: AsRef<str>>(
+    placement: Placement<'_>,
+    demand: &BlockDemand,
+    candidates: &'a [S],
+) -> FilterOutcome<'a> {
     let mut out = FilterOutcome::default();
+    let needed_on = placement.needed_on(&demand.keys);
     for name in candidates {
+        let name = name.as_ref();
         let Some(node) = placement.view.node(name) else {
-            out.passed.push(name.clone());
+            out.passed.push(name);
             continue;
         };
         let used = placement.block_volumes(node);
-        let needed = placement.needed(node, &demand.keys);
+        let needed = needed_on(node);
         if used + needed <= node.soft_cap {
-            out.passed.push(name.clone());
+            out.passed.push(name);
             continue;
         }
         let reason = format!(
@@ -46,9 +53,9 @@ pub fn filter(placement: Placement<'_>, demand: &BlockDemand, candidates: &[Stri
         let pinned = used - node.pod_volumes.min(used);
         if pinned + needed > node.soft_cap {
             out.unresolvable
-                .insert(name.clone(), reason + " (not freed by preemption)");
+                .insert(name, reason + " (not freed by preemption)");
         } else {
-            out.failed.insert(name.clone(), reason);
+            out.failed.insert(name, reason);
         }
     }
     out
@@ -60,19 +67,19 @@ pub fn filter(placement: Placement<'_>, demand: &BlockDemand, candidates: &[Stri
 /// Scores are relative to the candidate set: the emptiest candidate gets 10 on that axis and
 /// the fullest 0. Absolute fractions would round one slot of 24 away in an 11-step scale and
 /// leave near-equal nodes tied, which is where spreading matters.
-pub fn prioritize(
+pub fn prioritize<'a, S: AsRef<str>>(
     placement: Placement<'_>,
     demand: &BlockDemand,
     pod_memory: i64,
     scoring: Scoring,
-    candidates: &[String],
-) -> Vec<(String, i64)> {
+    candidates: &'a [S],
+) -> Vec<(&'a str, i64)> {
+    let needed_on = placement.needed_on(&demand.keys);
     let facts: Vec<(f64, f64)> = candidates
         .iter()
-        .map(|name| match placement.view.node(name) {
+        .map(|name| match placement.view.node(name.as_ref()) {
             Some(n) => {
-                let free_slots =
-                    (n.soft_cap - placement.block_volumes(n) - placement.needed(n, &demand.keys)) as f64;
+                let free_slots = (n.soft_cap - placement.block_volumes(n) - needed_on(n)) as f64;
                 let free_memory = if n.memory_allocatable_bytes > 0 {
                     (n.memory_allocatable_bytes - n.memory_requested_bytes - pod_memory) as f64
                         / n.memory_allocatable_bytes as f64
@@ -102,7 +109,7 @@ pub fn prioritize(
         .enumerate()
         .map(|(i, name)| {
             let score = 10.0 * (wb * blocks[i] + wm * memory[i]) / (wb + wm).max(1.0);
-            (name.clone(), score.round().clamp(0.0, 10.0) as i64)
+            (name.as_ref(), score.round().clamp(0.0, 10.0) as i64)
         })
         .collect()
 }

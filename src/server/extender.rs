@@ -5,7 +5,11 @@
 //! (`Pod`, `NodeNames`, …) and decodes replies case-insensitively. Input accepts PascalCase
 //! and the lowercase spellings older clients use; output is always PascalCase.
 
-use std::{collections::BTreeSet, sync::Arc, time::Instant};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
+    time::Instant,
+};
 
 use axum::{
     Router,
@@ -16,7 +20,7 @@ use axum::{
     routing::post,
 };
 use k8s_openapi::api::core::v1::{Binding, ObjectReference, Pod};
-use serde::{Deserialize, de::DeserializeOwned};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use serde_json::{Value, json};
 
 use super::{
@@ -75,20 +79,51 @@ enum Candidates {
 }
 
 impl Candidates {
-    fn names(&self) -> Vec<String> {
+    fn names(&self) -> Vec<&str> {
         match self {
-            Candidates::Names(n) => n.clone(),
-            Candidates::Nodes(items) => items
-                .iter()
-                .map(|n| {
-                    n.pointer("/metadata/name")
-                        .and_then(Value::as_str)
-                        .unwrap_or_default()
-                        .to_owned()
-                })
-                .collect(),
+            Candidates::Names(n) => n.iter().map(String::as_str).collect(),
+            Candidates::Nodes(items) => items.iter().map(node_name).collect(),
         }
     }
+}
+
+fn node_name(node: &Value) -> &str {
+    node.pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+}
+
+/// ExtenderFilterResult, written field by field (no JSON tree of 5,000 names in between).
+#[derive(Serialize)]
+struct FilterResult<'a> {
+    #[serde(rename = "Nodes")]
+    nodes: Option<NodeListOut<'a>>,
+    #[serde(rename = "NodeNames")]
+    node_names: Option<&'a [&'a str]>,
+    #[serde(rename = "FailedNodes")]
+    failed: &'a BTreeMap<&'a str, String>,
+    #[serde(rename = "FailedAndUnresolvableNodes")]
+    unresolvable: &'a BTreeMap<&'a str, String>,
+    #[serde(rename = "Error")]
+    error: &'static str,
+}
+
+#[derive(Serialize)]
+struct NodeListOut<'a> {
+    metadata: Empty,
+    items: Vec<&'a Value>,
+}
+
+#[derive(Serialize)]
+struct Empty {}
+
+/// One HostPriority.
+#[derive(Serialize)]
+struct HostPriority<'a> {
+    #[serde(rename = "Host")]
+    host: &'a str,
+    #[serde(rename = "Score")]
+    score: i64,
 }
 
 /// A parsed filter/prioritize request.
@@ -99,8 +134,7 @@ struct Request {
 }
 
 fn parse<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, HttpError> {
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+    crate::model::from_json_slice(bytes).map_err(|e| {
         let message = if e.inner().is_syntax() || e.inner().is_eof() {
             format!("malformed JSON: {}", e.inner())
         } else {
@@ -120,7 +154,7 @@ fn parse_args(bytes: &[u8]) -> Result<Request, HttpError> {
     {
         spec.insert("containers".into(), json!([]));
     }
-    let pod: Pod = serde_path_to_error::deserialize(&pod).map_err(|e| {
+    let pod: Pod = crate::model::from_json(&pod).map_err(|e| {
         HttpError::new(
             StatusCode::BAD_REQUEST,
             format!("ExtenderArgs field `Pod.{}`: {}", e.path(), e.inner()),
@@ -210,28 +244,27 @@ async fn filter(
             })
             .inc_by(count as u64);
     }
-    let passed: BTreeSet<&str> = outcome.passed.iter().map(String::as_str).collect();
     let (nodes, node_names) = match &req.candidates {
-        Candidates::Names(_) => (Value::Null, json!(outcome.passed)),
+        Candidates::Names(_) => (None, Some(outcome.passed.as_slice())),
         Candidates::Nodes(items) => {
-            let kept: Vec<&Value> = items
-                .iter()
-                .filter(|n| {
-                    n.pointer("/metadata/name")
-                        .and_then(Value::as_str)
-                        .is_some_and(|name| passed.contains(name))
-                })
-                .collect();
-            (json!({"metadata": {}, "items": kept}), Value::Null)
+            let passed: BTreeSet<&str> = outcome.passed.iter().copied().collect();
+            let items = items.iter().filter(|n| passed.contains(node_name(n))).collect();
+            (
+                Some(NodeListOut {
+                    metadata: Empty {},
+                    items,
+                }),
+                None,
+            )
         }
     };
-    axum::Json(json!({
-        "Nodes": nodes,
-        "NodeNames": node_names,
-        "FailedNodes": outcome.failed,
-        "FailedAndUnresolvableNodes": outcome.unresolvable,
-        "Error": "",
-    }))
+    axum::Json(FilterResult {
+        nodes,
+        node_names,
+        failed: &outcome.failed,
+        unresolvable: &outcome.unresolvable,
+        error: "",
+    })
     .into_response()
 }
 
@@ -251,18 +284,13 @@ async fn prioritize(
     let placement = Placement::new(&view, &reservations);
     let demand = demand_of(&app, placement, &req);
     let memory = crate::model::pod_resources(&req.pod).map(|r| r.0).unwrap_or(0);
-    let scores = extender::prioritize(
-        placement,
-        &demand,
-        memory,
-        app.config.scoring,
-        &req.candidates.names(),
-    );
-    let list: Vec<Value> = scores
+    let names = req.candidates.names();
+    let scores = extender::prioritize(placement, &demand, memory, app.config.scoring, &names);
+    let list: Vec<HostPriority> = scores
         .into_iter()
-        .map(|(host, score)| json!({"Host": host, "Score": score}))
+        .map(|(host, score)| HostPriority { host, score })
         .collect();
-    axum::Json(Value::Array(list)).into_response()
+    axum::Json(list).into_response()
 }
 
 async fn bind(

@@ -165,8 +165,7 @@ struct Review {
 
 fn parse_review(bytes: &[u8]) -> Result<Review, HttpError> {
     let bad = |m: String| HttpError::new(StatusCode::BAD_REQUEST, m);
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    let review: ReviewIn = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+    let review: ReviewIn = crate::model::from_json_slice(bytes).map_err(|e| {
         let path = e.path().to_string();
         if e.inner().is_syntax() || e.inner().is_eof() {
             bad(format!("malformed JSON: {}", e.inner()))
@@ -385,7 +384,7 @@ async fn validate(
             },
         )
     } else {
-        let claim: PersistentVolumeClaim = match serde_path_to_error::deserialize(&review.object) {
+        let claim: PersistentVolumeClaim = match crate::model::from_json(&review.object) {
             Ok(c) => c,
             Err(e) => {
                 return timer.bad(HttpError::new(
