@@ -138,7 +138,7 @@ async def main():
         with tempfile.TemporaryDirectory(prefix="headroom-trigger-") as tmp:
             snapshot(os.path.join(tmp, "cluster.json"))
             subprocess.run([BIN, "certs", "--service", "headroom", "--namespace", "headroom", "--out",
-                            os.path.join(tmp, "certs")], stdout=subprocess.DEVNULL, check=True)
+                            os.path.join(tmp, "certs")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
             r = await one_run(tmp, review)
             results.append(r)
             print(f"run {i + 1}: admission answered in {r[0] * 1000:.1f} ms; first Proxmox request "

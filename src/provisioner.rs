@@ -710,14 +710,15 @@ pub async fn plan_loop(app: Arc<AppState>, plans: mpsc::Sender<Plan>, every: Dur
                 since_scale_down: app.since_scale_down(),
             })
         });
-        // Admissions wake this loop; under a burst that would re-plan back to back. One
-        // evaluation per 250 ms still starts a scale-up within a second of the demand.
-        tokio::time::sleep(Duration::from_millis(250).min(every)).await;
         if plan != Plan::Nothing {
             tracing::info!(?plan, "plan");
             // A full queue means the actuator is still at work; the next tick sees its progress.
             let _ = plans.try_send(plan);
         }
+        // Admissions wake this loop; under a burst that would re-plan back to back. At most one
+        // evaluation per 250 ms, counted from this plan: the first demand of a burst is acted
+        // on at once.
+        tokio::time::sleep(Duration::from_millis(250).min(every)).await;
     }
 }
 
