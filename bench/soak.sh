@@ -24,7 +24,7 @@ until curl -sf 127.0.0.1:19090/readyz >/dev/null; do sleep 0.5; done
 curl -sk -o /dev/null -H 'content-type: application/json' --data @/tmp/bench-pod-review.json https://127.0.0.1:18443/validate
 
 load() { # name route body conns
-  BODY=$3 wrk -t1 -c"$4" -d"${secs}s" -s bench/post.lua "https://127.0.0.1:18443$2" >"$out/wrk-$1.out" 2>&1 &
+  BODY=$3 wrk -t1 -c"$4" -d"${secs}s" --latency -s bench/post.lua "https://127.0.0.1:18443$2" >"$out/wrk-$1.out" 2>&1 &
   pids+=($!)
 }
 load validate /validate /tmp/bench-pod-review.json 4
