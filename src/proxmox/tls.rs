@@ -37,17 +37,22 @@ pub enum Trust {
 
 /// Parses `AB:CD:…` (colons optional, any case) into 32 bytes.
 pub fn parse_fingerprint(text: &str) -> Result<[u8; 32], PveTlsError> {
-    let hex: String = text.chars().filter(|c| *c != ':').collect();
+    let hex: Vec<u8> = text.bytes().filter(|b| *b != b':').collect();
     if hex.len() != 64 {
         return Err(PveTlsError::Fingerprint(format!(
             "expected 32 hex bytes, got {:?}",
             text
         )));
     }
+    // Byte-wise: 64 bytes of text need not be 64 characters.
+    let digit = |b: u8| {
+        char::from(b)
+            .to_digit(16)
+            .ok_or_else(|| PveTlsError::Fingerprint(format!("not hex: {text:?}")))
+    };
     let mut out = [0u8; 32];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16)
-            .map_err(|_| PveTlsError::Fingerprint(format!("not hex: {text:?}")))?;
+    for (byte, pair) in out.iter_mut().zip(hex.chunks_exact(2)) {
+        *byte = (digit(pair[0])? * 16 + digit(pair[1])?) as u8;
     }
     Ok(out)
 }
@@ -175,5 +180,7 @@ mod tests {
         );
         assert!(parse_fingerprint("C4:A9").is_err());
         assert!(parse_fingerprint(&"ZZ".repeat(32)).is_err());
+        // 64 bytes, but not 64 characters (found by the fuzz properties: it used to panic).
+        assert!(parse_fingerprint(&format!("Ⱥ{}", "A".repeat(62))).is_err());
     }
 }
