@@ -94,8 +94,6 @@ pub struct ClusterView {
     pub block_claims: HashMap<NsName, (String, ClaimState)>,
     /// Volume key → the nodes holding it (normally one).
     pub key_nodes: HashMap<String, Vec<String>>,
-    /// Every claim in the index, block or not (to tell "not block" from "not seen yet").
-    pub known_claims: HashSet<NsName>,
     /// StorageClasses whose provisioner is the block driver.
     pub block_classes: BTreeSet<String>,
     /// The default StorageClass, for claims that name none.
@@ -343,7 +341,6 @@ pub fn account(state: &ClusterState, settings: &Settings, reservations: &Reserva
         .map(|c| c.name.clone())
         .collect();
     let default_class = resolver.default_class.map(str::to_owned);
-    let known_claims = state.claims.keys().cloned().collect();
     let pending_claims = block_claims
         .values()
         .filter(|(_, s)| *s == ClaimState::Pending)
@@ -358,7 +355,6 @@ pub fn account(state: &ClusterState, settings: &Settings, reservations: &Reserva
         node_index,
         block_claims,
         key_nodes,
-        known_claims,
         block_classes,
         default_class,
         pending_claims,

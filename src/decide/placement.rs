@@ -119,8 +119,6 @@ impl<'a> Placement<'a> {
 pub struct BlockDemand {
     /// Volume keys of its block claims (distinct).
     pub keys: BTreeSet<String>,
-    /// Claims it mounts that the index does not know (yet); they may or may not be block.
-    pub unknown_claims: Vec<String>,
     /// Keys of block claims the pod brings itself (generic ephemeral volumes not yet created).
     pub unindexed: usize,
 }
@@ -144,15 +142,13 @@ pub fn pod_block_demand(view: &ClusterView, namespace: &str, pod: &Pod) -> Block
         .flatten()
     {
         if let Some(pvc) = &v.persistent_volume_claim {
-            match view
+            // A claim the index has not seen yet is not counted here: a block claim's own
+            // admission put it in the admitted demand.
+            if let Some((key, _)) = view
                 .block_claims
                 .get(&(namespace.to_owned(), pvc.claim_name.clone()))
             {
-                Some((key, _)) => {
-                    demand.keys.insert(key.clone());
-                }
-                None if view_knows_claim_is_not_block(view, namespace, &pvc.claim_name) => {}
-                None => demand.unknown_claims.push(pvc.claim_name.clone()),
+                demand.keys.insert(key.clone());
             }
         } else if let Some(eph) = &v.ephemeral {
             let claim = format!("{pod_name}-{}", v.name);
@@ -178,9 +174,4 @@ pub fn pod_block_demand(view: &ClusterView, namespace: &str, pod: &Pod) -> Block
         }
     }
     demand
-}
-
-fn view_knows_claim_is_not_block(view: &ClusterView, namespace: &str, claim: &str) -> bool {
-    view.known_claims
-        .contains(&(namespace.to_owned(), claim.to_owned()))
 }
