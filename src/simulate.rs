@@ -655,32 +655,38 @@ impl Sim<'_> {
                 .filter(|n| n.memory_allocatable_bytes - n.memory_requested_bytes >= pod.memory_request)
                 .map(|n| n.name.clone())
                 .collect();
-            let chosen = match self.policy {
-                Policy::Proactive => {
-                    let demand = BlockDemand {
-                        keys: keys.clone(),
-                        ..Default::default()
-                    };
-                    let passed = extender::filter(placement, &demand, &fits_memory).passed;
-                    let scores = extender::prioritize(
-                        placement,
-                        &demand,
-                        pod.memory_request,
-                        self.config.scoring,
-                        &passed,
-                    );
-                    scores.iter().max_by_key(|(_, s)| *s).map(|(n, _)| n.to_string())
+            // `needed` borrows the view, which a placement below replaces.
+            let chosen = {
+                let needed = placement.needed_on(&keys);
+                match self.policy {
+                    Policy::Proactive => {
+                        let demand = BlockDemand {
+                            keys: keys.clone(),
+                            ..Default::default()
+                        };
+                        let passed = extender::filter(placement, &demand, &fits_memory).passed;
+                        let scores = extender::prioritize(
+                            placement,
+                            &demand,
+                            pod.memory_request,
+                            self.config.scoring,
+                            &passed,
+                        );
+                        scores.iter().max_by_key(|(_, s)| *s).map(|(n, _)| n.to_string())
+                    }
+                    Policy::Reactive => fits_memory
+                        .iter()
+                        .filter_map(|n| view.node(n))
+                        .filter(|n| n.block_volumes + needed(n) <= n.hard_cap)
+                        .min_by(|a, b| {
+                            let ra =
+                                a.memory_requested_bytes as f64 / a.memory_allocatable_bytes.max(1) as f64;
+                            let rb =
+                                b.memory_requested_bytes as f64 / b.memory_allocatable_bytes.max(1) as f64;
+                            ra.total_cmp(&rb)
+                        })
+                        .map(|n| n.name.clone()),
                 }
-                Policy::Reactive => fits_memory
-                    .iter()
-                    .filter_map(|n| view.node(n))
-                    .filter(|n| n.block_volumes + placement.needed(n, &keys) <= n.hard_cap)
-                    .min_by(|a, b| {
-                        let ra = a.memory_requested_bytes as f64 / a.memory_allocatable_bytes.max(1) as f64;
-                        let rb = b.memory_requested_bytes as f64 / b.memory_allocatable_bytes.max(1) as f64;
-                        ra.total_cmp(&rb)
-                    })
-                    .map(|n| n.name.clone()),
             };
             let Some(node) = chosen else { continue };
             let before = view.node(&node).map_or(0, |n| n.block_volumes);

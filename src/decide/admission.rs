@@ -100,18 +100,14 @@ pub fn validate_pod(
     if demand.is_empty() {
         return Verdict::allow("no-block-volumes");
     }
-    if placement
-        .view
-        .schedulable()
-        .any(|n| placement.fits(n, &demand.keys))
-    {
+    if placement.view.schedulable().any(placement.fits_on(&demand.keys)) {
         return Verdict::allow("fits");
     }
     // The slots the pod needs on the node where it needs the fewest.
     let needed = placement
         .view
         .schedulable()
-        .map(|n| placement.needed(n, &demand.keys))
+        .map(placement.needed_on(&demand.keys))
         .min()
         .unwrap_or(demand.keys.len() as i64);
     no_room(placement, config, needed, outlook)
@@ -219,10 +215,11 @@ pub fn mutate_pod(
     match config.steering {
         Steering::Extender => extended_resource_patch(pod, demand.keys.len()),
         Steering::Affinity => {
+            let fits = placement.fits_on(&demand.keys);
             let full: BTreeSet<&str> = placement
                 .view
                 .schedulable()
-                .filter(|n| !placement.fits(n, &demand.keys))
+                .filter(|n| !fits(n))
                 .map(|n| n.name.as_str())
                 .collect();
             affinity_patch(pod, &full)

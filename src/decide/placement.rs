@@ -22,45 +22,23 @@ impl<'a> Placement<'a> {
         Self { view, reservations }
     }
 
-    /// Reserved keys on `node` that the view does not already count there.
-    fn reserved(&self, node: &'a NodeUsage) -> impl Iterator<Item = &'a String> {
-        self.reservations
-            .get(&node.name)
-            .into_iter()
-            .flatten()
-            .filter(move |k| !node.volume_keys.contains(*k))
-    }
-
-    /// Whether `key` is held on `node` (watched or reserved).
-    pub fn holds(&self, node: &NodeUsage, key: &str) -> bool {
-        // Through the view's key → nodes index: one hash lookup, usually empty (a new claim is
-        // held nowhere), instead of a search in each candidate node's own key set.
-        let watched = self
-            .view
-            .key_nodes
-            .get(key)
-            .is_some_and(|nodes| nodes.contains(&node.name));
-        watched || self.reservations.get(&node.name).is_some_and(|r| r.contains(key))
-    }
-
-    /// Block volumes on `node`, reservations included.
-    pub fn block_volumes(&self, node: &'a NodeUsage) -> i64 {
-        node.block_volumes + self.reserved(node).count() as i64
+    /// Block volumes on `node`, reservations the view does not already count there included.
+    pub fn block_volumes(&self, node: &NodeUsage) -> i64 {
+        let reserved = self.reservations.get(&node.name).map_or(0, |keys| {
+            keys.iter().filter(|k| !node.volume_keys.contains(*k)).count()
+        });
+        node.block_volumes + reserved as i64
     }
 
     /// Slots left under the soft cap on `node` (0 at or over it).
-    pub fn free_slots(&self, node: &'a NodeUsage) -> i64 {
+    pub fn free_slots(&self, node: &NodeUsage) -> i64 {
         (node.soft_cap - self.block_volumes(node)).max(0)
     }
 
-    /// Slots `keys` would take on `node`: those not already held there. The node is passed,
-    /// not named: at 5,000 nodes, looking it up per key dominated the extender's time.
-    pub fn needed(&self, node: &NodeUsage, keys: &BTreeSet<String>) -> i64 {
-        keys.iter().filter(|k| !self.holds(node, k)).count() as i64
-    }
-
-    /// [`Self::needed`] for one set of keys across many nodes (the extender's 5,000
-    /// candidates): each key's holders are looked up once instead of once per node.
+    /// The slots `keys` would take on a node: those not already held there (watched or
+    /// reserved). Every caller asks it of many nodes — the extender of 5,000 candidates — so
+    /// each key's holders are looked up once, in the view's key → nodes index (usually empty: a
+    /// new claim is held nowhere), and the nodes are passed, not named.
     pub fn needed_on<'k>(&self, keys: &'k BTreeSet<String>) -> impl Fn(&NodeUsage) -> i64 + 'k
     where
         'a: 'k,
@@ -86,9 +64,15 @@ impl<'a> Placement<'a> {
         }
     }
 
-    /// Whether a pod needing `keys` fits on `node` under its soft cap.
-    pub fn fits(&self, node: &'a NodeUsage, keys: &BTreeSet<String>) -> bool {
-        node.schedulable && self.block_volumes(node) + self.needed(node, keys) <= node.soft_cap
+    /// Whether a pod needing `keys` fits on a node under its soft cap (asked of many nodes, as
+    /// [`Self::needed_on`]).
+    pub fn fits_on<'k>(&self, keys: &'k BTreeSet<String>) -> impl Fn(&NodeUsage) -> bool + 'k
+    where
+        'a: 'k,
+    {
+        let needed = self.needed_on(keys);
+        let placement = *self;
+        move |node| node.schedulable && placement.block_volumes(node) + needed(node) <= node.soft_cap
     }
 
     /// Σ free slots over schedulable nodes, reservations included.

@@ -125,10 +125,11 @@ pub fn unfit_pending_pods(input: &PlanInput<'_>) -> usize {
                         .map(|(k, _)| k.clone())
                 })
                 .collect();
+            let fits = p.fits_on(&keys);
             !input.view.schedulable().any(|n| {
                 n.memory_allocatable_bytes - n.memory_requested_bytes >= pod.memory_request
                     && n.cpu_allocatable_millis - n.cpu_requested_millis >= pod.cpu_request_millis
-                    && p.fits(n, &keys)
+                    && fits(n)
             })
         })
         .count()
