@@ -152,3 +152,23 @@ fn kproximate_removes_the_node_it_just_made_when_block_volumes_were_the_shortage
     let proactive = simulate("steady-growth.yaml", "proactive");
     assert_eq!(proactive["scaleDowns"], 0, "{proactive}");
 }
+
+#[test]
+fn a_lost_node_s_pods_are_spread_over_the_rest() {
+    let proactive = simulate("lost-node.yaml", "proactive");
+    let reactive = simulate("lost-node.yaml", "reactive");
+    assert_eq!(
+        at(&proactive, "lost node k8s-node6; 24 pods").len(),
+        1,
+        "{proactive}"
+    );
+    assert_eq!(proactive["nodes"], 5);
+    assert_eq!(proactive["stuckPods"], 0);
+    assert!(proactive["spread"].as_i64().unwrap() <= 2, "{proactive}");
+    // The default scheduler sends them where memory is free: node5 takes most.
+    assert!(
+        proactive["maxNodeBlockVolumes"].as_i64().unwrap()
+            < reactive["maxNodeBlockVolumes"].as_i64().unwrap(),
+        "{proactive} {reactive}"
+    );
+}
