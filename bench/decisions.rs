@@ -81,7 +81,6 @@ fn synthetic(nodes: usize, pods: usize, claims: usize) -> ClusterState {
                 name: format!("data-{c}"),
                 storage_class: Some("proxmox-lvm".into()),
                 volume_name: Some(pv.clone()),
-                phase: "Bound".into(),
             },
         );
         s.volumes.insert(

@@ -332,7 +332,6 @@ impl Sim<'_> {
                     name: claim.clone(),
                     storage_class: Some(c.storage_class.clone()),
                     volume_name: None,
-                    phase: "Pending".into(),
                 },
             );
         }
@@ -726,7 +725,6 @@ impl Sim<'_> {
             }
             let pv = format!("pv-{}-{c}", id.0);
             claim.volume_name = Some(pv.clone());
-            claim.phase = "Bound".into();
             self.state.volumes.insert(
                 pv.clone(),
                 VolumeInfo {

@@ -78,9 +78,9 @@ pub struct ClaimInfo {
     pub namespace: String,
     pub name: String,
     pub storage_class: Option<String>,
-    /// The bound PV (`spec.volumeName`).
+    /// The bound PV (`spec.volumeName`). Accounting reads binding from this, not from
+    /// `status.phase`, so the phase is not kept (100,000 strings at scale).
     pub volume_name: Option<String>,
-    pub phase: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -218,11 +218,6 @@ impl From<&PersistentVolumeClaim> for ClaimInfo {
             name: pvc.metadata.name.clone().unwrap_or_default(),
             storage_class: spec.and_then(|s| s.storage_class_name.clone()),
             volume_name: spec.and_then(|s| s.volume_name.clone()).filter(|v| !v.is_empty()),
-            phase: pvc
-                .status
-                .as_ref()
-                .and_then(|s| s.phase.clone())
-                .unwrap_or_else(|| "Pending".into()),
         }
     }
 }
