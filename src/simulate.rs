@@ -454,6 +454,7 @@ impl Sim<'_> {
             .max()
             .unwrap_or(i64::from(self.config.hard_cap_default));
         let vm = VmCapacity::from_config(self.config);
+        let cpu = self.vm_cpu_millis();
         let joined = !ready.is_empty();
         for name in ready {
             self.state.nodes.insert(
@@ -462,7 +463,7 @@ impl Sim<'_> {
                     name: name.clone(),
                     ready: true,
                     memory_allocatable: vm.memory_bytes - 700 * 1024 * 1024,
-                    cpu_allocatable_millis: 8000,
+                    cpu_allocatable_millis: cpu,
                     ..Default::default()
                 },
             );
@@ -572,6 +573,11 @@ impl Sim<'_> {
         }
     }
 
+    /// One worker VM's CPU in millicores (its configured cores; 8 without a `proxmox:` section).
+    fn vm_cpu_millis(&self) -> i64 {
+        self.config.proxmox.as_ref().map_or(8, |p| i64::from(p.vm.cores)) * 1000
+    }
+
     /// kproximate's `AssessScaleDown`: with A the requests of pods on the nodes it made, T the
     /// allocatable of every schedulable worker and n one VM, remove one when A·(1+h) < T − n for
     /// memory and CPU; the node with the smallest requests relative to a VM goes.
@@ -581,7 +587,7 @@ impl Sim<'_> {
         }
         let view = self.view();
         let vm = VmCapacity::from_config(self.config);
-        let vm_cpu = self.config.proxmox.as_ref().map_or(8, |p| i64::from(p.vm.cores)) * 1000;
+        let vm_cpu = self.vm_cpu_millis();
         let workers: Vec<&accounting::NodeUsage> = view.schedulable().collect();
         let ours: Vec<&accounting::NodeUsage> = workers
             .iter()

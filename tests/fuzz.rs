@@ -195,11 +195,6 @@ fn derived(doc: Value) -> impl Strategy<Value = Vec<u8>> {
     ]
 }
 
-fn fixture(name: &str) -> Value {
-    let path = format!("{}/tests/data/admission/{name}", env!("CARGO_MANIFEST_DIR"));
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
 /// A small snapshot with one object of every kind (the seed cluster's 150 objects make each
 /// case 50× slower and reach no other code).
 fn small_snapshot() -> Value {
@@ -245,7 +240,7 @@ proptest! {
     #[test]
     fn admission_reviews(
         route in prop::sample::select(&["/validate", "/mutate"][..]),
-        body in prop_oneof![derived(fixture("pod-create.json")), derived(fixture("pvc-create.json"))],
+        body in prop_oneof![derived(admission_fixture("pod-create.json")), derived(admission_fixture("pvc-create.json"))],
     ) {
         answers_cleanly(route, body)?;
     }
@@ -254,7 +249,7 @@ proptest! {
     fn extender_args(
         route in prop::sample::select(&["/extender/filter", "/extender/prioritize"][..]),
         body in derived(json!({
-            "Pod": fixture("pod-create.json")["request"]["object"],
+            "Pod": admission_fixture("pod-create.json")["request"]["object"],
             "Nodes": {"metadata": {}, "items": [node("n1"), node("n2")]},
             "NodeNames": ["n1", "n2", "n9"],
         })),

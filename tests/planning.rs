@@ -10,12 +10,7 @@ use support::{app::Harness, *};
 use tokio::time::Instant;
 
 fn pvc_review(name: &str) -> serde_json::Value {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/data/admission/pvc-create.json"
-    );
-    let mut review: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut review = admission_fixture("pvc-create.json");
     review["request"]["uid"] = name.into();
     review["request"]["name"] = name.into();
     review["request"]["object"]["metadata"]["name"] = name.into();

@@ -151,6 +151,12 @@ pub fn tls_client(ca: &std::path::Path, alpn: &[&[u8]]) -> reqwest::Client {
         .expect("client")
 }
 
+/// A captured AdmissionReview from `tests/data/admission/` (`pod-create.json`, `pvc-create.json`).
+pub fn admission_fixture(name: &str) -> Value {
+    let path = format!("{}/tests/data/admission/{name}", env!("CARGO_MANIFEST_DIR"));
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
 /// Reads `items` through the snapshot decoder, exactly as a snapshot file would be.
 pub fn state(items: impl IntoIterator<Item = Value>) -> headroom::index::ClusterState {
     headroom::source::file::parse("fixture", &list(items).to_string()).expect("fixture decodes")
