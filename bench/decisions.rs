@@ -22,14 +22,18 @@ use headroom::{
     config::Config,
     decide::{
         accounting::{self, Reservations, Settings},
+        actuation::ActuatorStatus,
         admission::{self, Outlook},
         extender,
         placement::{self, BlockDemand, Placement},
-        planner::{self, PlanInput},
-        projection::{self, AdmittedDemand, History, Incoming, VmCapacity},
+        projection::{self, AdmittedDemand, Incoming, VmCapacity, Windows},
+        tick::{self, TickInput},
+        time::Timestamp,
     },
     index::{ClusterState, SharedIndex},
-    model::{AttachmentInfo, ClaimInfo, CsiNodeInfo, NodeInfo, PodInfo, StorageClassInfo, VolumeInfo},
+    model::{
+        AttachmentInfo, ClaimInfo, Controller, CsiNodeInfo, NodeInfo, PodInfo, StorageClassInfo, VolumeInfo,
+    },
     server::{
         self,
         state::{AppState, EventSink},
@@ -89,6 +93,7 @@ fn synthetic(nodes: usize, pods: usize, claims: usize) -> ClusterState {
                 name: pv.clone(),
                 csi_driver: Some(BLOCK.into()),
                 volume_handle: Some(format!("lab/pve/local-lvm/vm-9999-{pv}")),
+                pinned_to: Vec::new(),
             },
         );
         s.attachments.insert(
@@ -121,6 +126,7 @@ fn synthetic(nodes: usize, pods: usize, claims: usize) -> ClusterState {
                 memory_request: GI / 4,
                 memory_limit: GI / 4,
                 cpu_request_millis: 100,
+                controller: Controller::Other,
             },
         );
     }
@@ -193,28 +199,28 @@ fn main() {
         b.iter(|| extender::prioritize(placement, black_box(&fresh), GI / 4, config.scoring, &names))
     });
     c.bench_function("projection: project + evaluate", |b| {
-        let mut history = History::default();
-        let now = Instant::now();
+        let mut windows = Windows::default();
         b.iter(|| {
             let p = projection::project(&view, AdmittedDemand::default(), Incoming::default(), vm);
-            projection::evaluate(&p, &config, &mut history, now)
+            projection::evaluate(&p, &config, &mut windows, Timestamp(0), None)
         })
     });
-    c.bench_function("planner: plan", |b| {
-        let p = projection::project(&view, AdmittedDemand::default(), Incoming::default(), vm);
-        let evaluation = projection::evaluate(&p, &config, &mut History::default(), Instant::now());
+    c.bench_function("tick: project, evaluate, size, plan", |b| {
+        let mut windows = Windows::default();
+        let actuator = ActuatorStatus::default();
         b.iter(|| {
-            planner::plan(&PlanInput {
-                state: &state,
-                view: &view,
-                placement,
-                config: &config,
-                evaluation: &evaluation,
-                admitted: AdmittedDemand::default(),
-                incoming: Incoming::default(),
-                since_scale_up: None,
-                since_scale_down: None,
-            })
+            tick::tick(
+                &TickInput {
+                    state: &state,
+                    view: &view,
+                    reservations: &none,
+                    config: &config,
+                    admitted: AdmittedDemand::default(),
+                    actuator: &actuator,
+                },
+                &mut windows,
+                Timestamp(0),
+            )
         })
     });
     let mut group = c.benchmark_group("accounting");

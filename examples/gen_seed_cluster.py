@@ -95,7 +95,12 @@ def attachment(pv, node_name, attached=True, detaching=False):
                   "status": {"attached": attached}})
 
 
-def pod(ns, name, node_name, claims=(), mem="512Mi", limit=None, cpu="100m", phase="Running", init=None):
+OWNER_API = {"StatefulSet": "apps/v1", "ReplicaSet": "apps/v1", "DaemonSet": "apps/v1", "Job": "batch/v1",
+             "Node": "v1"}
+
+
+def pod(ns, name, node_name, claims=(), mem="512Mi", limit=None, cpu="100m", phase="Running", init=None,
+        owner="StatefulSet"):
     resources = {"requests": {"cpu": cpu, "memory": mem}}
     if limit:
         resources["limits"] = {"memory": limit}
@@ -110,7 +115,13 @@ def pod(ns, name, node_name, claims=(), mem="512Mi", limit=None, cpu="100m", pha
     status = {"phase": phase}
     if not node_name:
         status["conditions"] = [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable"}]
-    items.append({"apiVersion": "v1", "kind": "Pod", "metadata": meta(name, ns), "spec": spec, "status": status})
+    m = meta(name, ns)
+    if owner:
+        # Who places the pod again after an eviction (a drain refuses pods nobody would).
+        owner_name = node_name if owner == "Node" else name.rsplit("-", 1)[0]
+        m["ownerReferences"] = [{"apiVersion": OWNER_API[owner], "kind": owner, "name": owner_name,
+                                 "uid": f"uid-{owner.lower()}-{owner_name}", "controller": True}]
+    items.append({"apiVersion": "v1", "kind": "Pod", "metadata": m, "spec": spec, "status": status})
 
 
 # --- nodes -------------------------------------------------------------------------------
@@ -164,14 +175,14 @@ for i, name in enumerate(["immich", "nextcloud", "jellyfin", "audiobookshelf", "
                           "homepage", "grafana"]):
     pvc = f"{name}-media"
     claim(name, pvc, "nfs-truenas", size="100Gi")
-    pod(name, f"{name}-{i:x}5d9-x{i}", f"k8s-node{2 + i % 5}", [pvc], mem="2Gi", limit="4Gi")
+    pod(name, f"{name}-{i:x}5d9-x{i}", f"k8s-node{2 + i % 5}", [pvc], mem="2Gi", limit="4Gi", owner="ReplicaSet")
 
 # --- per-node daemons ----------------------------------------------------------------------
 for n in ["k8s-master"] + list(COUNTS):
-    pod("kube-system", f"calico-node-{n[-1]}x", n, mem="256Mi")
+    pod("kube-system", f"calico-node-{n[-1]}x", n, mem="256Mi", owner="DaemonSet")
     if n != "k8s-master":
-        pod("csi-proxmox", f"proxmox-csi-node-{n[-1]}q", n, mem="64Mi")
-pod("kube-system", "kube-apiserver-k8s-master", "k8s-master", mem="1Gi", cpu="250m")
+        pod("csi-proxmox", f"proxmox-csi-node-{n[-1]}q", n, mem="64Mi", owner="DaemonSet")
+pod("kube-system", "kube-apiserver-k8s-master", "k8s-master", mem="1Gi", cpu="250m", owner="Node")
 
 # --- pending, dormant and finished ---------------------------------------------------------
 for i in range(3):  # a new StatefulSet whose claims wait for a node (WaitForFirstConsumer)
@@ -179,7 +190,8 @@ for i in range(3):  # a new StatefulSet whose claims wait for a node (WaitForFir
     pod("immich", f"elements-{i}", None, [f"data-elements-{i}"], mem="1Gi", limit="2Gi")
 claim("postiz", "postiz-uploads", "proxmox-lvm")  # bound, scaled to zero: dormant
 backup = claim("backup", "restic-cache", "proxmox-lvm")
-pod("backup", "restic-28671840-vx7kq", "k8s-node3", ["restic-cache"], mem="512Mi", phase="Succeeded")
+pod("backup", "restic-28671840-vx7kq", "k8s-node3", ["restic-cache"], mem="512Mi", phase="Succeeded",
+    owner="Job")
 
 
 # --- a small YAML emitter (block style, quoted strings) so the script needs no packages -----

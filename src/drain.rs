@@ -11,6 +11,8 @@ use kube::{
 };
 use serde_json::json;
 
+use crate::model::Controller;
+
 #[derive(Debug, thiserror::Error)]
 pub enum DrainError {
     #[error("kubernetes: {0}")]
@@ -25,23 +27,12 @@ pub enum DrainError {
 
 /// Pods a drain must move: not DaemonSet-owned, not mirror pods, not finished.
 fn evictable(pod: &Pod) -> bool {
-    let daemon = pod
-        .metadata
-        .owner_references
-        .iter()
-        .flatten()
-        .any(|o| o.kind == "DaemonSet");
-    let mirror = pod
-        .metadata
-        .annotations
-        .as_ref()
-        .is_some_and(|a| a.contains_key("kubernetes.io/config.mirror"));
     let done = pod
         .status
         .as_ref()
         .and_then(|s| s.phase.as_deref())
         .is_some_and(|p| p == "Succeeded" || p == "Failed");
-    !daemon && !mirror && !done
+    Controller::of(&pod.metadata).evicted_by_drain() && !done
 }
 
 async fn cordon(nodes: &Api<Node>, node: &str, on: bool) -> Result<(), kube::Error> {

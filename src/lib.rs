@@ -2,6 +2,7 @@
 
 pub mod certs;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod decide;
 pub mod drain;

@@ -127,10 +127,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 ),
                 None => (Default::default(), Vec::new(), None),
             };
-            let incoming = headroom::decide::projection::Incoming {
-                vms: in_flight.len() as i64,
-            };
-            let mut report = index.with_state(|s, _| StatusReport::observed(s, &config, &ghosts, incoming));
+            // What Proxmox shows in flight is what the actuator would resume: its status.
+            let clock = headroom::clock::Clock::system();
+            let actuator = headroom::provisioner::resumed_status(&config, &in_flight, clock.now());
+            let mut windows = headroom::decide::projection::Windows::default();
+            let mut report = index.with_state(|s, _| {
+                StatusReport::observed(s, &config, &ghosts, &actuator, &mut windows, clock.now())
+            });
             report.provisioner.in_flight = in_flight
                 .iter()
                 .map(|v| format!("{} (VM {})", v.name, v.vmid))

@@ -198,7 +198,7 @@ pub struct Metrics {
     pub binds: Family<RejectLabels, Counter>,
     pub provision_steps: Family<StepLabels, Counter>,
     pub provision_step_duration: Family<StepLabels, Histogram>,
-    pub provision_failures: Counter,
+    pub provision_failures: Family<RejectLabels, Counter>,
     pub incoming_vms: Gauge,
     pub ghost_disks: Family<NodeLabels, Gauge>,
     pub cluster: ClusterGauges,
@@ -272,10 +272,19 @@ impl Default for Metrics {
             "Time each provisioning step took, by step and result",
             provision_step_duration.clone(),
         );
-        let provision_failures = Counter::default();
+        let provision_failures = Family::<RejectLabels, Counter>::default();
+        // Every reason exists from the start: `increase()` over a series that appears with
+        // its first failure misses that failure.
+        for reason in crate::decide::actuation::FailureReason::ALL {
+            provision_failures
+                .get_or_create(&RejectLabels {
+                    reason: reason.as_str().into(),
+                })
+                .get();
+        }
         registry.register(
             "provision_failures",
-            "Provisions that failed (VM stopped and tagged headroom-failed)",
+            "Provisions that ended without a registered node, by reason",
             provision_failures.clone(),
         );
         let incoming_vms = Gauge::default();

@@ -1,19 +1,29 @@
-//! The provisioning actuator: the one task that changes Proxmox and Kubernetes.
+//! The provisioning actuator: the one task that changes Proxmox and Kubernetes, and the one
+//! writer of its own status.
 //!
-//! Plans arrive as values on a bounded channel from the planning loop; this task carries them
-//! out with timeouts and counted outcomes, one at a time (so one clone per host and storage).
-//! What is in flight is read back from Proxmox (tags, description) before every action, so a
-//! restarted headroom resumes a half-done provision instead of starting a second one.
+//! Plans arrive latest-wins on a watch channel, each naming the status generation it was made
+//! from; a plan made before the actuator's state last changed is dropped, and the planner,
+//! woken by that change, makes a fresh one. A plan for N VMs queues N intents at once, so the
+//! next plan counts all N as incoming; each queued intent starts only after a plan made on the
+//! current state still wants it. Provisions run one at a time (one clone per host and
+//! storage). What is in flight is read back from Proxmox (tags, description), so a restarted
+//! headroom resumes a half-done provision instead of starting a second one.
 
 use std::{sync::Arc, time::Duration};
 
 use serde_json::Value;
-use tokio::{sync::mpsc, time::Instant};
+use tokio::{sync::watch, time::Instant};
 
 use crate::{
+    clock::Clock,
     config::{Proxmox, ScaleDownAction},
-    decide::planner::Plan,
-    metrics::StepLabels,
+    decide::{
+        actuation::{ActuatorStatus, FailureReason, Intent, Outcome, OutcomeKind, Phase, Removal},
+        planner::Plan,
+        projection::{VmCapacity, Windows},
+        tick::{self, TickInput},
+    },
+    metrics::{RejectLabels, StepLabels},
     proxmox::{
         client::{Auth, PveClient, PveError, Secret, encode_ssh_keys, waiting_out_locks},
         inventory::{self, DESCRIPTION_MARKER, TAG, TAG_FAILED, TAG_PROVISIONING, TAG_SPARE, Vm},
@@ -27,10 +37,15 @@ const LOCK_PATIENCE: Duration = Duration::from_secs(120);
 /// Clone of a full 256 GiB worker disk on thin storage.
 const CLONE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 const TASK_TIMEOUT: Duration = Duration::from_secs(5 * 60);
-/// After a failed provision, no new one for this long (a broken template must not loop).
-const FAILURE_BACKOFF: Duration = Duration::from_secs(15 * 60);
+/// Backoff after a transient failure (PVE unreachable, 5xx, 595/596), doubled per failure in
+/// a row up to the cap: seconds, not the quarter hour a broken template gets.
+const TRANSIENT_BACKOFF: (Duration, Duration) = (Duration::from_secs(5), Duration::from_secs(120));
+/// Backoff after any other failure (a broken template must not loop).
+const FAILURE_BACKOFF: (Duration, Duration) = (Duration::from_secs(60), Duration::from_secs(15 * 60));
 /// How often Proxmox is re-read between plans.
 const REFRESH: Duration = Duration::from_secs(30);
+/// Attempts at stopping and tagging a failed VM before it is left to the next refresh.
+const CLEANUP_ATTEMPTS: u32 = 5;
 /// The CSI plugin's own VMID for volume names: never ours.
 const CSI_VMID: u32 = 9999;
 
@@ -40,12 +55,34 @@ pub enum ProvisionError {
     Pve(#[from] PveError),
     #[error("{0}")]
     NoCapacity(String),
-    #[error("node {name} did not register Ready within {timeout:?}")]
+    #[error("node {name} did not register (Ready, block driver in its CSINode) within {timeout:?}")]
     JoinTimeout { name: String, timeout: Duration },
     #[error("proxmox.tokenFile {path}: {reason}")]
     Credentials { path: String, reason: String },
     #[error("kubernetes: {0}")]
     Kube(String),
+}
+
+impl ProvisionError {
+    /// The failure reason it is counted under.
+    pub fn reason(&self) -> FailureReason {
+        match self {
+            ProvisionError::Pve(e) => match e {
+                PveError::Auth { .. } | PveError::Api { status: 403, .. } => FailureReason::Credentials,
+                PveError::Connect(_) | PveError::Unknown { .. } | PveError::Timeout(_) => {
+                    FailureReason::Transient
+                }
+                _ if e.is_lock() => FailureReason::Transient,
+                PveError::Api { status, .. } if *status >= 500 => FailureReason::Transient,
+                PveError::Task { .. } => FailureReason::Task,
+                _ => FailureReason::Api,
+            },
+            ProvisionError::NoCapacity(_) => FailureReason::NoCapacity,
+            ProvisionError::JoinTimeout { .. } => FailureReason::JoinTimeout,
+            ProvisionError::Credentials { .. } => FailureReason::Credentials,
+            ProvisionError::Kube(_) => FailureReason::Api,
+        }
+    }
 }
 
 /// Builds the PVE client from the `proxmox:` section; the token is read from its file.
@@ -82,33 +119,64 @@ pub fn client(p: &Proxmox) -> Result<PveClient, ProvisionError> {
     Ok(PveClient::new(&p.url, &trust, auth)?)
 }
 
+/// A plan and the actuator generation it was made from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Planned {
+    pub basis: u64,
+    pub plan: Plan,
+}
+
+impl Default for Planned {
+    fn default() -> Self {
+        Planned {
+            basis: u64::MAX,
+            plan: Plan::Nothing,
+        }
+    }
+}
+
 /// The actuator.
 pub struct Actuator {
-    pve: Option<PveClient>,
+    pve: Option<Arc<PveClient>>,
     app: Arc<AppState>,
     kube: Option<kube::Client>,
-    last_failure: Option<Instant>,
-    /// A resumed provision finished: plans made before it did not count that capacity.
-    resumed: bool,
+    clock: Clock,
+    status: ActuatorStatus,
+    publish: watch::Sender<ActuatorStatus>,
+    /// A plan made on the current generation has been seen: queued intents may start.
+    confirmed: bool,
+    /// Failures in a row, for the backoff.
+    failures: u32,
     /// Whether this replica holds the lease; followers change nothing.
-    leading: tokio::sync::watch::Receiver<bool>,
+    leading: watch::Receiver<bool>,
 }
 
 impl Actuator {
-    /// `pve` None: dry run, planned calls are logged and shown, nothing is called.
-    pub fn new(pve: Option<PveClient>, app: Arc<AppState>, kube: Option<kube::Client>) -> Self {
+    /// `pve` None: dry run, planned calls are recorded and shown, nothing is called. The
+    /// actuator publishes its status on `publish`.
+    pub fn new(
+        pve: Option<PveClient>,
+        app: Arc<AppState>,
+        kube: Option<kube::Client>,
+        publish: watch::Sender<ActuatorStatus>,
+        clock: Clock,
+    ) -> Self {
+        let status = publish.borrow().clone();
         Self {
-            pve,
+            pve: pve.map(Arc::new),
             app,
             kube,
-            last_failure: None,
-            resumed: false,
-            leading: tokio::sync::watch::channel(true).1,
+            clock,
+            status,
+            publish,
+            confirmed: false,
+            failures: 0,
+            leading: watch::channel(true).1,
         }
     }
 
     /// Acts only while `leading` is true (the lease holder); the default is always.
-    pub fn with_leadership(mut self, leading: tokio::sync::watch::Receiver<bool>) -> Self {
+    pub fn with_leadership(mut self, leading: watch::Receiver<bool>) -> Self {
         self.leading = leading;
         self
     }
@@ -121,9 +189,22 @@ impl Actuator {
             .expect("an actuator with a PVE client has a proxmox section")
     }
 
-    fn note(&self, text: String) {
-        tracing::info!(note = %text, "provisioner");
-        self.app.note(text);
+    /// Publishes a change: a new generation, so plans made before it are refused.
+    fn changed(&mut self) {
+        self.status.generation += 1;
+        self.confirmed = false;
+        self.app.metrics.incoming_vms.set(self.status.incoming_vms());
+        self.publish.send_replace(self.status.clone());
+    }
+
+    fn record(&mut self, kind: OutcomeKind, subject: &str, detail: String) {
+        tracing::info!(?kind, subject, %detail, "provisioner");
+        self.status.record(Outcome {
+            at: self.clock.now(),
+            kind,
+            subject: subject.to_owned(),
+            detail,
+        });
     }
 
     /// Counts a step and its duration under `result` ("ok" or an error kind).
@@ -140,17 +221,23 @@ impl Actuator {
             .observe(started.elapsed().as_secs_f64());
     }
 
-    /// Carries out plans until the channel closes.
-    pub async fn run(mut self, mut plans: mpsc::Receiver<Plan>) {
+    /// Carries out plans until the plan channel closes.
+    pub async fn run(mut self, mut plans: watch::Receiver<Planned>) {
         if let Err(e) = self.refresh().await {
             tracing::warn!(error = %e, "reading Proxmox at start failed");
         }
         loop {
-            let plan = tokio::select! {
-                plan = plans.recv() => match plan {
-                    Some(plan) => plan,
-                    None => return,
-                },
+            if *self.leading.borrow() && self.confirmed && self.ready_to_provision() {
+                self.provision_next().await;
+                continue;
+            }
+            let retry = self
+                .status
+                .retry_at
+                .filter(|_| self.status.queued() > 0)
+                .map(|at| at.since(self.clock.now()));
+            tokio::select! {
+                changed = plans.changed() => if changed.is_err() { return },
                 // Pick up what changed in Proxmox meanwhile (a restart elsewhere, an operator).
                 _ = tokio::time::sleep(REFRESH) => {
                     if let Err(e) = self.refresh().await {
@@ -158,58 +245,133 @@ impl Actuator {
                     }
                     continue;
                 }
-            };
+                _ = tokio::time::sleep(retry.unwrap_or(REFRESH)), if retry.is_some() => {
+                    self.status.retry_at = None;
+                    self.changed();
+                    continue;
+                }
+            }
+            let planned = plans.borrow_and_update().clone();
             if !*self.leading.borrow() {
-                tracing::debug!(?plan, "not the lease holder; plan ignored");
+                tracing::debug!(?planned, "not the lease holder; plan ignored");
                 continue;
             }
-            if std::mem::take(&mut self.resumed) {
-                tracing::info!(
-                    ?plan,
-                    "plan made before a resumed provision finished; dropped (the next one counts it)"
+            if planned.basis != self.status.generation {
+                tracing::debug!(
+                    ?planned,
+                    generation = self.status.generation,
+                    "plan made before the last change; dropped"
                 );
                 continue;
             }
-            match plan {
-                Plan::Nothing => {}
-                Plan::ScaleUp { count, reason } => self.scale_up(count, &reason).await,
-                Plan::ScaleDown { node, reason } => self.scale_down(&node, &reason).await,
+            self.confirmed = true;
+            self.apply(planned.plan).await;
+        }
+    }
+
+    /// A queued intent may start: nothing else running, no backoff pending.
+    fn ready_to_provision(&self) -> bool {
+        self.status.queued() > 0
+            && self.status.intents.iter().all(|i| i.phase == Phase::Queued)
+            && self.status.retry_at.is_none_or(|at| at <= self.clock.now())
+    }
+
+    async fn apply(&mut self, plan: Plan) {
+        match plan {
+            Plan::Nothing => {}
+            Plan::ScaleUp { count, reason } => {
+                if self.pve.is_none() {
+                    let detail = format!("would add {count} worker VM(s): {reason}");
+                    if self.status.outcomes.back().is_none_or(|o| o.detail != detail) {
+                        self.record(OutcomeKind::WouldDo, "", detail);
+                        self.changed();
+                    }
+                    return;
+                }
+                let capacity = VmCapacity::from_config(&self.app.config);
+                let since = self.clock.now();
+                for _ in 0..count.max(0) {
+                    self.status.intents.push(Intent {
+                        vm: None,
+                        phase: Phase::Queued,
+                        capacity,
+                        reason: reason.clone(),
+                        since,
+                    });
+                }
+                self.changed();
+                // Just decided on the current state: the first may start without another plan.
+                self.confirmed = true;
+            }
+            Plan::Cancel { count, reason } => {
+                let mut left = count;
+                while left > 0
+                    && let Some(i) = self.status.intents.iter().rposition(|i| i.phase == Phase::Queued)
+                {
+                    self.status.intents.remove(i);
+                    left -= 1;
+                }
+                self.record(
+                    OutcomeKind::Cancelled,
+                    "",
+                    format!("dropped {} queued VM(s): {reason}", count - left),
+                );
+                self.changed();
+            }
+            Plan::ScaleDown { node, reason, demand } => {
+                self.status.demand_at_scale_down = Some(demand);
+                self.scale_down(&node, &reason).await
             }
         }
     }
 
-    /// Reads Proxmox, resumes any provision left in flight, and publishes the in-flight count.
+    /// Reads Proxmox, resumes any provision left in flight, and publishes it as intents.
     pub async fn refresh(&mut self) -> Result<i64, ProvisionError> {
-        let Some(pve) = &self.pve else { return Ok(0) };
+        let Some(pve) = self.pve.clone() else { return Ok(0) };
         // Every replica reads ghost disks (admission counts them); only the leader acts.
-        let vms = inventory::vms(pve).await?;
+        let vms = inventory::vms(&pve).await?;
         self.observe_workers(&vms);
         let known = self
             .app
             .index
             .with_state(|s, _| inventory::AttachedDisks::from_state(s, &self.app.config.block_driver));
-        let ghosts = inventory::ghost_disks(pve, &vms, &known).await?;
+        let ghosts = inventory::ghost_disks(&pve, &vms, &known).await?;
         self.app.set_ghosts(ghosts);
         if !*self.leading.borrow() {
             return Ok(0);
         }
-        let in_flight = self.in_flight(pve).await?;
-        self.app.set_incoming(in_flight.len() as i64);
+        // Only while nothing of ours runs: a provision in progress is tagged too.
+        if self.status.intents.iter().any(|i| i.phase != Phase::Queued) {
+            return Ok(self.status.incoming_vms());
+        }
+        let in_flight = self.in_flight(&pve).await?;
+        if in_flight.is_empty() {
+            return Ok(self.status.incoming_vms());
+        }
+        let resumed = resumed_status(&self.app.config, &in_flight, self.clock.now());
+        self.status.intents.extend(resumed.intents);
+        self.changed();
         for vm in in_flight {
             let started = Instant::now();
             let result = self.finish(&vm).await;
             self.step("resume", started, outcome(result.as_ref().err()));
+            self.status
+                .intents
+                .retain(|i| i.vm.as_deref() != Some(vm.name.as_str()));
             match result {
                 Ok(()) => {
-                    self.resumed = true;
-                    self.note(format!("resumed and finished the provision of {}", vm.name));
+                    self.status.last_scale_up = Some(self.clock.now());
+                    self.record(
+                        OutcomeKind::Added,
+                        &vm.name,
+                        format!("resumed and finished the provision of {}", vm.name),
+                    );
                 }
-                Err(e) => self.failed(&vm, &e).await,
+                Err(e) => self.failed(Some(&vm), &e).await,
             }
+            self.changed();
         }
-        let left = self.in_flight(self.pve.as_ref().expect("checked")).await?.len() as i64;
-        self.app.set_incoming(left);
-        Ok(left)
+        Ok(self.status.incoming_vms())
     }
 
     /// kproximate's "provisioned" gauges, from the VMs headroom manages.
@@ -249,91 +411,168 @@ impl Actuator {
         in_flight(pve, self.proxmox()).await
     }
 
-    async fn scale_up(&mut self, count: i64, reason: &str) {
-        let Some(pve) = &self.pve else {
-            self.note(format!("dry run: would add {count} worker VM(s): {reason}"));
+    /// Starts the first queued intent and carries it to a registered node or a counted
+    /// failure.
+    async fn provision_next(&mut self) {
+        let Some(index) = self.status.intents.iter().position(|i| i.phase == Phase::Queued) else {
             return;
         };
-        if let Some(at) = self.last_failure
-            && at.elapsed() < FAILURE_BACKOFF
-        {
-            tracing::info!(reason, "scale-up held back after a failed provision");
-            return;
-        }
-        // Re-check against Proxmox: work may already be in flight (another leader, a restart).
-        let in_flight = match self.in_flight(pve).await {
-            Ok(v) => v.len() as i64,
-            Err(e) => {
-                self.note(format!(
-                    "provision failed: cannot read Proxmox, scale-up postponed: {e}"
-                ));
-                return;
+        let reason = self.status.intents[index].reason.clone();
+        self.status.intents[index].phase = Phase::Cloning;
+        self.status.last_scale_up = Some(self.clock.now());
+        self.changed();
+        let started = Instant::now();
+        let result = self.provision_one(index, &reason).await;
+        self.step(
+            "provision",
+            started,
+            outcome(result.as_ref().err().map(|(_, e)| e)),
+        );
+        match result {
+            Ok(name) => {
+                self.status.intents.remove(index);
+                self.failures = 0;
+                self.status.retry_at = None;
+                self.record(
+                    OutcomeKind::Added,
+                    &name,
+                    format!("added worker {name}: {reason}"),
+                );
             }
-        };
-        for _ in in_flight..count {
-            self.app.mark_scale_up();
-            let started = Instant::now();
-            let result = self.provision_one(reason).await;
-            self.step(
-                "provision",
-                started,
-                outcome(result.as_ref().err().map(|(_, e)| e)),
-            );
-            match result {
-                Ok(name) => self.note(format!("added worker {name}: {reason}")),
-                Err((vm, e)) => {
-                    tracing::warn!(error = %e, "provision failed");
-                    self.note(format!("provision failed: {e}"));
-                    if let Some(vm) = vm {
-                        self.failed(&vm, &e).await;
-                    }
-                    self.last_failure = Some(Instant::now());
-                    break;
+            Err((vm, e)) => {
+                tracing::warn!(error = %e, "provision failed");
+                self.failed(vm.as_ref(), &e).await;
+                // Transient: the intent waits its backoff and runs again. Otherwise it goes;
+                // the next plan asks again if the demand is still there.
+                let transient = e.reason() == FailureReason::Transient && vm.is_none();
+                if transient {
+                    self.status.intents[index].phase = Phase::Queued;
+                    self.status.intents[index].vm = None;
+                } else {
+                    self.status.intents.remove(index);
                 }
+                self.failures += 1;
+                let (base, cap) = if transient {
+                    TRANSIENT_BACKOFF
+                } else {
+                    FAILURE_BACKOFF
+                };
+                let backoff = base
+                    .saturating_mul(1 << self.failures.saturating_sub(1).min(10))
+                    .min(cap);
+                self.status.retry_at = Some(self.clock.now().plus(backoff));
             }
         }
-        let _ = self.refresh().await;
+        self.changed();
     }
 
-    /// One new worker: a cold spare if there is one, else a clone. On failure, the VM the
-    /// attempt left behind (if any) comes back with the error, to be marked failed.
-    async fn provision_one(&self, reason: &str) -> Result<String, (Option<Vm>, ProvisionError)> {
-        let pve = self.pve.as_ref().expect("not a dry run");
-        let vms = inventory::vms(pve).await.map_err(|e| (None, e.into()))?;
-        if let Some(spare) = vms
+    fn set_phase(&mut self, index: usize, phase: Phase, vm: &str) {
+        if let Some(intent) = self.status.intents.get_mut(index) {
+            intent.phase = phase;
+            intent.vm = Some(vm.to_owned());
+        }
+        self.changed();
+        // Our own progress does not need a new plan.
+        self.confirmed = true;
+    }
+
+    /// One new worker: a cold spare if one passes the host checks, else a clone. On failure,
+    /// the VM the attempt left behind (if any) comes back with the error, to be marked failed.
+    async fn provision_one(
+        &mut self,
+        index: usize,
+        reason: &str,
+    ) -> Result<String, (Option<Vm>, ProvisionError)> {
+        let pve = self.pve.clone().expect("not a dry run");
+        let vms = inventory::vms(&pve).await.map_err(|e| (None, e.into()))?;
+        // Re-check against Proxmox: work may already be in flight (another leader, an operator).
+        if let Some(vm) = vms
             .iter()
-            .find(|v| v.has_tag(TAG_SPARE) && !v.running() && !v.template)
+            .find(|v| v.has_tag(TAG_PROVISIONING) && !v.template && !v.has_tag(TAG_FAILED))
         {
-            self.app.set_incoming(1);
-            self.set_tags(spare, &[TAG, TAG_PROVISIONING])
+            let vm = vm.clone();
+            self.set_phase(index, Phase::Starting, &vm.name);
+            self.finish(&vm).await.map_err(|e| (Some(vm.clone()), e))?;
+            return Ok(vm.name);
+        }
+        let spares: Vec<&Vm> = vms
+            .iter()
+            .filter(|v| v.has_tag(TAG_SPARE) && !v.running() && !v.template)
+            .collect();
+        let mut refused = Vec::new();
+        for spare in spares {
+            // A spare takes the same host memory a clone would: the hosts are memory-bound.
+            match self
+                .host_fits(&pve, &spare.node, vm_memory(self.proxmox()), None)
+                .await
+            {
+                Ok(None) => {}
+                Ok(Some(why)) => {
+                    refused.push(format!("cold spare {}: {why}", spare.name));
+                    continue;
+                }
+                Err(e) => return Err((None, e)),
+            }
+            let spare = Vm {
+                tags: vec![TAG.into(), TAG_PROVISIONING.into()],
+                ..spare.clone()
+            };
+            self.set_phase(index, Phase::Starting, &spare.name);
+            self.set_tags(&spare, &[TAG, TAG_PROVISIONING])
                 .await
                 .map_err(|e| (None, e))?;
             self.event(
                 &spare.name,
                 format!("starting cold spare VM {} ({reason})", spare.vmid),
             );
-            let spare = Vm {
-                tags: vec![TAG.into(), TAG_PROVISIONING.into()],
-                ..spare.clone()
-            };
             self.finish(&spare).await.map_err(|e| (Some(spare.clone()), e))?;
             return Ok(spare.name);
         }
         let vm = self
-            .clone_worker(pve, &vms, reason)
+            .clone_worker(&pve, &vms, reason, refused)
             .await
             .map_err(|e| (None, e))?;
-        self.app.set_incoming(1);
+        self.set_phase(index, Phase::Starting, &vm.name);
         self.finish(&vm).await.map_err(|e| (Some(vm.clone()), e))?;
         Ok(vm.name)
     }
 
+    /// Why `host` cannot run a VM of `memory` bytes (and, for a clone, store its disk on
+    /// `storage`), or `None` when it can.
+    async fn host_fits(
+        &self,
+        pve: &PveClient,
+        host: &str,
+        memory: i64,
+        storage: Option<&str>,
+    ) -> Result<Option<String>, ProvisionError> {
+        let need = memory + self.proxmox().host_memory_reserve_mi_b as i64 * 1024 * 1024;
+        let free = inventory::host_free_memory(pve, host).await?;
+        if free < need {
+            return Ok(Some(format!(
+                "{host}: {} MiB free, need {} MiB",
+                free >> 20,
+                need >> 20
+            )));
+        }
+        if let Some(storage) = storage
+            && inventory::storage_available(pve, host, storage).await? <= 0
+        {
+            return Ok(Some(format!("{host}: storage {storage} is full")));
+        }
+        Ok(None)
+    }
+
     /// Picks host, VMID and name and full-clones the template; returns the new (stopped) VM.
-    async fn clone_worker(&self, pve: &PveClient, vms: &[Vm], reason: &str) -> Result<Vm, ProvisionError> {
+    async fn clone_worker(
+        &self,
+        pve: &PveClient,
+        vms: &[Vm],
+        reason: &str,
+        mut refused: Vec<String>,
+    ) -> Result<Vm, ProvisionError> {
         let p = self.proxmox();
-        let need = p.vm.memory_mib as i64 * 1024 * 1024 + p.host_memory_reserve_mi_b as i64 * 1024 * 1024;
         let mut best: Option<(&crate::config::ProxmoxHost, i64)> = None;
-        let mut refused = Vec::new();
         for host in &p.hosts {
             if vms
                 .iter()
@@ -342,20 +581,14 @@ impl Actuator {
                 refused.push(format!("{}: a provision is in flight", host.name));
                 continue;
             }
+            if let Some(why) = self
+                .host_fits(pve, &host.name, vm_memory(p), Some(&host.storage))
+                .await?
+            {
+                refused.push(why);
+                continue;
+            }
             let free = inventory::host_free_memory(pve, &host.name).await?;
-            if free < need {
-                refused.push(format!(
-                    "{}: {} MiB free, need {} MiB",
-                    host.name,
-                    free >> 20,
-                    need >> 20
-                ));
-                continue;
-            }
-            if inventory::storage_available(pve, &host.name, &host.storage).await? <= 0 {
-                refused.push(format!("{}: storage {} is full", host.name, host.storage));
-                continue;
-            }
             if best.is_none_or(|(_, f)| free > f) {
                 best = Some((host, free));
             }
@@ -421,13 +654,14 @@ impl Actuator {
             template: false,
             lock: None,
             tags: Vec::new(),
-            max_cpu: i64::from(self.proxmox().vm.cores),
-            max_mem: self.proxmox().vm.memory_mib as i64 * 1024 * 1024,
+            max_cpu: i64::from(p.vm.cores),
+            max_mem: vm_memory(p),
         })
     }
 
-    /// Drives an in-flight VM to a joined worker: (re)configure if stopped, start, wait for
-    /// its Node, then drop the provisioning tag. Every step is safe to repeat.
+    /// Drives an in-flight VM to a registered worker: (re)configure if stopped, start, wait
+    /// for its Node and its CSI registration, then drop the provisioning tag. Every step is
+    /// safe to repeat.
     async fn finish(&self, vm: &Vm) -> Result<(), ProvisionError> {
         let pve = self.pve.as_ref().expect("not a dry run");
         let p = self.proxmox();
@@ -481,50 +715,102 @@ impl Actuator {
             result?;
         }
         let started = Instant::now();
-        let result = self.wait_ready(&vm.name, p.join_timeout.0).await;
+        let result = self.wait_registered(&vm.name, p.join_timeout.0).await;
         self.step("join", started, outcome(result.as_ref().err()));
         result?;
         self.set_tags(vm, &[TAG]).await?;
         self.event(
             &vm.name,
-            format!("worker {} (VM {}) joined and is Ready", vm.name, vm.vmid),
+            format!(
+                "worker {} (VM {}) joined: Ready, block driver registered",
+                vm.name, vm.vmid
+            ),
         );
         Ok(())
     }
 
-    async fn wait_ready(&self, name: &str, timeout: Duration) -> Result<(), ProvisionError> {
+    /// Waits until the node is Ready and its CSINode lists the block driver with a count:
+    /// only then can it hold a block volume.
+    async fn wait_registered(&self, name: &str, timeout: Duration) -> Result<(), ProvisionError> {
         let deadline = Instant::now() + timeout;
+        let driver = self.app.config.block_driver.as_str();
+        let mut changes = self.app.index.subscribe();
         loop {
-            let ready = self
-                .app
-                .index
-                .with_state(|s, _| s.nodes.get(name).is_some_and(|n| n.ready));
-            if ready {
+            let registered = self.app.index.with_state(|s, _| {
+                s.nodes.get(name).is_some_and(|n| n.ready)
+                    && s.csi_nodes
+                        .get(name)
+                        .and_then(|c| c.drivers.get(driver))
+                        .is_some_and(Option::is_some)
+            });
+            if registered {
                 return Ok(());
             }
-            if Instant::now() >= deadline {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
                 return Err(ProvisionError::JoinTimeout {
                     name: name.into(),
                     timeout,
                 });
             }
-            tokio::time::sleep(Duration::from_secs(1)).await;
+            // Woken by any index change; the bound covers a quiet index.
+            let _ = tokio::time::timeout(left.min(Duration::from_secs(1)), changes.changed()).await;
         }
     }
 
-    /// A failed provision: stop the VM, mark it failed (never retried), tell the operator.
-    async fn failed(&self, vm: &Vm, error: &ProvisionError) {
-        let pve = self.pve.as_ref().expect("not a dry run");
-        let base = format!("/nodes/{}/qemu/{}", vm.node, vm.vmid);
-        let _ = pve
-            .run_task(&format!("{base}/status/stop"), &[], TASK_TIMEOUT)
-            .await;
-        let _ = self.set_tags(vm, &[TAG, TAG_FAILED]).await;
+    /// A failed provision: counted once under its reason, told as an Event, and the VM it
+    /// left (if any) stopped and tagged failed (never retried), with the cleanup itself
+    /// retried rather than counted again.
+    async fn failed(&mut self, vm: Option<&Vm>, error: &ProvisionError) {
+        let reason = error.reason();
+        self.app
+            .metrics
+            .provision_failures
+            .get_or_create(&RejectLabels {
+                reason: reason.as_str().into(),
+            })
+            .inc();
+        let subject = vm.map_or("", |v| v.name.as_str()).to_owned();
+        let message = match vm {
+            Some(vm) => format!(
+                "provisioning VM {} failed ({}): {error}",
+                vm.vmid,
+                reason.as_str()
+            ),
+            None => format!(
+                "provision failed before a VM existed ({}): {error}",
+                reason.as_str()
+            ),
+        };
+        if reason == FailureReason::Credentials {
+            tracing::error!(%error, "Proxmox refused headroom's credentials");
+        } else {
+            tracing::warn!(%error, reason = reason.as_str(), "provision failed");
+        }
         self.event(
-            &vm.name,
-            format!("provisioning VM {} failed and was stopped: {error}", vm.vmid),
+            if subject.is_empty() { "headroom" } else { &subject },
+            message.clone(),
         );
-        self.app.metrics.provision_failures.inc();
+        self.record(OutcomeKind::Failed(reason), &subject, message);
+        let Some(vm) = vm else { return };
+        let pve = self.pve.clone().expect("not a dry run");
+        let base = format!("/nodes/{}/qemu/{}", vm.node, vm.vmid);
+        for attempt in 1..=CLEANUP_ATTEMPTS {
+            let stop = pve
+                .run_task(&format!("{base}/status/stop"), &[], TASK_TIMEOUT)
+                .await;
+            let tagged = match stop {
+                Ok(()) => self.set_tags(vm, &[TAG, TAG_FAILED]).await,
+                Err(e) => Err(e.into()),
+            };
+            match tagged {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, attempt, vm = vm.vmid, "cleaning up a failed VM");
+                    tokio::time::sleep(Duration::from_secs(2u64 << attempt)).await;
+                }
+            }
+        }
     }
 
     async fn set_tags(&self, vm: &Vm, ours: &[&str]) -> Result<(), ProvisionError> {
@@ -548,64 +834,78 @@ impl Actuator {
 
     async fn scale_down(&mut self, node: &str, reason: &str) {
         let action = self.app.config.scale_down.action;
-        let Some(pve) = &self.pve else {
-            self.note(format!(
-                "dry run: would drain and remove {node} ({action:?}): {reason}"
-            ));
+        let Some(pve) = self.pve.clone() else {
+            let detail = format!("would drain and remove {node} ({action:?}): {reason}");
+            if self.status.outcomes.back().is_none_or(|o| o.detail != detail) {
+                self.record(OutcomeKind::WouldDo, node, detail);
+                self.changed();
+            }
             return;
         };
-        let Some(kube) = &self.kube else {
+        let Some(kube) = self.kube.clone() else {
             return tracing::warn!(node, "scale-down needs a live cluster");
         };
+        self.status.removal = Some(Removal {
+            node: node.to_owned(),
+            since: self.clock.now(),
+        });
+        self.changed();
         let started = Instant::now();
-        let result = crate::drain::drain(kube, node, self.app.config.scale_down.drain_timeout.0).await;
+        let result = crate::drain::drain(&kube, node, self.app.config.scale_down.drain_timeout.0).await;
         self.step("drain", started, if result.is_ok() { "ok" } else { "blocked" });
+        // Drained or not, the window starts again: an abandoned drain must not be retried
+        // at once, evicting the same pods again.
+        self.status.last_scale_down = Some(self.clock.now());
+        self.status.removal = None;
         if let Err(e) = result {
-            self.note(format!("scale-down of {node} abandoned: {e}; node uncordoned"));
+            self.record(
+                OutcomeKind::RemovalAbandoned,
+                node,
+                format!("scale-down of {node} abandoned: {e}; node uncordoned"),
+            );
+            self.changed();
             return;
         }
-        // The node is gone from the cluster whatever the VM step does next.
-        self.app.mark_scale_down();
-        let vm = match inventory::vms(pve).await {
-            Ok(vms) => vms.into_iter().find(|v| v.name == node),
-            Err(e) => return tracing::warn!(error = %e, node, "cannot find the VM; node drained and deleted"),
+        let detail = match self.remove_vm(&pve, node, action).await {
+            Ok(()) => format!("removed worker {node} ({action:?}): {reason}"),
+            Err(e) => format!("{node} drained and deleted, but the VM step failed: {e}"),
         };
-        let Some(vm) = vm else { return };
+        self.record(OutcomeKind::Removed, node, detail);
+        self.changed();
+    }
+
+    /// Shuts the drained node's VM down as a cold spare, or destroys it.
+    async fn remove_vm(&self, pve: &PveClient, node: &str, action: ScaleDownAction) -> Result<(), PveError> {
+        let Some(vm) = inventory::vms(pve).await?.into_iter().find(|v| v.name == node) else {
+            return Ok(());
+        };
         let base = format!("/nodes/{}/qemu/{}", vm.node, vm.vmid);
-        let result = match action {
+        match action {
             ScaleDownAction::Shutdown => {
                 let form = [("timeout", "300".to_owned()), ("forceStop", "1".to_owned())];
-                let done = pve
-                    .run_task(&format!("{base}/status/shutdown"), &form, TASK_TIMEOUT)
-                    .await;
-                match done {
-                    Ok(()) => self.set_tags(&vm, &[TAG, TAG_SPARE]).await.map_err(|e| match e {
-                        ProvisionError::Pve(p) => p,
-                        other => PveError::Decode(other.to_string()),
-                    }),
-                    Err(e) => Err(e),
-                }
+                pve.run_task(&format!("{base}/status/shutdown"), &form, TASK_TIMEOUT)
+                    .await?;
+                self.set_tags(&vm, &[TAG, TAG_SPARE]).await.map_err(|e| match e {
+                    ProvisionError::Pve(p) => p,
+                    other => PveError::Decode(other.to_string()),
+                })
             }
             // purge=1, never destroy-unreferenced-disks: CSI volumes are hot-plugged here.
             ScaleDownAction::Destroy => {
-                let stop = pve
-                    .run_task(&format!("{base}/status/stop"), &[], TASK_TIMEOUT)
-                    .await;
-                match stop {
-                    Ok(()) => match pve.delete(&base, &[("purge", "1".into())]).await {
-                        Ok(Value::String(upid)) => pve.wait_task(&upid, TASK_TIMEOUT).await,
-                        Ok(_) => Ok(()),
-                        Err(e) => Err(e),
-                    },
-                    Err(e) => Err(e),
+                pve.run_task(&format!("{base}/status/stop"), &[], TASK_TIMEOUT)
+                    .await?;
+                match pve.delete(&base, &[("purge", "1".into())]).await? {
+                    Value::String(upid) => pve.wait_task(&upid, TASK_TIMEOUT).await,
+                    _ => Ok(()),
                 }
             }
-        };
-        match result {
-            Ok(()) => self.note(format!("removed worker {node} ({action:?}): {reason}")),
-            Err(e) => self.note(format!("{node} drained and deleted, but the VM step failed: {e}")),
         }
     }
+}
+
+/// A worker's memory in bytes, as configured.
+fn vm_memory(p: &Proxmox) -> i64 {
+    p.vm.memory_mib as i64 * 1024 * 1024
 }
 
 /// The `{n}` of a worker's name under `pattern` ("k8s-node{n}", "k8s-node12" → "12").
@@ -660,6 +960,28 @@ pub async fn in_flight(pve: &PveClient, p: &Proxmox) -> Result<Vec<Vm>, Provisio
     Ok(out)
 }
 
+/// The status an actuator starting now would publish: the provisions `in_flight` resumed.
+pub fn resumed_status(
+    config: &crate::config::Config,
+    in_flight: &[Vm],
+    now: crate::decide::time::Timestamp,
+) -> ActuatorStatus {
+    let capacity = VmCapacity::from_config(config);
+    ActuatorStatus {
+        intents: in_flight
+            .iter()
+            .map(|vm| Intent {
+                vm: Some(vm.name.clone()),
+                phase: Phase::Starting,
+                capacity,
+                reason: "resumed after a restart".into(),
+                since: now,
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
+
 /// What `status` shows from Proxmox: provisions in flight and ghost disks per node.
 pub async fn observe(
     p: &Proxmox,
@@ -671,50 +993,55 @@ pub async fn observe(
     Ok((in_flight(&pve, p).await?, ghosts))
 }
 
-/// Evaluates the projection and sends plans to the actuator: every `every`, and at once when
-/// the webhook admits new demand (so a VM can start before any pod is Pending).
-pub async fn plan_loop(app: Arc<AppState>, plans: mpsc::Sender<Plan>, every: Duration) {
-    use crate::decide::{
-        placement::Placement,
-        planner::{self, PlanInput},
-        projection::{self, History, Incoming, VmCapacity},
-    };
-    let mut history = History::default();
+/// Runs the tick and sends its plan to the actuator: every `every`, at once when the webhook
+/// admits new demand (so a VM can start before any pod is Pending), and whenever the
+/// actuator's status changes (a plan made before the change is refused, so a fresh one is
+/// due). `windows` start as persisted.
+pub async fn plan_loop(
+    app: Arc<AppState>,
+    mut actuator: watch::Receiver<ActuatorStatus>,
+    plans: watch::Sender<Planned>,
+    mut windows: Windows,
+    clock: Clock,
+    every: Duration,
+) {
     loop {
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
             _ = app.demand_changed.notified() => {}
+            changed = actuator.changed() => if changed.is_err() { return },
         }
         if !app.index.is_synced() {
             continue;
         }
+        let status = actuator.borrow_and_update().clone();
         let view = app.view();
         let reservations = app.reservations();
         let admitted = app.admitted();
-        let incoming = Incoming {
-            vms: app.incoming_vms.load(std::sync::atomic::Ordering::Relaxed),
-        };
-        let p = projection::project(&view, admitted, incoming, VmCapacity::from_config(&app.config));
-        let evaluation = projection::evaluate(&p, &app.config, &mut history, Instant::now().into_std());
-        app.metrics.cluster.observe(&view, &p, &evaluation);
-        let plan = app.index.with_state(|state, _| {
-            planner::plan(&PlanInput {
-                state,
-                view: &view,
-                placement: Placement::new(&view, &reservations),
-                config: &app.config,
-                evaluation: &evaluation,
-                admitted,
-                incoming,
-                since_scale_up: app.since_scale_up(),
-                since_scale_down: app.since_scale_down(),
-            })
+        let tick = app.index.with_state(|state, _| {
+            tick::tick(
+                &TickInput {
+                    state,
+                    view: &view,
+                    reservations: &reservations,
+                    config: &app.config,
+                    admitted,
+                    actuator: &status,
+                },
+                &mut windows,
+                clock.now(),
+            )
         });
-        if plan != Plan::Nothing {
-            tracing::info!(?plan, "plan");
-            // A full queue means the actuator is still at work; the next tick sees its progress.
-            let _ = plans.try_send(plan);
+        app.metrics
+            .cluster
+            .observe(&view, &tick.projection, &tick.evaluation);
+        if tick.plan != Plan::Nothing {
+            tracing::info!(plan = ?tick.plan, basis = tick.basis, "plan");
         }
+        plans.send_replace(Planned {
+            basis: tick.basis,
+            plan: tick.plan,
+        });
         // Admissions wake this loop; under a burst that would re-plan back to back. At most one
         // evaluation per 250 ms, counted from this plan: the first demand of a burst is acted
         // on at once.

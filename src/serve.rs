@@ -7,8 +7,11 @@ use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
 
 use crate::{
     cli::{ServeArgs, SourceArgs},
+    clock::Clock,
     config::Config,
+    decide::{actuation::ActuatorStatus, projection::Windows},
     index::SharedIndex,
+    provisioner::{Actuator, Planned},
     server::{
         self,
         state::{AppState, EventSink},
@@ -85,7 +88,13 @@ pub async fn run(config: Config, args: ServeArgs) -> anyhow::Result<()> {
     let tls = server::tls::server_config(reloading.clone())?;
 
     let (events, event_rx) = EventSink::new();
-    let app = Arc::new(AppState::new(config, index, events).with_client(client.clone()));
+    // The actuator is the one writer of its status; handlers and the planner read it.
+    let (status_tx, status_rx) = watch::channel(ActuatorStatus::default());
+    let app = Arc::new(
+        AppState::new(config, index, events)
+            .with_client(client.clone())
+            .with_actuator(status_rx.clone()),
+    );
     let (stop_tx, stop_rx) = watch::channel(false);
     // Build the accounting before the first request, and again as the index changes.
     let first = app.clone();
@@ -125,7 +134,7 @@ pub async fn run(config: Config, args: ServeArgs) -> anyhow::Result<()> {
         app.clone(),
     ));
 
-    // Provisioning: one planning loop, one actuator, a bounded queue between them.
+    // Provisioning: one planning loop, one actuator, the latest plan between them.
     let pve = match app.config.proxmox.as_ref() {
         Some(p) => Some(crate::provisioner::client(p)?),
         None => {
@@ -146,11 +155,19 @@ pub async fn run(config: Config, args: ServeArgs) -> anyhow::Result<()> {
             leading_tx,
         ));
     }
-    let (plan_tx, plan_rx) = tokio::sync::mpsc::channel(1);
+    let clock = Clock::system();
+    let (plan_tx, plan_rx) = watch::channel(Planned::default());
     let actuator =
-        crate::provisioner::Actuator::new(pve, app.clone(), client.clone()).with_leadership(leading.clone());
+        Actuator::new(pve, app.clone(), client.clone(), status_tx, clock).with_leadership(leading.clone());
     let actuator_task = tokio::spawn(actuator.run(plan_rx));
-    let planning = tokio::spawn(crate::provisioner::plan_loop(app.clone(), plan_tx, plan_interval));
+    let planning = tokio::spawn(crate::provisioner::plan_loop(
+        app.clone(),
+        status_rx,
+        plan_tx,
+        Windows::default(),
+        clock,
+        plan_interval,
+    ));
 
     server::shutdown_signal().await;
     planning.abort();

@@ -17,7 +17,7 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     path::{Path, PathBuf},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use serde::{Deserialize, Serialize};
@@ -26,14 +26,17 @@ use crate::{
     config::{Config, Period, ScaleDownAction},
     decide::{
         accounting::{self, Reservations, Settings},
+        actuation::{ActuatorStatus, DemandLevel, Intent, Phase},
         admission::{self, Outcome, Outlook},
         extender,
-        placement::{BlockDemand, Placement},
-        planner::{self, Plan, PlanInput},
-        projection::{self, AdmittedDemand, History, Incoming, VmCapacity},
+        placement::{BlockDemand, Placement, pod_block_keys},
+        planner::{self, Plan},
+        projection::{AdmittedDemand, VmCapacity, Windows},
+        tick::{self, TickInput},
+        time::Timestamp,
     },
     index::ClusterState,
-    model::{AttachmentInfo, ClaimInfo, CsiNodeInfo, NodeInfo, PodInfo, VolumeInfo, quantity},
+    model::{AttachmentInfo, ClaimInfo, Controller, CsiNodeInfo, NodeInfo, PodInfo, VolumeInfo, quantity},
 };
 
 /// From this many block volumes on one VM, attaches fail (the harden-proxmox-csi design: safe
@@ -212,10 +215,18 @@ struct Sim<'a> {
     /// Nodes the autoscaler made (kproximate removes only those).
     autoscaled: BTreeSet<String>,
     report: Report,
-    history: History,
-    start: Instant,
+    windows: Windows,
+    demand_at_scale_down: Option<DemandLevel>,
     last_scale_up: Option<u64>,
     last_scale_down: Option<u64>,
+}
+
+/// The simulated clock's start: the moment of second 0 (its value matters only to the
+/// timestamps the decisions compare).
+const EPOCH: Timestamp = Timestamp(1_780_000_000_000);
+
+fn at(t: u64) -> Timestamp {
+    EPOCH.plus(Duration::from_secs(t))
 }
 
 pub fn run(scenario: &Scenario, state: ClusterState, config: &Config, policy: Policy) -> Report {
@@ -232,8 +243,8 @@ pub fn run(scenario: &Scenario, state: ClusterState, config: &Config, policy: Po
             policy: format!("{policy:?}").to_lowercase(),
             ..Default::default()
         },
-        history: History::default(),
-        start: Instant::now(),
+        windows: Windows::default(),
+        demand_at_scale_down: None,
         last_scale_up: None,
         last_scale_down: None,
     };
@@ -304,8 +315,7 @@ impl Sim<'_> {
             let view = self.view();
             let reservations = Reservations::new();
             let placement = Placement::new(&view, &reservations);
-            let may_add = (view.nodes.len() + self.booting.len())
-                < self.config.proxmox.as_ref().map_or(10, |p| p.max_nodes as usize);
+            let may_add = planner::room_for_vms(self.config, view.nodes.len(), self.booting.len() as i64) > 0;
             let outlook = Outlook {
                 incoming: !self.booting.is_empty(),
                 may_add,
@@ -348,6 +358,7 @@ impl Sim<'_> {
                 memory_request: memory,
                 memory_limit: memory,
                 cpu_request_millis: 100,
+                controller: Controller::Other,
             },
         );
         self.waiting.insert(id, 0);
@@ -515,12 +526,7 @@ impl Sim<'_> {
     }
 
     fn autoscale(&mut self, t: u64, scenario: &Scenario) {
-        let max_nodes = self
-            .config
-            .proxmox
-            .as_ref()
-            .map_or(10, |p| i64::from(p.max_nodes));
-        let room = max_nodes - self.state.nodes.len() as i64 - self.booting.len() as i64;
+        let room = planner::room_for_vms(self.config, self.state.nodes.len(), self.booting.len() as i64);
         match self.policy {
             Policy::Reactive => {
                 // kproximate sees only Pending pods that fit no node; stuck ones are "running".
@@ -537,39 +543,54 @@ impl Sim<'_> {
             Policy::Proactive => {
                 let view = self.view();
                 let reservations = Reservations::new();
-                let incoming = Incoming {
-                    vms: self.booting.len() as i64,
-                };
-                let p = projection::project(
-                    &view,
-                    AdmittedDemand::default(),
-                    incoming,
-                    VmCapacity::from_config(self.config),
+                let status = self.actuator_status(t);
+                let tick = tick::tick(
+                    &TickInput {
+                        state: &self.state,
+                        view: &view,
+                        reservations: &reservations,
+                        config: self.config,
+                        admitted: AdmittedDemand::default(),
+                        actuator: &status,
+                    },
+                    &mut self.windows,
+                    at(t),
                 );
-                let now = self.start + Duration::from_secs(t);
-                let evaluation = projection::evaluate(&p, self.config, &mut self.history, now);
-                let plan = planner::plan(&PlanInput {
-                    state: &self.state,
-                    view: &view,
-                    placement: Placement::new(&view, &reservations),
-                    config: self.config,
-                    evaluation: &evaluation,
-                    admitted: AdmittedDemand::default(),
-                    incoming,
-                    since_scale_up: self.last_scale_up.map(|s| Duration::from_secs(t - s)),
-                    since_scale_down: self.last_scale_down.map(|s| Duration::from_secs(t - s)),
-                });
-                match plan {
+                match tick.plan {
                     Plan::ScaleUp { count, reason } => {
                         self.add_vms(t, scenario, count.min(room.max(0)), &reason)
                     }
-                    Plan::ScaleDown { node, reason } => {
+                    Plan::ScaleDown { node, reason, demand } => {
                         let keep = self.config.scale_down.action == ScaleDownAction::Shutdown;
+                        self.demand_at_scale_down = Some(demand);
                         self.remove_node(t, &node, keep, &reason);
                     }
-                    Plan::Nothing => {}
+                    // Every simulated VM starts at once: nothing is ever queued to drop.
+                    Plan::Cancel { .. } | Plan::Nothing => {}
                 }
             }
+        }
+    }
+
+    /// What the actuator would publish: the VMs booting, and when it last scaled.
+    fn actuator_status(&self, t: u64) -> ActuatorStatus {
+        let capacity = VmCapacity::from_config(self.config);
+        ActuatorStatus {
+            intents: self
+                .booting
+                .iter()
+                .map(|(_, name)| Intent {
+                    vm: Some(name.clone()),
+                    phase: Phase::Joining,
+                    capacity,
+                    reason: String::new(),
+                    since: at(t),
+                })
+                .collect(),
+            last_scale_up: self.last_scale_up.map(at),
+            last_scale_down: self.last_scale_down.map(at),
+            demand_at_scale_down: self.demand_at_scale_down,
+            ..Default::default()
         }
     }
 
@@ -646,15 +667,7 @@ impl Sim<'_> {
             let Some(pod) = self.state.pods.get(&id).cloned() else {
                 continue;
             };
-            let keys: BTreeSet<String> = pod
-                .claims
-                .iter()
-                .filter_map(|c| {
-                    view.block_claims
-                        .get(&(pod.namespace.clone(), c.clone()))
-                        .map(|(k, _)| k.clone())
-                })
-                .collect();
+            let keys = pod_block_keys(&view, &pod);
             let fits_memory: Vec<String> = view
                 .schedulable()
                 .filter(|n| n.memory_allocatable_bytes - n.memory_requested_bytes >= pod.memory_request)
@@ -737,6 +750,7 @@ impl Sim<'_> {
                     name: pv.clone(),
                     csi_driver: Some(self.config.block_driver.clone()),
                     volume_handle: Some(format!("sim/{pv}")),
+                    pinned_to: Vec::new(),
                 },
             );
             self.state.attachments.insert(

@@ -10,7 +10,11 @@ use crate::{
     config::Config,
     decide::{
         accounting::{self, ClaimState, ClusterView, NodeUsage, Reservations, Settings},
-        projection::{self, AdmittedDemand, Check, Evaluation, History, Incoming, Projection, VmCapacity},
+        actuation::ActuatorStatus,
+        planner::{Plan, Sizing},
+        projection::{AdmittedDemand, Check, Evaluation, Windows},
+        tick::{self, Tick, TickInput},
+        time::Timestamp,
     },
     index::ClusterState,
     model::quantity::Bytes,
@@ -43,15 +47,20 @@ pub struct ClusterSummary {
     pub max_node_block_volumes: i64,
 }
 
-/// What the provisioner would do on this projection.
+/// What the provisioner would do now: the tick's plan, with what is in flight.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ProvisionerSummary {
     /// `dry-run` without a `proxmox:` section, else `proxmox`.
     pub mode: &'static str,
     pub incoming_vms: i64,
-    /// VMs a scale-up would add now to stop every trigger (None: more than maxNodes allow).
-    pub vms_to_add: Option<i64>,
+    /// The plan `serve` would make on the same inputs.
+    pub plan: Plan,
+    /// How many VMs the demand needs.
+    pub sizing: Sizing,
+    /// Why no node is removed although the scale-down conditions hold.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub scale_down_refusals: Vec<String>,
     /// Provisions in flight in Proxmox (name and VMID).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub in_flight: Vec<String>,
@@ -61,25 +70,21 @@ pub struct ProvisionerSummary {
 }
 
 impl StatusReport {
-    /// Builds the report; `history` and `now` carry the `for:` durations between calls.
-    pub fn build(
-        view: &ClusterView,
-        config: &Config,
-        admitted: AdmittedDemand,
-        incoming: Incoming,
-        history: &mut History,
-        now: std::time::Instant,
-    ) -> Self {
-        let vm = VmCapacity::from_config(config);
-        let p: Projection = projection::project(view, admitted, incoming, vm);
-        let Evaluation {
-            triggers,
-            signals,
-            scale_down,
-        } = projection::evaluate(&p, config, history, now);
-        let limit = config.proxmox.as_ref().map_or(10, |p| i64::from(p.max_nodes));
-        let limit = (limit - view.nodes.len() as i64 - incoming.vms).max(0);
-        let vms_to_add = projection::vms_to_clear_triggers(view, admitted, incoming, vm, config, limit);
+    /// The report of one tick's result on `view`.
+    pub fn build(view: &ClusterView, config: &Config, tick: Tick) -> Self {
+        let Tick {
+            projection: p,
+            evaluation:
+                Evaluation {
+                    triggers,
+                    signals,
+                    scale_down,
+                },
+            sizing,
+            plan,
+            scale_down_refusals,
+            ..
+        } = tick;
         StatusReport {
             nodes: view.nodes.clone(),
             cluster: ClusterSummary {
@@ -106,36 +111,54 @@ impl StatusReport {
                 } else {
                     "dry-run"
                 },
-                incoming_vms: incoming.vms,
-                vms_to_add,
+                incoming_vms: p.incoming_vms,
+                plan,
+                sizing,
+                scale_down_refusals,
                 in_flight: Vec::new(),
                 error: None,
             },
         }
     }
 
-    /// The one-shot report of `status`: no admitted demand, nothing incoming, no history.
-    pub fn once(state: &ClusterState, config: &Config) -> Self {
-        Self::observed(state, config, &Reservations::new(), Incoming::default())
+    /// The one-shot report of `status`: no admitted demand, nothing in flight, windows as
+    /// persisted (none here).
+    pub fn once(state: &ClusterState, config: &Config, now: Timestamp) -> Self {
+        Self::observed(
+            state,
+            config,
+            &Reservations::new(),
+            &ActuatorStatus::default(),
+            &mut Windows::default(),
+            now,
+        )
     }
 
-    /// The one-shot report with what Proxmox shows: ghost disks and VMs on their way.
+    /// The one-shot report with what Proxmox shows (ghost disks, VMs on their way, as the
+    /// actuator's status) and the persisted windows: the tick `serve` would run.
     pub fn observed(
         state: &ClusterState,
         config: &Config,
         ghosts: &Reservations,
-        incoming: Incoming,
+        actuator: &ActuatorStatus,
+        windows: &mut Windows,
+        now: Timestamp,
     ) -> Self {
         let view = accounting::account(state, &Settings::from(config), ghosts);
-        let admitted = AdmittedDemand::default();
-        Self::build(
-            &view,
-            config,
-            admitted,
-            incoming,
-            &mut History::default(),
-            std::time::Instant::now(),
-        )
+        let reservations = Reservations::new();
+        let tick = tick::tick(
+            &TickInput {
+                state,
+                view: &view,
+                reservations: &reservations,
+                config,
+                admitted: AdmittedDemand::default(),
+                actuator,
+            },
+            windows,
+            now,
+        );
+        Self::build(&view, config, tick)
     }
 
     pub fn to_json(&self) -> String {
@@ -212,16 +235,34 @@ impl StatusReport {
             ["not met", "met"],
         );
         let p = &self.provisioner;
-        let plan = match p.vms_to_add {
-            Some(0) => "no VM needed".to_owned(),
-            Some(n) => format!("would add {n} VM(s)"),
-            None => "triggers would still fire at maxNodes".to_owned(),
+        let plan = match &p.plan {
+            Plan::Nothing => match p.sizing.vms_needed {
+                None => "triggers would still fire at maxNodes".to_owned(),
+                Some(n) if n > p.incoming_vms => format!(
+                    "{} more VM(s) needed, waiting for a trigger's for:",
+                    n - p.incoming_vms
+                ),
+                Some(_) => "no VM needed".to_owned(),
+            },
+            Plan::ScaleUp { count, reason } => format!("would add {count} VM(s): {reason}"),
+            Plan::Cancel { count, reason } => format!("would drop {count} queued VM(s): {reason}"),
+            Plan::ScaleDown { node, reason, .. } => format!("would drain and remove {node}: {reason}"),
         };
         let _ = writeln!(
             out,
             "\nprovisioner: {} ({} incoming); {plan}",
             p.mode, p.incoming_vms
         );
+        for pod in &p.sizing.oversized_pods {
+            let _ = writeln!(
+                out,
+                "  pending {}/{} fits no worker VM: {}",
+                pod.namespace, pod.name, pod.reason
+            );
+        }
+        for why in &p.scale_down_refusals {
+            let _ = writeln!(out, "  no removal: {why}");
+        }
         for vm in &p.in_flight {
             let _ = writeln!(out, "  provisioning: {vm}");
         }
@@ -234,6 +275,7 @@ impl StatusReport {
 
 fn sched_text(n: &NodeUsage) -> String {
     match &n.unschedulable_reason {
+        None if !n.block_ready => "yes (joining: block driver not registered)".to_owned(),
         None => "yes".to_owned(),
         Some(r) => format!("no ({r})"),
     }

@@ -329,6 +329,11 @@ fn schedulable_follows_ready_cordon_and_taints() {
         // Pending claims subtract from the room of schedulable nodes only.
         storage_class("proxmox-lvm", BLOCK, false),
         unbound_claim("a", "w", Some("proxmox-lvm")),
+        csinode("ok", Some(28)),
+        csinode("gpu", Some(28)),
+        // Schedulable, but its CSI plugin has not registered a count: no block room yet.
+        node("joining"),
+        csinode("joining", None),
     ];
     let view = accounting::account(
         &state(items),
@@ -336,7 +341,9 @@ fn schedulable_follows_ready_cordon_and_taints() {
         &Reservations::new(),
     );
     let sched: Vec<&str> = view.schedulable().map(|n| n.name.as_str()).collect();
-    assert_eq!(sched, ["gpu", "ok"]);
+    assert_eq!(sched, ["gpu", "joining", "ok"]);
+    assert!(!view.node("joining").unwrap().block_ready);
+    assert_eq!(view.node("joining").unwrap().free_slots(), 0);
     assert_eq!(
         view.node("cordoned").unwrap().unschedulable_reason.as_deref(),
         Some("cordoned")

@@ -131,9 +131,53 @@ async fn filter_in_both_modes_keeps_the_input_mode() {
         )
         .await;
     assert_eq!(r["NodeNames"], json!(["n1", "n3"]));
-    // A node headroom has not seen yet (just joined) passes.
-    let r = h.ok("/extender/filter", &names_args(&pod, &["n1", "n9"])).await;
-    assert_eq!(r["NodeNames"], json!(["n9"]));
+    // A node headroom has not seen yet (just joined) cannot attach a new volume yet.
+    let r = h.ok("/extender/filter", &names_args(&pod, &["n2", "n9"])).await;
+    assert_eq!(r["NodeNames"], json!(["n2"]));
+    assert_eq!(
+        r["FailedNodes"]["n9"],
+        "n9 is joining: not yet in headroom's view"
+    );
+    // Nor can one whose CSINode does not list the block driver with a count; a pod that needs
+    // no new volume is welcome on both.
+    let mut items = cluster(&[10]);
+    items.extend([node("n2"), csinode("n2", None)]);
+    items.push(unbound_claim("apps", "new-a", Some("proxmox-lvm")));
+    let h = Harness::new(items, Config::default());
+    let r = h
+        .ok(
+            "/extender/filter",
+            &names_args(&sched_pod("db-0", &["new-a"]), &["n1", "n2", "n9"]),
+        )
+        .await;
+    assert_eq!(r["NodeNames"], json!(["n1"]));
+    assert!(
+        r["FailedNodes"]["n2"]
+            .as_str()
+            .unwrap()
+            .contains("does not list the block driver"),
+        "{r}"
+    );
+    let r = h
+        .ok(
+            "/extender/filter",
+            &names_args(&sched_pod("web", &[]), &["n1", "n2", "n9"]),
+        )
+        .await;
+    assert_eq!(r["NodeNames"], json!(["n1", "n2", "n9"]));
+    // And the extender never scores it above a node that can attach.
+    let r = h
+        .ok(
+            "/extender/prioritize",
+            &names_args(&sched_pod("db-0", &["new-a"]), &["n1", "n2"]),
+        )
+        .await;
+    let score = |n: &str| {
+        r.as_array().unwrap().iter().find(|e| e["Host"] == n).unwrap()["Score"]
+            .as_i64()
+            .unwrap()
+    };
+    assert!(score("n1") > score("n2"), "{r}");
 }
 
 #[tokio::test]

@@ -14,7 +14,12 @@ use serde_json::{Value, json};
 use support::{apiserver::ApiServer, *};
 
 fn status_json(index: &SharedIndex) -> Value {
-    serde_json::to_value(index.with_state(|s, _| StatusReport::once(s, &Config::default()))).unwrap()
+    serde_json::to_value(
+        index.with_state(|s, _| {
+            StatusReport::once(s, &Config::default(), headroom::decide::time::Timestamp(0))
+        }),
+    )
+    .unwrap()
 }
 
 fn node_field(status: &Value, node: &str, field: &str) -> Value {

@@ -5,7 +5,12 @@ mod support;
 
 use std::time::Duration;
 
-use headroom::{config::Config, decide::planner::Plan, provisioner};
+use headroom::{
+    clock::Clock,
+    config::Config,
+    decide::{planner::Plan, projection::Windows, time::Timestamp},
+    provisioner::{self, Planned},
+};
 use support::{app::Harness, *};
 use tokio::time::Instant;
 
@@ -21,26 +26,35 @@ fn pvc_review(name: &str) -> serde_json::Value {
 async fn a_trigger_crossing_admission_is_planned_at_once_and_bursts_are_throttled() {
     // Two workers at 22 of 24: 4 free slots, and freeBlockSlots fires below 4.
     let harness = Harness::new(cluster(&[22, 22]), Config::default());
-    let (tx, mut plans) = tokio::sync::mpsc::channel(8);
+    let (tx, mut plans) = tokio::sync::watch::channel(Planned::default());
     tokio::spawn(provisioner::plan_loop(
         harness.app.clone(),
+        harness.app.actuator.clone(),
         tx,
+        Windows::default(),
+        Clock::starting_at(Timestamp(1_780_000_000_000)),
         Duration::from_secs(10),
     ));
-    // Let the loop reach its wait; nothing fires yet.
+    // Let the loop reach its wait; nothing is planned yet.
     tokio::time::sleep(Duration::from_millis(1)).await;
-    assert!(plans.try_recv().is_err(), "no plan before the demand");
+    assert!(!plans.has_changed().unwrap(), "no plan before the demand");
 
     let start = Instant::now();
     let answer = harness.ok("/validate", &pvc_review("data-new-0")).await;
     assert_eq!(answer["response"]["allowed"], true, "{answer}");
-    let plan = plans.recv().await.unwrap();
-    assert!(matches!(plan, Plan::ScaleUp { count: 1, .. }), "{plan:?}");
+    plans.changed().await.unwrap();
+    let planned = plans.borrow_and_update().clone();
+    assert!(
+        matches!(planned.plan, Plan::ScaleUp { count: 1, .. }),
+        "{planned:?}"
+    );
+    assert_eq!(planned.basis, 0, "made on the actuator's first generation");
     assert_eq!(start.elapsed(), Duration::ZERO, "planned without waiting");
 
     // A second admission right after wakes the loop, but it re-plans only 250 ms after the last.
     harness.ok("/validate", &pvc_review("data-new-1")).await;
-    let plan = plans.recv().await.unwrap();
-    assert!(matches!(plan, Plan::ScaleUp { .. }), "{plan:?}");
+    plans.changed().await.unwrap();
+    let planned = plans.borrow_and_update().clone();
+    assert!(matches!(planned.plan, Plan::ScaleUp { .. }), "{planned:?}");
     assert_eq!(start.elapsed(), Duration::from_millis(250));
 }

@@ -6,10 +6,15 @@ mod support;
 use std::{sync::Arc, time::Duration};
 
 use headroom::{
+    clock::Clock,
     config::Config,
-    decide::planner::Plan,
+    decide::{
+        actuation::{ActuatorStatus, OutcomeKind},
+        planner::Plan,
+        time::Timestamp,
+    },
     index::SharedIndex,
-    provisioner::{self, Actuator},
+    provisioner::{self, Actuator, Planned},
     proxmox::{
         client::{Auth, PveClient, PveError, Secret},
         tls::Trust,
@@ -19,7 +24,7 @@ use headroom::{
 };
 use serde_json::{Value, json};
 use support::{apiserver::ApiServer, fakepve::FakePve, *};
-use tokio::sync::mpsc;
+use tokio::sync::watch;
 
 struct Rig {
     pve: FakePve,
@@ -72,13 +77,37 @@ impl Rig {
         }
     }
 
-    fn actuator(&self) -> Actuator {
+    /// A fresh actuator (a restarted headroom) and where it publishes its status.
+    fn actuator(&self) -> (Actuator, watch::Receiver<ActuatorStatus>) {
         let client = provisioner::client(self.app.config.proxmox.as_ref().unwrap()).unwrap();
-        Actuator::new(Some(client), self.app.clone(), Some(self.api.client()))
+        let (publish, status) = watch::channel(ActuatorStatus::default());
+        let clock = Clock::starting_at(Timestamp(1_780_000_000_000));
+        let actuator = Actuator::new(
+            Some(client),
+            self.app.clone(),
+            Some(self.api.client()),
+            publish,
+            clock,
+        );
+        (actuator, status)
     }
 
-    /// Registers a Ready Node for every running worker VM (what kubeadm join does), until
-    /// `done` says stop.
+    /// Starts a fresh actuator and hands it `plan`, made on its first generation (what the
+    /// planner would send it first).
+    fn start(&self, plan: Plan) -> Running {
+        let (actuator, status) = self.actuator();
+        let (plans, rx) = watch::channel(Planned::default());
+        let task = tokio::spawn(actuator.run(rx));
+        plans.send_replace(Planned { basis: 0, plan });
+        Running {
+            status,
+            _plans: plans,
+            task,
+        }
+    }
+
+    /// Registers a Ready Node and its CSINode for every running worker VM (what kubeadm join
+    /// and the CSI node plugin do), until aborted.
     fn kubelets(&self) -> tokio::task::JoinHandle<()> {
         let api = self.api.clone();
         let url = self.pve.url.clone();
@@ -101,6 +130,7 @@ impl Rig {
                             && joined.insert(name.clone())
                         {
                             api.apply(node(&name));
+                            api.apply(csinode(&name, Some(28)));
                         }
                     }
                 }
@@ -109,24 +139,12 @@ impl Rig {
         })
     }
 
-    /// Runs one plan through a fresh actuator until `done(notes)`; returns the notes.
-    async fn run(&self, plan: Plan, done: impl Fn(&[String]) -> bool) -> Vec<String> {
-        let (tx, rx) = mpsc::channel(1);
-        let task = tokio::spawn(self.actuator().run(rx));
-        tx.send(plan).await.unwrap();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        loop {
-            let notes = self.app.notes();
-            if done(&notes) {
-                task.abort();
-                return notes;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "actuator did not finish: {notes:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+    /// Runs one plan through a fresh actuator until `done(status)`; returns the status.
+    async fn run(&self, plan: Plan, done: impl Fn(&ActuatorStatus) -> bool) -> ActuatorStatus {
+        let mut running = self.start(plan);
+        let status = running.until(done).await;
+        running.task.abort();
+        status
     }
 
     async fn workers(&mut self) -> Vec<Value> {
@@ -139,11 +157,9 @@ impl Rig {
     }
 
     /// Runs a scale-up through a fresh actuator until the worker VMs (read through the API)
-    /// satisfy `done`, then a little longer so a duplicate would show; returns the notes.
-    async fn run_until_vms(&self, done: impl Fn(&[Value]) -> bool) -> Vec<String> {
-        let (tx, rx) = mpsc::channel(1);
-        let task = tokio::spawn(self.actuator().run(rx));
-        tx.send(scale_up()).await.unwrap();
+    /// and its status satisfy `done`; returns the status.
+    async fn run_until_vms(&self, done: impl Fn(&[Value], &ActuatorStatus) -> bool) -> ActuatorStatus {
+        let running = self.start(scale_up());
         let view = FakePveView {
             url: self.pve.url.clone(),
             token: self.pve.token.clone(),
@@ -152,25 +168,50 @@ impl Rig {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         loop {
             let workers = view.workers().await;
-            if done(&workers) {
-                tokio::time::sleep(Duration::from_millis(300)).await;
-                task.abort();
-                return self.app.notes();
+            let status = running.status.borrow().clone();
+            if done(&workers, &status) {
+                running.task.abort();
+                return status;
             }
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "never done: {workers:?} {:?}",
-                self.app.notes()
+                "never done: {workers:?} {status:?}"
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 }
 
-fn finished(notes: &[String]) -> bool {
-    notes
+/// An actuator running in the test.
+struct Running {
+    status: watch::Receiver<ActuatorStatus>,
+    _plans: watch::Sender<Planned>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// Waits (60 s at most) until the published status satisfies `done`.
+    async fn until(&mut self, done: impl Fn(&ActuatorStatus) -> bool) -> ActuatorStatus {
+        let waited = tokio::time::timeout(Duration::from_secs(60), self.status.wait_for(|s| done(s)))
+            .await
+            .map(|r| r.map(|s| s.clone()));
+        match waited {
+            Ok(Ok(status)) => status,
+            _ => panic!("actuator did not finish: {:?}", self.status.borrow()),
+        }
+    }
+}
+
+/// What the outcomes say, oldest first.
+fn details(status: &ActuatorStatus) -> Vec<String> {
+    status.outcomes.iter().map(|o| o.detail.clone()).collect()
+}
+
+fn finished(status: &ActuatorStatus) -> bool {
+    status
+        .outcomes
         .iter()
-        .any(|n| n.starts_with("added worker") || n.starts_with("provision failed"))
+        .any(|o| matches!(o.kind, OutcomeKind::Added | OutcomeKind::Failed(_)))
 }
 
 fn scale_up() -> Plan {
@@ -184,14 +225,16 @@ fn scale_up() -> Plan {
 async fn scale_up_clones_configures_starts_and_waits_for_the_node() {
     let mut rig = Rig::new().await;
     let kubelets = rig.kubelets();
-    let notes = rig.run(scale_up(), finished).await;
+    let status = rig.run(scale_up(), finished).await;
     kubelets.abort();
+    let notes = details(&status);
     assert!(
         notes
             .iter()
             .any(|n| n == "added worker k8s-node1: test: 0 free block slots"),
         "{notes:?}"
     );
+    assert!(status.last_scale_up.is_some());
 
     let workers = rig.workers().await;
     assert_eq!(workers.len(), 1, "exactly one VM: {workers:?}");
@@ -244,9 +287,8 @@ async fn scale_up_clones_configures_starts_and_waits_for_the_node() {
         !format!("{requests:?}").contains(rig.pve.token.split('=').nth(1).unwrap()),
         "the token secret never appears in a body"
     );
-    // kproximate's "provisioned" gauges, from the VMs headroom manages. The run above stops at
-    // the note, which can precede the actuator's closing refresh: refresh explicitly.
-    rig.actuator().refresh().await.unwrap();
+    // kproximate's "provisioned" gauges, from the VMs headroom manages, read by a refresh.
+    rig.actuator().0.refresh().await.unwrap();
     let metrics = rig.app.metrics.encode();
     for line in [
         "headroom_worker_vms{state=\"total\"} 1",
@@ -266,7 +308,7 @@ async fn a_cold_spare_is_started_before_anything_is_cloned() {
             "config": {"tags": "headroom;headroom-spare", "memory": "2048", "cores": 4, "scsi0": "local-lvm:vm-205-disk-0"}}))
         .await;
     let kubelets = rig.kubelets();
-    let notes = rig.run(scale_up(), finished).await;
+    let notes = details(&rig.run(scale_up(), finished).await);
     kubelets.abort();
     assert!(
         notes.iter().any(|n| n.starts_with("added worker k8s-node5")),
@@ -305,16 +347,17 @@ async fn a_restarted_actuator_finishes_a_half_done_provision_and_makes_no_second
             .await;
         let kubelets = rig.kubelets();
         // The planner asks again (the trigger still fires); the new actuator first resumes.
-        let notes = rig
-            .run_until_vms(|workers| {
+        let status = rig
+            .run_until_vms(|workers, status| {
                 // Joined, and the actuator has published that nothing is in flight any more.
-                let incoming = rig.app.incoming_vms.load(std::sync::atomic::Ordering::Relaxed);
-                incoming == 0
+                status.incoming_vms() == 0
+                    && status.outcomes.iter().any(|o| o.kind == OutcomeKind::Added)
                     && workers
                         .iter()
                         .any(|w| w["config"]["tags"] == "headroom" && w["status"] == "running")
             })
             .await;
+        let notes = details(&status);
         kubelets.abort();
         let workers = rig.workers().await;
         assert_eq!(
@@ -328,10 +371,12 @@ async fn a_restarted_actuator_finishes_a_half_done_provision_and_makes_no_second
             !requests.iter().any(|r| r.1.ends_with("/clone")),
             "{step}: nothing cloned"
         );
+        // The scale-up plan was made before the resumed provision changed the actuator's
+        // state: it was refused, not carried out on top of the resumed VM.
         assert_eq!(
-            rig.app.incoming_vms.load(std::sync::atomic::Ordering::Relaxed),
-            0,
-            "{step}"
+            status.outcomes.len(),
+            1,
+            "{step}: only the resumed provision: {notes:?}"
         );
     }
 }
@@ -372,7 +417,7 @@ async fn faults_from_pves_catalogue_are_waited_out_or_fail_cleanly_never_twice()
     let mut rig = Rig::new().await;
     rig.pve.cmd(json!({"op": "fail", "method": "POST", "suffix": "/nodes/pve1/qemu/2000/clone", "error": "config_lock_timeout", "times": 2})).await;
     let kubelets = rig.kubelets();
-    let notes = rig.run(scale_up(), finished).await;
+    let notes = details(&rig.run(scale_up(), finished).await);
     kubelets.abort();
     assert!(notes.iter().any(|n| n.starts_with("added worker")), "{notes:?}");
     assert_eq!(rig.workers().await.len(), 1);
@@ -388,7 +433,7 @@ async fn faults_from_pves_catalogue_are_waited_out_or_fail_cleanly_never_twice()
     // A clone task ending in TASK ERROR: fails cleanly, no VM left, not retried at once.
     let mut rig = Rig::new().await;
     rig.pve.cmd(json!({"op": "fail", "method": "POST", "suffix": "/nodes/pve1/qemu/2000/clone", "status": 500, "message": "clone failed: storage full"})).await;
-    let notes = rig.run(scale_up(), finished).await;
+    let notes = details(&rig.run(scale_up(), finished).await);
     assert!(
         notes
             .iter()
@@ -401,7 +446,7 @@ async fn faults_from_pves_catalogue_are_waited_out_or_fail_cleanly_never_twice()
     // clean failure; where it did happen it would be found by the re-read instead of recloned.
     let mut rig = Rig::new().await;
     rig.pve.cmd(json!({"op": "fail", "method": "POST", "suffix": "/nodes/pve1/qemu/2000/clone", "status": 595, "message": "Connection refused"})).await;
-    let notes = rig.run(scale_up(), finished).await;
+    let notes = details(&rig.run(scale_up(), finished).await);
     assert!(notes.iter().any(|n| n.contains("outcome unknown")), "{notes:?}");
     assert!(rig.workers().await.len() <= 1);
     assert_eq!(
@@ -418,7 +463,7 @@ async fn faults_from_pves_catalogue_are_waited_out_or_fail_cleanly_never_twice()
     // A revoked token: 401, clean failure, nothing created.
     let mut rig = Rig::new().await;
     rig.pve.cmd(json!({"op": "revoke_token"})).await;
-    let notes = rig.run(scale_up(), finished).await;
+    let notes = details(&rig.run(scale_up(), finished).await);
     assert!(
         notes.iter().any(|n| n.contains("refused the credentials")),
         "{notes:?}"
@@ -433,29 +478,33 @@ async fn a_locked_vm_is_waited_out() {
             "lock": "backup", "config": {"tags": "headroom;headroom-spare", "memory": "2048", "scsi0": "local-lvm:vm-205-disk-0"}}))
         .await;
     let kubelets = rig.kubelets();
-    let (tx, rx) = mpsc::channel(1);
-    let task = tokio::spawn(rig.actuator().run(rx));
-    tx.send(scale_up()).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert!(
-        rig.app.notes().iter().all(|n| !n.starts_with("added")),
-        "cannot start while locked"
-    );
-    rig.pve.cmd(json!({"op": "unlock", "vmid": 205})).await;
+    let mut running = rig.start(scale_up());
+    // Every change is refused while the lock is held: wait until PVE has refused one.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while !finished(&rig.app.notes()) {
-        assert!(tokio::time::Instant::now() < deadline, "{:?}", rig.app.notes());
+    while !rig
+        .pve
+        .requests()
+        .await
+        .iter()
+        .any(|r| r.0 == "POST" && r.1.contains("/qemu/205/"))
+    {
+        assert!(tokio::time::Instant::now() < deadline, "no change attempted");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    task.abort();
+    assert!(
+        !finished(&running.status.borrow()),
+        "cannot start while locked: {:?}",
+        running.status.borrow()
+    );
+    rig.pve.cmd(json!({"op": "unlock", "vmid": 205})).await;
+    let status = running.until(finished).await;
+    running.task.abort();
     kubelets.abort();
     assert!(
-        rig.app
-            .notes()
+        details(&status)
             .iter()
             .any(|n| n.starts_with("added worker k8s-node5")),
-        "{:?}",
-        rig.app.notes()
+        "{status:?}"
     );
 }
 
@@ -556,7 +605,7 @@ async fn ghost_disks_count_on_their_node_and_are_exported() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let before = rig.app.view().node("n2").unwrap().block_volumes;
-    rig.actuator().refresh().await.unwrap();
+    rig.actuator().0.refresh().await.unwrap();
     let view = rig.app.view();
     let n2 = view.node("n2").unwrap();
     assert_eq!(
@@ -587,6 +636,7 @@ fn scale_down(node: &str) -> Plan {
     Plan::ScaleDown {
         node: node.into(),
         reason: "test: quiet for 720h".into(),
+        demand: Default::default(),
     }
 }
 
@@ -605,9 +655,11 @@ async fn scale_down_drains_deletes_the_node_and_keeps_a_cold_spare() {
     let mut rig = Rig::new().await;
     worker_vm(&mut rig, 201, "n1").await;
     assert_eq!(pods_on(&rig.api, &rig, "n1"), 24);
-    let notes = rig
-        .run(scale_down("n1"), |n| n.iter().any(|n| n.contains("n1")))
+    let status = rig
+        .run(scale_down("n1"), |s| s.outcomes.iter().any(|o| o.subject == "n1"))
         .await;
+    assert!(status.removal.is_none() && status.last_scale_down.is_some());
+    let notes = details(&status);
     assert!(
         notes
             .iter()
@@ -647,9 +699,11 @@ async fn a_pdb_that_blocks_eviction_uncordons_and_touches_no_vm() {
     let mut rig = Rig::new().await;
     worker_vm(&mut rig, 201, "n1").await;
     rig.api.protect("apps/n1-c3-pod");
-    let notes = rig
-        .run(scale_down("n1"), |n| n.iter().any(|n| n.contains("n1")))
+    let status = rig
+        .run(scale_down("n1"), |s| s.outcomes.iter().any(|o| o.subject == "n1"))
         .await;
+    assert!(status.removal.is_none() && status.last_scale_down.is_some());
+    let notes = details(&status);
     assert!(
         notes.iter().any(|n| n.contains("scale-down of n1 abandoned")
             && n.contains("1 pod(s) still on n1")
@@ -687,7 +741,7 @@ async fn start_tasks_ending_in_task_error() {
     let mut rig = Rig::new().await;
     rig.pve.cmd(json!({"op": "fail", "method": "POST", "suffix": "/nodes/pve1/qemu/207/status/start", "error": "locked", "times": 1})).await;
     let kubelets = rig.kubelets();
-    let notes = rig.run(scale_up(), finished).await;
+    let notes = details(&rig.run(scale_up(), finished).await);
     kubelets.abort();
     assert!(
         notes.iter().any(|n| n.starts_with("added worker k8s-node1")),
@@ -706,11 +760,11 @@ async fn start_tasks_ending_in_task_error() {
     // error in the note and the metric, and only one VM.
     let mut rig = Rig::new().await;
     rig.pve.cmd(json!({"op": "fail", "method": "POST", "suffix": "/nodes/pve1/qemu/207/status/start", "error": "qemu_exited_code"})).await;
-    let notes = rig.run(scale_up(), finished).await;
+    let notes = details(&rig.run(scale_up(), finished).await);
     assert!(
         notes
             .iter()
-            .any(|n| n.contains("provision failed") && n.contains("QEMU exited with code 1")),
+            .any(|n| n.contains("VM 207 failed (task)") && n.contains("QEMU exited with code 1")),
         "{notes:?}"
     );
     assert_eq!(rig.workers().await.len(), 1, "no second VM");
@@ -718,5 +772,9 @@ async fn start_tasks_ending_in_task_error() {
     assert!(
         metrics.contains("headroom_provision_steps_total{step=\"start\",result=\"task\"} 1"),
         "{metrics}"
+    );
+    assert!(
+        metrics.contains("headroom_provision_failures_total{reason=\"task\"} 1"),
+        "counted once, under its reason: {metrics}"
     );
 }

@@ -2,11 +2,16 @@
 
 mod support;
 
-use std::sync::atomic::Ordering;
-
 use axum::body::Body;
 use base64::Engine;
-use headroom::config::{Config, Enforcement, Steering};
+use headroom::{
+    config::{Config, Enforcement, Steering},
+    decide::{
+        actuation::{Intent, Phase},
+        projection::VmCapacity,
+        time::Timestamp,
+    },
+};
 use serde_json::{Value, json};
 use support::{app::Harness, *};
 
@@ -145,7 +150,17 @@ async fn validate_pod_by_enforcement_and_outlook() {
             );
         }
         let mut h = Harness::new(with_new_claim(cluster(&[24, 24])), c);
-        h.app.incoming_vms.store(incoming, Ordering::Relaxed);
+        h.actuator.send_modify(|s| {
+            s.intents = (0..incoming)
+                .map(|_| Intent {
+                    vm: None,
+                    phase: Phase::Queued,
+                    capacity: VmCapacity::from_config(&h.app.config),
+                    reason: "test".into(),
+                    since: Timestamp(0),
+                })
+                .collect()
+        });
         let r = admit(&h, "/validate", &pod_review(&["new"])).await;
         assert_eq!(r["allowed"], allowed, "{name}: {r}");
         match warning {

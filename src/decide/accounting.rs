@@ -56,6 +56,9 @@ pub struct NodeUsage {
     pub unschedulable_reason: Option<String>,
     pub gpus: i64,
     pub pods: usize,
+    /// Its CSINode lists the block driver with an attach count. Until then the node is
+    /// joining: the plugin cannot attach there yet, so it offers no block slots.
+    pub block_ready: bool,
     /// Distinct volumes held by this node's pods: what evicting them all could free.
     #[serde(skip)]
     pub pod_volumes: i64,
@@ -64,8 +67,11 @@ pub struct NodeUsage {
 }
 
 impl NodeUsage {
-    /// Block slots left under the soft cap (0 when at or over it).
+    /// Block slots left under the soft cap (0 when at or over it, or not block-ready).
     pub fn free_slots(&self) -> i64 {
+        if !self.block_ready {
+            return 0;
+        }
         (self.soft_cap - self.block_volumes).max(0)
     }
 }
@@ -362,11 +368,11 @@ pub fn account(state: &ClusterState, settings: &Settings, reservations: &Reserva
 }
 
 fn new_usage(state: &ClusterState, settings: &Settings, node: &NodeInfo) -> NodeUsage {
-    let hard_cap = state
+    let registered = state
         .csi_nodes
         .get(&node.name)
-        .and_then(|c| c.drivers.get(&settings.block_driver).copied().flatten())
-        .unwrap_or(settings.hard_cap_default);
+        .and_then(|c| c.drivers.get(&settings.block_driver).copied().flatten());
+    let hard_cap = registered.unwrap_or(settings.hard_cap_default);
     let reason = unschedulable_reason(node);
     NodeUsage {
         name: node.name.clone(),
@@ -382,6 +388,7 @@ fn new_usage(state: &ClusterState, settings: &Settings, node: &NodeInfo) -> Node
         unschedulable_reason: reason,
         gpus: node.gpus,
         pods: 0,
+        block_ready: registered.is_some(),
         pod_volumes: 0,
         volume_keys: BTreeSet::new(),
     }

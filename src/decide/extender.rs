@@ -23,8 +23,9 @@ pub struct FilterOutcome<'a> {
 /// Filters `candidates` for a pod needing `demand`.
 ///
 /// Taints, cordons and readiness are kube-scheduler's business (it filtered before calling
-/// us, with the pod's tolerations), so only capacity is judged here. A node headroom has not
-/// seen yet passes: it has just joined and holds nothing we could count.
+/// us, with the pod's tolerations), so only capacity is judged here. A node whose CSI plugin
+/// has not registered the block driver (or that headroom has not seen yet) cannot attach a
+/// volume: it fails pods that need a new one and passes the rest.
 pub fn filter<'a, S: AsRef<str>>(
     placement: Placement<'_>,
     demand: &BlockDemand,
@@ -35,11 +36,23 @@ pub fn filter<'a, S: AsRef<str>>(
     for name in candidates {
         let name = name.as_ref();
         let Some(node) = placement.view.node(name) else {
-            out.passed.push(name);
+            if demand.keys.is_empty() {
+                out.passed.push(name);
+            } else {
+                out.failed
+                    .insert(name, format!("{name} is joining: not yet in headroom's view"));
+            }
             continue;
         };
         let used = placement.block_volumes(node);
         let needed = needed_on(node);
+        if needed > 0 && !node.block_ready {
+            out.failed.insert(
+                name,
+                format!("{name} is joining: its CSINode does not list the block driver yet"),
+            );
+            continue;
+        }
         if used + needed <= node.soft_cap {
             out.passed.push(name);
             continue;
@@ -79,7 +92,11 @@ pub fn prioritize<'a, S: AsRef<str>>(
         .iter()
         .map(|name| match placement.view.node(name.as_ref()) {
             Some(n) => {
-                let free_slots = (n.soft_cap - placement.block_volumes(n) - needed_on(n)) as f64;
+                let free_slots = if n.block_ready {
+                    (n.soft_cap - placement.block_volumes(n) - needed_on(n)) as f64
+                } else {
+                    0.0
+                };
                 let free_memory = if n.memory_allocatable_bytes > 0 {
                     (n.memory_allocatable_bytes - n.memory_requested_bytes - pod_memory) as f64
                         / n.memory_allocatable_bytes as f64
@@ -88,8 +105,8 @@ pub fn prioritize<'a, S: AsRef<str>>(
                 };
                 (free_slots, free_memory)
             }
-            // Unknown (just joined): empty.
-            None => (f64::from(u16::MAX), 1.0),
+            // Unknown (just joined): free memory, but no block slot until its CSI registers.
+            None => (0.0, 1.0),
         })
         .collect();
     let relative = |values: Vec<f64>| -> Vec<f64> {

@@ -4,8 +4,11 @@
 //! keeps it that way because none of those crates is imported here.
 
 pub mod accounting;
+pub mod actuation;
 pub mod admission;
 pub mod extender;
 pub mod placement;
 pub mod planner;
 pub mod projection;
+pub mod tick;
+pub mod time;

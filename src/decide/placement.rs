@@ -8,7 +8,10 @@ use std::collections::BTreeSet;
 
 use k8s_openapi::api::core::v1::Pod;
 
-use crate::decide::accounting::{ClusterView, NodeUsage, Reservations};
+use crate::{
+    decide::accounting::{ClusterView, NodeUsage, Reservations},
+    model::PodInfo,
+};
 
 /// The view plus volumes reserved on nodes since it was built (bindings made by the extender).
 #[derive(Clone, Copy)]
@@ -30,8 +33,11 @@ impl<'a> Placement<'a> {
         node.block_volumes + reserved as i64
     }
 
-    /// Slots left under the soft cap on `node` (0 at or over it).
+    /// Slots left under the soft cap on `node` (0 at or over it, or not block-ready).
     pub fn free_slots(&self, node: &NodeUsage) -> i64 {
+        if !node.block_ready {
+            return 0;
+        }
         (node.soft_cap - self.block_volumes(node)).max(0)
     }
 
@@ -65,14 +71,19 @@ impl<'a> Placement<'a> {
     }
 
     /// Whether a pod needing `keys` fits on a node under its soft cap (asked of many nodes, as
-    /// [`Self::needed_on`]).
+    /// [`Self::needed_on`]). A node whose CSI plugin has not registered takes no new volume.
     pub fn fits_on<'k>(&self, keys: &'k BTreeSet<String>) -> impl Fn(&NodeUsage) -> bool + 'k
     where
         'a: 'k,
     {
         let needed = self.needed_on(keys);
         let placement = *self;
-        move |node| node.schedulable && placement.block_volumes(node) + needed(node) <= node.soft_cap
+        move |node| {
+            let needed = needed(node);
+            node.schedulable
+                && (needed == 0 || node.block_ready)
+                && placement.block_volumes(node) + needed <= node.soft_cap
+        }
     }
 
     /// Σ free slots over schedulable nodes, reservations included.
@@ -96,6 +107,19 @@ impl<'a> Placement<'a> {
         nodes.truncate(limit);
         nodes
     }
+}
+
+/// The volume keys of an indexed pod's block claims (claims the view does not know are not
+/// block, or not created yet).
+pub fn pod_block_keys(view: &ClusterView, pod: &PodInfo) -> BTreeSet<String> {
+    pod.claims
+        .iter()
+        .filter_map(|c| {
+            view.block_claims
+                .get(&(pod.namespace.clone(), c.clone()))
+                .map(|(k, _)| k.clone())
+        })
+        .collect()
 }
 
 /// What a pod asks of block storage, resolved against the view.

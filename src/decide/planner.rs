@@ -1,28 +1,202 @@
-//! The provisioning planner: from the projection, decide to add VMs, remove one, or wait.
+//! The provisioning planner: from the projection and the actuator's status, decide to add VMs,
+//! drop queued ones, remove one node, or wait.
 //!
-//! Pure: capacity already on its way counts as capacity, so one intent never becomes two
-//! VMs; the caller passes `now` and when the last scale-up happened.
+//! Pure. Capacity on its way counts as capacity, so one intent never becomes two VMs. A
+//! removal is simulated first and refused when the smaller cluster would fire a trigger, push
+//! a node past its soft cap or memory threshold, or strand a pod.
 
-use std::{collections::BTreeSet, time::Duration};
+use std::time::Duration;
+
+use serde::Serialize;
 
 use crate::{
     config::Config,
     decide::{
-        accounting::ClusterView,
-        placement::Placement,
-        projection::{self, AdmittedDemand, Evaluation, Incoming, VmCapacity},
+        accounting::{ClusterView, NodeUsage},
+        actuation::{ActuatorStatus, DemandLevel},
+        placement::{Placement, pod_block_keys},
+        projection::{self, AdmittedDemand, Evaluation, Incoming, Totals, VmCapacity},
+        time::Timestamp,
     },
     index::ClusterState,
+    model::{Controller, PodInfo},
 };
 
 /// No scale-down this soon after a scale-up (the new node has barely filled).
 pub const SCALE_DOWN_COOLDOWN: Duration = Duration::from_secs(6 * 3600);
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `maxNodes` when there is no `proxmox:` section (the dry run's bound).
+const DEFAULT_MAX_NODES: i64 = 10;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase", tag = "action")]
 pub enum Plan {
     Nothing,
-    ScaleUp { count: i64, reason: String },
-    ScaleDown { node: String, reason: String },
+    /// Add `count` VMs beyond those in flight.
+    ScaleUp {
+        count: i64,
+        reason: String,
+    },
+    /// Drop `count` queued provisions: demand fell while they waited their turn.
+    Cancel {
+        count: i64,
+        reason: String,
+    },
+    /// Drain and remove `node`; `demand` is what the decision was made on.
+    ScaleDown {
+        node: String,
+        reason: String,
+        demand: DemandLevel,
+    },
+}
+
+/// How many more VMs `maxNodes` allows beyond the nodes there are and those in flight: the
+/// one rule the planner, admission's outlook and `status` share.
+pub fn room_for_vms(config: &Config, nodes: usize, in_flight: i64) -> i64 {
+    let max = config
+        .proxmox
+        .as_ref()
+        .map_or(DEFAULT_MAX_NODES, |p| i64::from(p.max_nodes));
+    (max - nodes as i64 - in_flight).max(0)
+}
+
+/// What one pod, or one node's room, holds: memory and CPU requests and block slots.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Fit {
+    memory: i64,
+    cpu: i64,
+    slots: i64,
+}
+
+impl Fit {
+    fn holds(&self, need: &Fit) -> bool {
+        self.memory >= need.memory && self.cpu >= need.cpu && self.slots >= need.slots
+    }
+
+    fn take(&mut self, need: &Fit) {
+        self.memory -= need.memory;
+        self.cpu -= need.cpu;
+        self.slots -= need.slots;
+    }
+}
+
+/// First fit, largest first: places every need into `bins`, opening a bin of `new` when none
+/// holds it (if `new` is given). Returns how many bins were opened, or `None` when a need fits
+/// nowhere.
+fn first_fit(mut needs: Vec<Fit>, bins: &mut Vec<Fit>, new: Option<Fit>) -> Option<i64> {
+    needs.sort_by_key(|n| std::cmp::Reverse((n.slots, n.memory, n.cpu)));
+    let mut opened = 0;
+    for need in &needs {
+        match bins.iter_mut().find(|b| b.holds(need)) {
+            Some(bin) => bin.take(need),
+            None => {
+                let mut bin = new.filter(|n| n.holds(need))?;
+                bin.take(need);
+                bins.push(bin);
+                opened += 1;
+            }
+        }
+    }
+    Some(opened)
+}
+
+fn pod_fit(view: &ClusterView, pod: &PodInfo) -> Fit {
+    Fit {
+        memory: pod.memory_request,
+        cpu: pod.cpu_request_millis,
+        slots: pod_block_keys(view, pod).len() as i64,
+    }
+}
+
+/// A pending pod no VM of the configured shape can hold.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OversizedPod {
+    pub namespace: String,
+    pub name: String,
+    pub reason: String,
+}
+
+/// How many VMs the demand needs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Sizing {
+    /// The fewest VMs on their way, those in flight included, that clear every trigger and
+    /// hold every pending pod a VM can hold; `None` when even `maxNodes` would not.
+    pub vms_needed: Option<i64>,
+    /// More VMs `maxNodes` allows beyond the nodes and those in flight.
+    pub room_for_vms: i64,
+    /// Pending pods that fit no node now.
+    pub unfit_pods: usize,
+    /// Pending pods no VM shape holds: never a reason to clone.
+    pub oversized_pods: Vec<OversizedPod>,
+}
+
+/// Sizes the demand: trigger conditions on the projection, and pending pods that fit no node
+/// packed into the configured VM shape.
+pub fn size(
+    state: &ClusterState,
+    view: &ClusterView,
+    placement: Placement<'_>,
+    config: &Config,
+    admitted: AdmittedDemand,
+    in_flight: i64,
+) -> Sizing {
+    let vm = VmCapacity::from_config(config);
+    let room_for_vms = room_for_vms(config, view.nodes.len(), in_flight);
+    let limit = room_for_vms + in_flight;
+    let for_triggers =
+        projection::vms_to_clear_triggers(view, admitted, Incoming::default(), vm, config, limit);
+
+    let shape = Fit {
+        memory: vm.memory_bytes,
+        cpu: vm.cpu_millis,
+        slots: vm.block_slots,
+    };
+    let mut unfit = Vec::new();
+    let mut oversized_pods = Vec::new();
+    for pod in state
+        .pods
+        .values()
+        .filter(|p| !p.terminal && p.node_name.is_none())
+    {
+        let keys = pod_block_keys(view, pod);
+        let fits = placement.fits_on(&keys);
+        let takes_it = |n: &&NodeUsage| {
+            n.memory_allocatable_bytes - n.memory_requested_bytes >= pod.memory_request
+                && n.cpu_allocatable_millis - n.cpu_requested_millis >= pod.cpu_request_millis
+                && fits(n)
+        };
+        if view.schedulable().any(|n| takes_it(&n)) {
+            continue;
+        }
+        let need = pod_fit(view, pod);
+        if shape.holds(&need) {
+            unfit.push(need);
+        } else {
+            oversized_pods.push(OversizedPod {
+                namespace: pod.namespace.clone(),
+                name: pod.name.clone(),
+                reason: format!(
+                    "requests {} MiB memory, {}m CPU and {} block volumes; a worker VM has {} MiB, {}m and {} slots",
+                    need.memory >> 20,
+                    need.cpu,
+                    need.slots,
+                    shape.memory >> 20,
+                    shape.cpu,
+                    shape.slots
+                ),
+            });
+        }
+    }
+    let unfit_pods = unfit.len();
+    let for_pods = first_fit(unfit, &mut Vec::new(), Some(shape)).unwrap_or(0);
+    Sizing {
+        vms_needed: for_triggers.map(|n| n.max(for_pods)).filter(|n| *n <= limit),
+        room_for_vms,
+        unfit_pods,
+        oversized_pods,
+    }
 }
 
 /// What the planner looks at.
@@ -32,22 +206,34 @@ pub struct PlanInput<'a> {
     pub placement: Placement<'a>,
     pub config: &'a Config,
     pub evaluation: &'a Evaluation,
+    pub sizing: &'a Sizing,
     pub admitted: AdmittedDemand,
-    pub incoming: Incoming,
-    /// Time since the last scale-up finished or started (None: never).
-    pub since_scale_up: Option<Duration>,
-    /// Time since the last node was removed (None: never).
-    pub since_scale_down: Option<Duration>,
+    pub actuator: &'a ActuatorStatus,
+    pub now: Timestamp,
 }
 
-fn max_nodes(config: &Config) -> i64 {
-    config.proxmox.as_ref().map_or(10, |p| i64::from(p.max_nodes))
-}
+/// Why the planner does not remove a node although the scale-down conditions hold.
+pub type Refusals = Vec<String>;
 
-pub fn plan(input: &PlanInput<'_>) -> Plan {
+pub fn plan(input: &PlanInput<'_>) -> (Plan, Refusals) {
     let config = input.config;
-    let room_for = (max_nodes(config) - input.view.nodes.len() as i64 - input.incoming.vms).max(0);
-    let vm = VmCapacity::from_config(config);
+    let actuator = input.actuator;
+    let sizing = input.sizing;
+    let in_flight = actuator.incoming_vms();
+    let needed_more = sizing
+        .vms_needed
+        .map_or(sizing.room_for_vms, |n| n - in_flight)
+        .min(sizing.room_for_vms);
+
+    // A removal moves demand, it does not add any: within `scaleDown.for` of one, a trigger
+    // scales up only when the cluster asks for more than it did when the node was removed.
+    // (Pods that fit nowhere always get capacity: nothing may be stranded.)
+    let window = config.scale_down.r#for.0;
+    let demand = demand_level(input.view, input.admitted);
+    let outside_demand = match (actuator.last_scale_down, &actuator.demand_at_scale_down) {
+        (Some(at), Some(baseline)) if input.now.since(at) < window => demand.exceeds(baseline),
+        _ => true,
+    };
 
     let sustained: Vec<&str> = input
         .evaluation
@@ -56,146 +242,245 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
         .filter(|t| t.sustained)
         .map(|t| t.reason.as_str())
         .collect();
-    if !sustained.is_empty() {
-        if room_for == 0 {
-            return Plan::Nothing;
-        }
-        let count = projection::vms_to_clear_triggers(
-            input.view,
-            input.admitted,
-            input.incoming,
-            vm,
-            config,
-            room_for,
-        )
-        .unwrap_or(room_for);
-        // Zero means what is already incoming clears every trigger once it joins.
-        return if count > 0 {
+    if !sustained.is_empty() && needed_more > 0 && outside_demand {
+        return (
             Plan::ScaleUp {
-                count,
+                count: needed_more,
                 reason: sustained.join("; "),
-            }
-        } else {
-            Plan::Nothing
-        };
+            },
+            Vec::new(),
+        );
     }
-
-    let unfit = unfit_pending_pods(input);
-    if unfit > 0 {
-        return if input.incoming.vms == 0 && room_for > 0 {
+    if sizing.unfit_pods > 0 && needed_more > 0 {
+        return (
             Plan::ScaleUp {
-                count: 1,
-                reason: format!("{unfit} pending pod(s) fit no node (block slots, memory or CPU)"),
-            }
-        } else {
-            Plan::Nothing
+                count: needed_more,
+                reason: format!(
+                    "{} pending pod(s) fit no node (block slots, memory or CPU)",
+                    sizing.unfit_pods
+                ),
+            },
+            Vec::new(),
+        );
+    }
+    let queued = actuator.queued() as i64;
+    if queued > 0
+        && let Some(needed) = sizing.vms_needed
+        && needed < in_flight
+    {
+        return (
+            Plan::Cancel {
+                count: queued.min(in_flight - needed),
+                reason: format!("{needed} VM(s) now clear every trigger, {in_flight} on their way"),
+            },
+            Vec::new(),
+        );
+    }
+
+    // One removal at a time, none while capacity is on its way, and one per `scaleDown.for`:
+    // the conditions count again from the last removal (see `projection::evaluate`).
+    let cooled = actuator
+        .last_scale_up
+        .is_none_or(|at| input.now.since(at) >= SCALE_DOWN_COOLDOWN)
+        && actuator
+            .last_scale_down
+            .is_none_or(|at| input.now.since(at) >= window);
+    if input.evaluation.scale_down_allowed() && cooled && in_flight == 0 && actuator.removal.is_none() {
+        return match removable_node(input) {
+            Ok((node, reason)) => (Plan::ScaleDown { node, reason, demand }, Vec::new()),
+            Err(refusals) => (Plan::Nothing, refusals),
         };
     }
+    (Plan::Nothing, Vec::new())
+}
 
-    // One removal per `scaleDown.for`: the conditions held on the cluster before the last
-    // removal, so they must hold again on the smaller one before the next.
-    let cooled = input.since_scale_up.is_none_or(|d| d >= SCALE_DOWN_COOLDOWN)
-        && input
-            .since_scale_down
-            .is_none_or(|d| d >= config.scale_down.r#for.0);
-    if input.evaluation.scale_down_allowed() && cooled && input.incoming.vms == 0 {
-        return removable_node(input)
-            .map_or(Plan::Nothing, |(node, reason)| Plan::ScaleDown { node, reason });
+/// What the cluster asks for now: every block volume held, pending or admitted, and every
+/// memory request.
+pub fn demand_level(view: &ClusterView, admitted: AdmittedDemand) -> DemandLevel {
+    let held: i64 = view.nodes.iter().map(|n| n.block_volumes).sum();
+    DemandLevel {
+        block_volumes: held + view.pending_block_claims() + admitted.block_volumes,
+        memory_bytes: view.nodes.iter().map(|n| n.memory_requested_bytes).sum::<i64>()
+            + admitted.memory_bytes,
     }
-    Plan::Nothing
 }
 
-/// Pending pods (no node yet) that no schedulable node can take for block slots, memory or CPU.
-pub fn unfit_pending_pods(input: &PlanInput<'_>) -> usize {
-    let p = input.placement;
-    input
-        .state
-        .pods
-        .values()
-        .filter(|pod| !pod.terminal && pod.node_name.is_none())
-        .filter(|pod| {
-            let keys: BTreeSet<String> = pod
-                .claims
-                .iter()
-                .filter_map(|c| {
-                    input
-                        .view
-                        .block_claims
-                        .get(&(pod.namespace.clone(), c.clone()))
-                        .map(|(k, _)| k.clone())
-                })
-                .collect();
-            let fits = p.fits_on(&keys);
-            !input.view.schedulable().any(|n| {
-                n.memory_allocatable_bytes - n.memory_requested_bytes >= pod.memory_request
-                    && n.cpu_allocatable_millis - n.cpu_requested_millis >= pod.cpu_request_millis
-                    && fits(n)
-            })
-        })
-        .count()
-}
-
-/// The lightest node whose pods the others absorb (memory, and block volumes under the soft
-/// cap), by a first-fit-decreasing simulation. GPU nodes are never removed.
-fn removable_node(input: &PlanInput<'_>) -> Option<(String, String)> {
-    let p = input.placement;
-    let mut candidates: Vec<_> = input.view.schedulable().filter(|n| n.gpus == 0).collect();
-    candidates.sort_by_key(|n| (p.block_volumes(n), n.memory_requested_bytes));
-    for candidate in candidates {
-        let mut pods: Vec<(i64, usize)> = input
-            .state
-            .pods
-            .values()
-            .filter(|pod| !pod.terminal && pod.node_name.as_deref() == Some(candidate.name.as_str()))
-            .map(|pod| {
-                let blocks = pod
-                    .claims
-                    .iter()
-                    .filter(|c| {
-                        input
-                            .view
-                            .block_claims
-                            .contains_key(&(pod.namespace.clone(), (*c).clone()))
-                    })
-                    .count();
-                (pod.memory_request, blocks)
-            })
-            .collect();
-        pods.sort_by(|a, b| b.cmp(a));
-        let mut others: Vec<(i64, i64)> = input
-            .view
-            .schedulable()
-            .filter(|n| n.name != candidate.name)
-            .map(|n| {
-                (
-                    n.memory_allocatable_bytes - n.memory_requested_bytes,
-                    p.free_slots(n),
-                )
-            })
-            .collect();
-        let absorbed = pods.iter().all(|(mem, blocks)| {
-            let blocks = *blocks as i64;
-            match others.iter_mut().find(|(m, s)| *m >= *mem && *s >= blocks) {
-                Some(slot) => {
-                    slot.0 -= mem;
-                    slot.1 -= blocks;
-                    true
-                }
-                None => false,
-            }
-        });
-        if absorbed && !others.is_empty() {
-            return Some((
-                candidate.name.clone(),
-                format!(
-                    "scale-down conditions held for {}; the other nodes absorb {}'s {} pods and {} block volumes",
-                    input.config.scale_down.r#for,
-                    candidate.name,
-                    pods.len(),
-                    p.block_volumes(candidate)
-                ),
+/// Why a pod cannot leave `node`, if it cannot.
+fn immovable(state: &ClusterState, pod: &PodInfo, node: &str) -> Option<String> {
+    let id = format!("{}/{}", pod.namespace, pod.name);
+    if pod.controller == Controller::None {
+        return Some(format!(
+            "pod {id} has no controller: evicted, nothing would place it again"
+        ));
+    }
+    for claim in &pod.claims {
+        let pinned = state
+            .claims
+            .get(&(pod.namespace.clone(), claim.clone()))
+            .and_then(|c| c.volume_name.as_ref())
+            .and_then(|pv| state.volumes.get(pv))
+            .is_some_and(|v| !v.pinned_to.is_empty() && v.pinned_to.iter().all(|n| n == node));
+        if pinned {
+            return Some(format!(
+                "pod {id} uses claim {claim}, whose volume is pinned to {node}"
             ));
         }
     }
     None
+}
+
+/// The lightest node whose pods the others absorb, with the cluster still calm without it:
+/// every pod it runs can move (a controller places it again, no volume pins it), the others
+/// hold them under their soft caps and the memory threshold, and no trigger fires on the
+/// smaller cluster. GPU nodes and nodes still joining are never removed.
+fn removable_node(input: &PlanInput<'_>) -> Result<(String, String), Refusals> {
+    let p = input.placement;
+    let config = input.config;
+    // Others may fill up to the scale-up threshold, not past it (that would flap).
+    let memory_ceiling = config.triggers.memory_request_ratio.map_or(1.0, |t| t.above);
+    let mut candidates: Vec<&NodeUsage> = input
+        .view
+        .schedulable()
+        .filter(|n| n.gpus == 0 && n.block_ready)
+        .collect();
+    candidates.sort_by_key(|n| (p.block_volumes(n), n.memory_requested_bytes));
+    let mut refusals = Vec::new();
+    for candidate in candidates {
+        let name = candidate.name.as_str();
+        let pods: Vec<&PodInfo> = input
+            .state
+            .pods
+            .values()
+            .filter(|pod| {
+                !pod.terminal && pod.node_name.as_deref() == Some(name) && pod.controller.evicted_by_drain()
+            })
+            .collect();
+        if let Some(why) = pods.iter().find_map(|pod| immovable(input.state, pod, name)) {
+            refusals.push(format!("{name}: {why}"));
+            continue;
+        }
+        let others: Vec<&NodeUsage> = input.view.schedulable().filter(|n| n.name != name).collect();
+        let mut rooms: Vec<Fit> = others
+            .iter()
+            .map(|n| Fit {
+                memory: (n.memory_allocatable_bytes as f64 * memory_ceiling) as i64
+                    - n.memory_requested_bytes,
+                cpu: n.cpu_allocatable_millis - n.cpu_requested_millis,
+                slots: p.free_slots(n),
+            })
+            .collect();
+        let needs: Vec<Fit> = pods.iter().map(|pod| pod_fit(input.view, pod)).collect();
+        let moved_slots: i64 = needs.iter().map(|n| n.slots).sum();
+        if others.is_empty() || first_fit(needs, &mut rooms, None).is_none() {
+            refusals.push(format!(
+                "{name}: the other nodes cannot take its {} pods under their soft caps and {:.0}% memory",
+                pods.len(),
+                memory_ceiling * 100.0
+            ));
+            continue;
+        }
+        // The cluster without it: its room and memory gone, its volumes on the others.
+        let before = Totals::of(input.view);
+        let fullest_after = others
+            .iter()
+            .zip(&rooms)
+            .map(|(n, room)| n.block_volumes + (p.free_slots(n) - room.slots))
+            .chain(
+                input
+                    .view
+                    .nodes
+                    .iter()
+                    .filter(|n| !n.schedulable && n.name != name)
+                    .map(|n| n.block_volumes),
+            )
+            .max()
+            .unwrap_or(0);
+        let without = Totals {
+            room: before.room - p.free_slots(candidate) - moved_slots,
+            memory_allocatable: before.memory_allocatable - candidate.memory_allocatable_bytes,
+            max_node_block_volumes: fullest_after,
+            ..before
+        };
+        let projected = projection::project_totals(
+            without,
+            input.view.pending_block_claims(),
+            input.admitted,
+            Incoming::default(),
+            VmCapacity::from_config(config),
+        );
+        let firing: Vec<&str> = projection::trigger_conditions(&projected, config)
+            .into_iter()
+            .filter(|c| c.holds)
+            .map(|c| c.name)
+            .collect();
+        if !firing.is_empty() {
+            refusals.push(format!("{name}: without it {} would fire", firing.join(" and ")));
+            continue;
+        }
+        return Ok((
+            name.to_owned(),
+            format!(
+                "scale-down conditions held for {}; the other nodes absorb {name}'s {} pods and {} block volumes, no trigger fires without it",
+                config.scale_down.r#for,
+                pods.len(),
+                p.block_volumes(candidate)
+            ),
+        ));
+    }
+    Err(refusals)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fit(memory: i64, cpu: i64, slots: i64) -> Fit {
+        Fit { memory, cpu, slots }
+    }
+
+    #[test]
+    fn first_fit_opens_the_fewest_bins_it_can_and_refuses_what_fits_no_bin() {
+        let vm = fit(32, 8000, 24);
+        /// (case, needs, bins there already, bins opened)
+        type Case = (&'static str, Vec<Fit>, Vec<Fit>, Option<i64>);
+        let cases: Vec<Case> = vec![
+            ("nothing to place", vec![], vec![], Some(0)),
+            ("one pod, one VM", vec![fit(4, 100, 1)], vec![], Some(1)),
+            (
+                "memory packs three 12s into two VMs of 32",
+                vec![fit(12, 0, 0); 3],
+                vec![],
+                Some(2),
+            ),
+            (
+                "slots pack 30 one-volume pods into two VMs of 24",
+                vec![fit(0, 0, 1); 30],
+                vec![],
+                Some(2),
+            ),
+            (
+                "room already there is used first",
+                vec![fit(10, 0, 0); 2],
+                vec![fit(20, 8000, 0)],
+                Some(0),
+            ),
+            ("larger than any VM", vec![fit(40, 0, 0)], vec![], None),
+        ];
+        for (name, needs, mut bins, want) in cases {
+            assert_eq!(first_fit(needs, &mut bins, Some(vm)), want, "{name}");
+        }
+        assert_eq!(
+            first_fit(vec![fit(1, 0, 0)], &mut Vec::new(), None),
+            None,
+            "no bins and none may open"
+        );
+    }
+
+    #[test]
+    fn room_under_max_nodes_counts_nodes_and_what_is_in_flight() {
+        let config = Config::default();
+        assert_eq!(room_for_vms(&config, 7, 0), 3);
+        assert_eq!(room_for_vms(&config, 7, 2), 1);
+        assert_eq!(room_for_vms(&config, 12, 0), 0, "never negative");
+    }
 }

@@ -4,15 +4,16 @@
 //! Demand is what the accounting sees plus admissions accepted but not yet visible as
 //! objects. Capacity is the schedulable nodes plus VMs already on their way (being cloned, or
 //! cold spares starting), counted as if joined with the configured VM size and the soft cap.
-//! Durations (`for:`) are measured against a `History` the caller keeps and `now` it passes in.
+//! Durations (`for:`) are measured against `Windows` the caller keeps (and persists) and `now`
+//! it passes in.
 
-use std::{collections::BTreeMap, time::Instant};
+use std::{collections::BTreeMap, time::Duration};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{
     config::{Config, Period},
-    decide::accounting::ClusterView,
+    decide::{accounting::ClusterView, time::Timestamp},
 };
 
 /// Demand admitted by the webhook and not yet visible as objects.
@@ -29,22 +30,23 @@ pub struct Incoming {
 }
 
 /// What one new worker brings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct VmCapacity {
     pub block_slots: i64,
     pub memory_bytes: i64,
+    pub cpu_millis: i64,
 }
 
 impl VmCapacity {
     /// The configured VM size with the soft cap (the default VM shape when no `proxmox:`).
     pub fn from_config(config: &Config) -> Self {
-        let memory_mib = config.proxmox.as_ref().map_or_else(
-            || crate::config::VmShape::default().memory_mib,
-            |p| p.vm.memory_mib,
-        );
+        let default = crate::config::VmShape::default();
+        let shape = config.proxmox.as_ref().map_or(&default, |p| &p.vm);
         VmCapacity {
             block_slots: i64::from(config.soft_cap),
-            memory_bytes: (memory_mib * 1024 * 1024) as i64,
+            memory_bytes: (shape.memory_mib * 1024 * 1024) as i64,
+            cpu_millis: i64::from(shape.cores) * 1000,
         }
     }
 }
@@ -66,6 +68,34 @@ pub struct Projection {
     pub incoming_vms: i64,
 }
 
+/// What the schedulable nodes hold and offer, summed: the part of a projection that changes
+/// when a node is taken away.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Totals {
+    /// Slots under the soft cap on schedulable, block-ready nodes.
+    pub room: i64,
+    pub memory_requested: i64,
+    pub memory_limits: i64,
+    pub memory_allocatable: i64,
+    pub max_node_block_volumes: i64,
+}
+
+impl Totals {
+    pub fn of(view: &ClusterView) -> Self {
+        let mut t = Totals {
+            room: view.room(),
+            max_node_block_volumes: view.max_node_block_volumes(),
+            ..Default::default()
+        };
+        for n in view.schedulable() {
+            t.memory_requested += n.memory_requested_bytes;
+            t.memory_limits += n.memory_limits_bytes;
+            t.memory_allocatable += n.memory_allocatable_bytes;
+        }
+        t
+    }
+}
+
 /// Projects the view with admitted demand and incoming capacity.
 pub fn project(
     view: &ClusterView,
@@ -73,19 +103,28 @@ pub fn project(
     incoming: Incoming,
     vm: VmCapacity,
 ) -> Projection {
-    let pending = view.pending_block_claims();
+    project_totals(
+        Totals::of(view),
+        view.pending_block_claims(),
+        admitted,
+        incoming,
+        vm,
+    )
+}
+
+/// Projects `totals` with `pending` block claims, admitted demand and incoming capacity.
+pub fn project_totals(
+    totals: Totals,
+    pending: i64,
+    admitted: AdmittedDemand,
+    incoming: Incoming,
+    vm: VmCapacity,
+) -> Projection {
     let planned = pending + admitted.block_volumes;
-    let room = view.room() + incoming.vms * vm.block_slots;
-    let sched = view.schedulable();
-    let (mut requested, mut limits, mut allocatable) = (0i64, 0i64, 0i64);
-    for n in sched {
-        requested += n.memory_requested_bytes;
-        limits += n.memory_limits_bytes;
-        allocatable += n.memory_allocatable_bytes;
-    }
-    requested += admitted.memory_bytes;
-    limits += admitted.memory_bytes;
-    allocatable += incoming.vms * vm.memory_bytes;
+    let room = totals.room + incoming.vms * vm.block_slots;
+    let requested = totals.memory_requested + admitted.memory_bytes;
+    let limits = totals.memory_limits + admitted.memory_bytes;
+    let allocatable = totals.memory_allocatable + incoming.vms * vm.memory_bytes;
     let ratio = |x: i64| {
         if allocatable <= 0 {
             0.0
@@ -98,7 +137,7 @@ pub fn project(
         room,
         pending_block_claims: pending,
         planned_block_volumes: planned,
-        max_node_block_volumes: view.max_node_block_volumes(),
+        max_node_block_volumes: totals.max_node_block_volumes,
         memory_request_ratio: ratio(requested),
         memory_limit_ratio: ratio(limits),
         incoming_vms: incoming.vms,
@@ -123,18 +162,21 @@ pub struct Check {
     pub reason: String,
 }
 
-/// When each condition started to hold, kept by the caller between evaluations.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct History {
-    since: BTreeMap<&'static str, Instant>,
+/// When each trigger, signal and scale-down condition started to hold: kept by the caller
+/// between evaluations and persisted, so a restart does not start a window again.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Windows {
+    pub since: BTreeMap<String, Timestamp>,
 }
 
-impl History {
-    /// Records whether `name` holds at `now`; returns how long it has held.
-    fn observe(&mut self, name: &'static str, holds: bool, now: Instant) -> Option<std::time::Duration> {
+impl Windows {
+    /// Records whether `name` holds at `now`; returns since when it has held.
+    fn observe(&mut self, name: &str, holds: bool, now: Timestamp) -> Option<Timestamp> {
         if holds {
-            let since = *self.since.entry(name).or_insert(now);
-            Some(now.saturating_duration_since(since))
+            // A moment in the future (a clock set back) counts from now.
+            let since = self.since.entry(name.to_owned()).or_insert(now);
+            *since = (*since).min(now);
+            Some(*since)
         } else {
             self.since.remove(name);
             None
@@ -165,75 +207,105 @@ impl Evaluation {
 }
 
 struct Evaluator<'a> {
-    history: &'a mut History,
-    now: Instant,
+    windows: &'a mut Windows,
+    now: Timestamp,
+    /// Scale-down conditions count from no earlier than the last removal: they held on the
+    /// larger cluster, and must hold again for a whole window on the smaller one.
+    scale_down_from: Option<Timestamp>,
 }
 
 impl Evaluator<'_> {
     fn check(&mut self, name: &'static str, holds: bool, r#for: Period, reason: String) -> Check {
-        let held = self.history.observe(name, holds, self.now);
+        let since = self.windows.observe(name, holds, self.now);
+        let since = match (since, self.scale_down_from) {
+            (Some(s), Some(from)) if name.starts_with("scaleDown.") => Some(s.max(from)),
+            (s, _) => s,
+        };
+        let held = since.map(|s| self.now.since(s));
         Check {
             name,
             firing: holds,
             sustained: held.is_some_and(|h| h >= r#for.0),
             r#for,
-            held_for: held.map(|h| Period(std::time::Duration::from_secs(h.as_secs()))),
+            held_for: held.map(|h| Period(Duration::from_secs(h.as_secs()))),
             reason,
         }
     }
 }
 
-/// The trigger conditions alone, without history: which triggers hold on `p`.
-fn trigger_conditions(p: &Projection, config: &Config) -> Vec<(&'static str, bool, Period, String)> {
+/// A trigger's condition on one projection, before its `for:` is applied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Condition {
+    pub name: &'static str,
+    pub holds: bool,
+    pub r#for: Period,
+    pub reason: String,
+}
+
+/// The trigger conditions alone, without windows: which triggers hold on `p`.
+pub fn trigger_conditions(p: &Projection, config: &Config) -> Vec<Condition> {
     let t = &config.triggers;
     let mut out = Vec::new();
     if let Some(c) = t.free_block_slots {
-        out.push((
-            "freeBlockSlots",
-            p.free_block_slots < c.below,
-            c.r#for,
-            format!(
+        out.push(Condition {
+            name: "freeBlockSlots",
+            holds: p.free_block_slots < c.below,
+            r#for: c.r#for,
+            reason: format!(
                 "{} free block slots (room {} − planned {}), below {}",
                 p.free_block_slots, p.room, p.planned_block_volumes, c.below
             ),
-        ));
+        });
     }
     if let Some(c) = t.memory_request_ratio {
-        out.push((
-            "memoryRequestRatio",
-            p.memory_request_ratio > c.above,
-            c.r#for,
-            format!(
+        out.push(Condition {
+            name: "memoryRequestRatio",
+            holds: p.memory_request_ratio > c.above,
+            r#for: c.r#for,
+            reason: format!(
                 "memory requests at {:.0}% of allocatable, above {:.0}%",
                 p.memory_request_ratio * 100.0,
                 c.above * 100.0
             ),
-        ));
+        });
     }
     if let Some(c) = t.planned_block_volumes {
         // Satisfied once free slots (incoming included) cover the planned claims plus the
         // freeBlockSlots reserve.
         let reserve = t.free_block_slots.map_or(0, |f| f.below);
         let covered = p.room >= p.planned_block_volumes + reserve;
-        out.push((
-            "plannedBlockVolumes",
-            p.planned_block_volumes >= c.at_least && p.max_node_block_volumes >= c.when_max_node_at_least && !covered,
-            c.r#for,
-            format!(
+        out.push(Condition {
+            name: "plannedBlockVolumes",
+            holds: p.planned_block_volumes >= c.at_least
+                && p.max_node_block_volumes >= c.when_max_node_at_least
+                && !covered,
+            r#for: c.r#for,
+            reason: format!(
                 "{} planned block volumes (≥ {}) while the fullest node holds {} (≥ {}); room {} for planned + reserve {}",
                 p.planned_block_volumes, c.at_least, p.max_node_block_volumes, c.when_max_node_at_least, p.room, reserve
             ),
-        ));
+        });
     }
     out
 }
 
-/// Evaluates every trigger, signal and scale-down condition on `p` at `now`.
-pub fn evaluate(p: &Projection, config: &Config, history: &mut History, now: Instant) -> Evaluation {
-    let mut ev = Evaluator { history, now };
+/// Evaluates every trigger, signal and scale-down condition on `p` at `now`; scale-down
+/// conditions count from no earlier than `last_scale_down`.
+pub fn evaluate(
+    p: &Projection,
+    config: &Config,
+    windows: &mut Windows,
+    now: Timestamp,
+    last_scale_down: Option<Timestamp>,
+) -> Evaluation {
+    let mut ev = Evaluator {
+        windows,
+        now,
+        scale_down_from: last_scale_down,
+    };
     let triggers = trigger_conditions(p, config)
         .into_iter()
-        .map(|(name, holds, r#for, reason)| ev.check(name, holds, r#for, reason))
+        .map(|c| ev.check(c.name, c.holds, c.r#for, c.reason))
         .collect();
 
     let mut signals = Vec::new();
@@ -312,9 +384,7 @@ pub fn vms_to_clear_triggers(
             },
             vm,
         );
-        trigger_conditions(&p, config)
-            .iter()
-            .all(|(_, holds, _, _)| !holds)
+        trigger_conditions(&p, config).iter().all(|c| !c.holds)
     })
 }
 
@@ -329,6 +399,7 @@ mod tests {
     };
 
     const GI: i64 = 1024 * 1024 * 1024;
+    const T0: Timestamp = Timestamp(1_780_000_000_000);
 
     fn usage(name: &str, block: i64, mem_req_gi: i64) -> NodeUsage {
         NodeUsage {
@@ -345,6 +416,7 @@ mod tests {
             unschedulable_reason: None,
             gpus: 0,
             pods: 0,
+            block_ready: true,
             pod_volumes: block,
             volume_keys: Default::default(),
         }
@@ -371,6 +443,7 @@ mod tests {
         VmCapacity {
             block_slots: 24,
             memory_bytes: 32 * GI,
+            cpu_millis: 8000,
         }
     }
 
@@ -498,7 +571,7 @@ mod tests {
         for (name, nodes, pending, admitted, incoming, want) in cases {
             let v = view(nodes, pending);
             let p = project(&v, admitted, incoming, vm());
-            let ev = evaluate(&p, &config, &mut History::default(), Instant::now());
+            let ev = evaluate(&p, &config, &mut Windows::default(), T0, None);
             for (check, expected) in want {
                 assert_eq!(firing(&ev, check), expected, "{name}: {check} (projection {p:?})");
             }
@@ -518,15 +591,15 @@ mod tests {
         });
         let tight = view(vec![usage("a", 23, 10), usage("b", 23, 10)], 0);
         let roomy = view(vec![usage("a", 2, 10), usage("b", 2, 10)], 0);
-        let t0 = Instant::now();
-        let at = |s: u64| t0 + Duration::from_secs(s);
-        let mut h = History::default();
-        let step = |h: &mut History, v: &ClusterView, secs: u64| {
+        let at = |s: u64| T0.plus(Duration::from_secs(s));
+        let mut h = Windows::default();
+        let step = |h: &mut Windows, v: &ClusterView, secs: u64| {
             let ev = evaluate(
                 &project(v, AdmittedDemand::default(), Incoming::default(), vm()),
                 &config,
                 h,
                 at(secs),
+                None,
             );
             let c = ev
                 .triggers
@@ -561,15 +634,15 @@ mod tests {
         let config = Config::default(); // for: 720h
         let quiet = view(vec![usage("a", 5, 8), usage("b", 4, 8)], 0);
         let busy_mem = view(vec![usage("a", 5, 30), usage("b", 4, 30)], 0);
-        let t0 = Instant::now();
-        let hours = |h: u64| t0 + Duration::from_secs(h * 3600);
-        let mut h = History::default();
-        let mut allowed = |v: &ClusterView, at: Instant| {
+        let hours = |h: u64| T0.plus(Duration::from_secs(h * 3600));
+        let mut h = Windows::default();
+        let mut allowed = |v: &ClusterView, at: Timestamp| {
             evaluate(
                 &project(v, AdmittedDemand::default(), Incoming::default(), vm()),
                 &config,
                 &mut h,
                 at,
+                None,
             )
             .scale_down_allowed()
         };
@@ -631,5 +704,73 @@ mod tests {
             ),
             Some(0)
         );
+    }
+}
+
+#[cfg(test)]
+mod window_tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::Config;
+
+    const T0: Timestamp = Timestamp(1_780_000_000_000);
+
+    fn quiet() -> Projection {
+        Projection {
+            free_block_slots: 40,
+            room: 40,
+            pending_block_claims: 0,
+            planned_block_volumes: 0,
+            max_node_block_volumes: 5,
+            memory_request_ratio: 0.2,
+            memory_limit_ratio: 0.3,
+            incoming_vms: 0,
+        }
+    }
+
+    #[test]
+    fn a_removal_starts_the_scale_down_window_again_and_windows_survive_a_round_trip() {
+        let config = Config::default(); // for: 720h
+        let hours = |h: u64| T0.plus(Duration::from_secs(h * 3600));
+        let mut windows = Windows::default();
+        // (hour, last removal, allowed)
+        let rows: [(u64, Option<u64>, bool); 5] = [
+            (0, None, false),
+            (720, None, true),
+            (721, Some(721), false),
+            (721 + 719, Some(721), false),
+            (721 + 720, Some(721), true),
+        ];
+        for (hour, removed, want) in rows {
+            let ev = evaluate(&quiet(), &config, &mut windows, hours(hour), removed.map(hours));
+            assert_eq!(
+                ev.scale_down_allowed(),
+                want,
+                "hour {hour}, removal at {removed:?}"
+            );
+            // What a restart reads back is what was written: the window goes on.
+            let text = serde_json::to_string(&windows).unwrap();
+            windows = serde_json::from_str(&text).unwrap();
+        }
+        assert!(
+            !ev_trigger_counts_from_removal(&config),
+            "triggers are not restarted by a removal"
+        );
+    }
+
+    /// A trigger's window ignores removals (only scale-down conditions restart).
+    fn ev_trigger_counts_from_removal(config: &Config) -> bool {
+        let mut tight = quiet();
+        tight.free_block_slots = 1;
+        let mut windows = Windows::default();
+        evaluate(&tight, config, &mut windows, T0, None);
+        let later = T0.plus(Duration::from_secs(3600));
+        let ev = evaluate(&tight, config, &mut windows, later, Some(later));
+        ev.triggers
+            .iter()
+            .find(|c| c.name == "freeBlockSlots")
+            .and_then(|c| c.held_for)
+            .is_some_and(|h| h.0 < Duration::from_secs(3600))
     }
 }

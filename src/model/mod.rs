@@ -71,6 +71,10 @@ pub struct VolumeInfo {
     pub name: String,
     pub csi_driver: Option<String>,
     pub volume_handle: Option<String>,
+    /// Nodes a required node affinity pins the volume to (`kubernetes.io/hostname`, as
+    /// local-path and local PVs have): a pod using it cannot run anywhere else.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pinned_to: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -96,6 +100,50 @@ pub struct PodInfo {
     pub memory_request: i64,
     pub memory_limit: i64,
     pub cpu_request_millis: i64,
+    #[serde(default)]
+    pub controller: Controller,
+}
+
+/// What owns a pod, as far as a drain cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum Controller {
+    /// No controller: evicted, it is gone for good.
+    #[default]
+    None,
+    /// A DaemonSet: a drain leaves it, and it goes with the node.
+    DaemonSet,
+    /// A static (mirror) pod: belongs to its node.
+    Static,
+    /// A ReplicaSet, StatefulSet, Job or any other controller that places it again.
+    Other,
+}
+
+impl Controller {
+    /// What owns the pod with `metadata`: its controller owner reference, or the mirror-pod
+    /// annotation a kubelet puts on static pods.
+    pub fn of(metadata: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Self {
+        let mirror = metadata
+            .annotations
+            .as_ref()
+            .is_some_and(|a| a.contains_key("kubernetes.io/config.mirror"));
+        let owner = metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .find(|o| o.controller == Some(true));
+        match owner.map(|o| o.kind.as_str()) {
+            _ if mirror => Controller::Static,
+            Some("DaemonSet") => Controller::DaemonSet,
+            Some("Node") => Controller::Static,
+            Some(_) => Controller::Other,
+            None => Controller::None,
+        }
+    }
+
+    /// Whether a drain evicts pods of this kind (it leaves DaemonSet and static pods).
+    pub fn evicted_by_drain(self) -> bool {
+        matches!(self, Controller::None | Controller::Other)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -201,11 +249,28 @@ impl From<&StorageClass> for StorageClassInfo {
 
 impl From<&PersistentVolume> for VolumeInfo {
     fn from(pv: &PersistentVolume) -> Self {
-        let csi = pv.spec.as_ref().and_then(|s| s.csi.as_ref());
+        let spec = pv.spec.as_ref();
+        let csi = spec.and_then(|s| s.csi.as_ref());
+        // A pin is a hostname every required term names; with more than one term, any one
+        // of them may match, so the volume is pinned to their union.
+        let terms = spec
+            .and_then(|s| s.node_affinity.as_ref())
+            .and_then(|a| a.required.as_ref())
+            .map(|r| r.node_selector_terms.as_slice())
+            .unwrap_or_default();
+        let mut pinned_to: Vec<String> = terms
+            .iter()
+            .flat_map(|t| t.match_expressions.iter().flatten())
+            .filter(|e| e.key == "kubernetes.io/hostname" && e.operator == "In")
+            .flat_map(|e| e.values.iter().flatten().cloned())
+            .collect();
+        pinned_to.sort();
+        pinned_to.dedup();
         VolumeInfo {
             name: pv.metadata.name.clone().unwrap_or_default(),
             csi_driver: csi.map(|c| c.driver.clone()),
             volume_handle: csi.map(|c| c.volume_handle.clone()),
+            pinned_to,
         }
     }
 }
@@ -334,6 +399,7 @@ impl TryFrom<&Pod> for PodInfo {
             .and_then(|s| s.phase.as_deref())
             .unwrap_or("Pending");
         let (memory_request, memory_limit, cpu_request_millis) = pod_resources(pod)?;
+        let controller = Controller::of(&pod.metadata);
         Ok(PodInfo {
             namespace: pod.metadata.namespace.clone().unwrap_or_default(),
             name: pod.metadata.name.clone().unwrap_or_default(),
@@ -347,6 +413,7 @@ impl TryFrom<&Pod> for PodInfo {
             memory_request,
             memory_limit,
             cpu_request_millis,
+            controller,
         })
     }
 }

@@ -2,10 +2,7 @@
 //! demand, metrics and the event sink. Handlers read it without API calls.
 
 use std::{
-    sync::{
-        Arc, Mutex, RwLock,
-        atomic::{AtomicI64, Ordering},
-    },
+    sync::{Arc, Mutex, RwLock},
     time::{Duration, Instant},
 };
 
@@ -13,13 +10,15 @@ use k8s_openapi::{
     api::core::v1::{Event, EventSource, ObjectReference},
     apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time},
 };
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::{
     config::Config,
     decide::{
         accounting::{self, ClusterView, Reservations, Settings},
+        actuation::ActuatorStatus,
         admission::Outlook,
+        planner,
         projection::AdmittedDemand,
     },
     index::SharedIndex,
@@ -199,12 +198,8 @@ pub struct AppState {
     pub ledger: Mutex<AdmittedLedger>,
     pub metrics: Metrics,
     pub events: EventSink,
-    /// VMs being provisioned or cold spares starting (set by the provisioner).
-    pub incoming_vms: AtomicI64,
-    /// Recent provisioner notes (planned calls in dry run, steps done), newest last.
-    notes: Mutex<std::collections::VecDeque<String>>,
-    last_scale_up: Mutex<Option<Instant>>,
-    last_scale_down: Mutex<Option<Instant>>,
+    /// What the actuator publishes about itself (it is the only writer).
+    pub actuator: watch::Receiver<ActuatorStatus>,
     /// Woken when admitted demand changes, so planning does not wait for its next tick.
     pub demand_changed: tokio::sync::Notify,
 }
@@ -225,10 +220,7 @@ impl AppState {
             ledger: Mutex::new(AdmittedLedger::new(ADMITTED_TTL)),
             metrics: Metrics::default(),
             events,
-            incoming_vms: AtomicI64::new(0),
-            notes: Mutex::new(Default::default()),
-            last_scale_up: Mutex::new(None),
-            last_scale_down: Mutex::new(None),
+            actuator: watch::channel(ActuatorStatus::default()).1,
             demand_changed: tokio::sync::Notify::new(),
         }
     }
@@ -236,6 +228,12 @@ impl AppState {
     /// Binds through this client instead of only recording bindings.
     pub fn with_client(mut self, client: Option<kube::Client>) -> Self {
         self.client = client;
+        self
+    }
+
+    /// Reads the actuator's status from `actuator`.
+    pub fn with_actuator(mut self, actuator: watch::Receiver<ActuatorStatus>) -> Self {
+        self.actuator = actuator;
         self
     }
 
@@ -277,12 +275,9 @@ impl AppState {
 
     /// Whether capacity can still arrive without a human.
     pub fn outlook(&self, view: &ClusterView) -> Outlook {
-        let incoming = self.incoming_vms.load(Ordering::Relaxed);
-        let may_add = self
-            .config
-            .proxmox
-            .as_ref()
-            .is_some_and(|p| (view.nodes.len() as i64 + incoming) < i64::from(p.max_nodes));
+        let incoming = self.actuator.borrow().incoming_vms();
+        let may_add = self.config.proxmox.is_some()
+            && planner::room_for_vms(&self.config, view.nodes.len(), incoming) > 0;
         Outlook {
             incoming: incoming > 0,
             may_add,
@@ -315,45 +310,6 @@ impl AppState {
         if current.1 != ghosts {
             *current = (current.0 + 1, ghosts);
         }
-    }
-
-    /// Keeps a provisioner note for `status` (the last 20).
-    pub fn note(&self, text: String) {
-        let mut notes = self.notes.lock().unwrap_or_else(|e| e.into_inner());
-        if notes.len() == 20 {
-            notes.pop_front();
-        }
-        notes.push_back(text);
-    }
-
-    pub fn notes(&self) -> Vec<String> {
-        self.notes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .cloned()
-            .collect()
-    }
-
-    pub fn set_incoming(&self, vms: i64) {
-        self.incoming_vms.store(vms, Ordering::Relaxed);
-        self.metrics.incoming_vms.set(vms);
-    }
-
-    pub fn mark_scale_up(&self) {
-        mark(&self.last_scale_up);
-    }
-
-    pub fn since_scale_up(&self) -> Option<Duration> {
-        since(&self.last_scale_up)
-    }
-
-    pub fn mark_scale_down(&self) {
-        mark(&self.last_scale_down);
-    }
-
-    pub fn since_scale_down(&self) -> Option<Duration> {
-        since(&self.last_scale_down)
     }
 
     /// Admitted demand not yet visible as objects.
@@ -405,14 +361,4 @@ pub fn admin_router(app: Arc<AppState>) -> axum::Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(app)
-}
-
-fn mark(at: &Mutex<Option<Instant>>) {
-    *at.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
-}
-
-fn since(at: &Mutex<Option<Instant>>) -> Option<Duration> {
-    at.lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .map(|at| at.elapsed())
 }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use axum::{body::Body, http::Request};
 use headroom::{
     config::Config,
+    decide::actuation::ActuatorStatus,
     index::SharedIndex,
     server::{
         self,
@@ -12,12 +13,14 @@ use headroom::{
     },
 };
 use serde_json::Value;
-use tokio::sync::mpsc::Receiver;
+use tokio::sync::{mpsc::Receiver, watch};
 use tower::ServiceExt;
 
 pub struct Harness {
     pub app: Arc<AppState>,
     pub events: Receiver<PlannedEvent>,
+    /// Where an actuator would publish its status (tests publish what one would).
+    pub actuator: watch::Sender<ActuatorStatus>,
 }
 
 impl Harness {
@@ -28,8 +31,17 @@ impl Harness {
 
     pub fn on_index(index: SharedIndex, config: Config, client: Option<kube::Client>) -> Self {
         let (sink, events) = EventSink::new();
-        let app = Arc::new(AppState::new(config, index, sink).with_client(client));
-        Self { app, events }
+        let (actuator, status) = watch::channel(ActuatorStatus::default());
+        let app = Arc::new(
+            AppState::new(config, index, sink)
+                .with_client(client)
+                .with_actuator(status),
+        );
+        Self {
+            app,
+            events,
+            actuator,
+        }
     }
 
     /// Posts `body` to `path` on the TLS listener's routes; returns status and JSON body.

@@ -78,7 +78,10 @@ pub fn pod(ns: &str, name: &str, node: Option<&str>, claims: &[&str], memory: &s
         .enumerate()
         .map(|(i, c)| json!({"name": format!("v{i}"), "persistentVolumeClaim": {"claimName": c}}))
         .collect();
-    let mut p = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": ns},
+    // Owned by a ReplicaSet, as most pods are: a drain may move it.
+    let owner = json!([{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": format!("{name}-rs"),
+                        "uid": format!("uid-{name}"), "controller": true}]);
+    let mut p = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": ns, "ownerReferences": owner},
         "spec": {"containers": [{"name": "app", "image": "app", "resources": {"requests": {"memory": memory}}}],
                  "volumes": volumes},
         "status": {"phase": if node.is_some() { "Running" } else { "Pending" }}});

@@ -1,0 +1,85 @@
+//! One planning tick: the projection, the evaluation, the sizing and the plan, from one set of
+//! inputs. `serve`'s planning loop, `status` and `simulate` all call this, so they cannot
+//! disagree about what headroom would do.
+
+use serde::Serialize;
+
+use crate::{
+    config::Config,
+    decide::{
+        accounting::{ClusterView, Reservations},
+        actuation::ActuatorStatus,
+        placement::Placement,
+        planner::{self, Plan, PlanInput, Refusals, Sizing},
+        projection::{self, AdmittedDemand, Evaluation, Incoming, Projection, VmCapacity, Windows},
+        time::Timestamp,
+    },
+    index::ClusterState,
+};
+
+/// What a tick reads.
+pub struct TickInput<'a> {
+    pub state: &'a ClusterState,
+    pub view: &'a ClusterView,
+    /// Volumes bound by the extender that the view does not show yet.
+    pub reservations: &'a Reservations,
+    pub config: &'a Config,
+    /// Admitted demand not yet visible as objects.
+    pub admitted: AdmittedDemand,
+    pub actuator: &'a ActuatorStatus,
+}
+
+/// What a tick decides.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Tick {
+    /// The actuator generation the plan was made from: the actuator refuses a plan made
+    /// before its own state last changed.
+    pub basis: u64,
+    pub projection: Projection,
+    pub evaluation: Evaluation,
+    pub sizing: Sizing,
+    pub plan: Plan,
+    /// Why no node is removed although the scale-down conditions hold.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub scale_down_refusals: Refusals,
+}
+
+/// One tick at `now`; `windows` carries (and is updated with) when each condition started to
+/// hold.
+pub fn tick(input: &TickInput<'_>, windows: &mut Windows, now: Timestamp) -> Tick {
+    let TickInput {
+        state,
+        view,
+        reservations,
+        config,
+        admitted,
+        actuator,
+    } = *input;
+    let incoming = Incoming {
+        vms: actuator.incoming_vms(),
+    };
+    let projection = projection::project(view, admitted, incoming, VmCapacity::from_config(config));
+    let evaluation = projection::evaluate(&projection, config, windows, now, actuator.last_scale_down);
+    let placement = Placement::new(view, reservations);
+    let sizing = planner::size(state, view, placement, config, admitted, incoming.vms);
+    let (plan, scale_down_refusals) = planner::plan(&PlanInput {
+        state,
+        view,
+        placement,
+        config,
+        evaluation: &evaluation,
+        sizing: &sizing,
+        admitted,
+        actuator,
+        now,
+    });
+    Tick {
+        basis: actuator.generation,
+        projection,
+        evaluation,
+        sizing,
+        plan,
+        scale_down_refusals,
+    }
+}
