@@ -14,11 +14,12 @@ use std::{sync::Arc, time::Duration};
 use serde_json::Value;
 use tokio::{sync::watch, time::Instant};
 
+pub use crate::decide::actuation::Planned;
 use crate::{
     clock::Clock,
     config::{Proxmox, ScaleDownAction},
     decide::{
-        actuation::{ActuatorStatus, FailureReason, Intent, Outcome, OutcomeKind, Phase, Removal},
+        actuation::{Accepted, ActuatorStatus, FailureReason, Intent, OutcomeKind, Phase},
         planner::Plan,
         projection::{VmCapacity, Windows},
         tick::{self, TickInput},
@@ -37,11 +38,6 @@ const LOCK_PATIENCE: Duration = Duration::from_secs(120);
 /// Clone of a full 256 GiB worker disk on thin storage.
 const CLONE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 const TASK_TIMEOUT: Duration = Duration::from_secs(5 * 60);
-/// Backoff after a transient failure (PVE unreachable, 5xx, 595/596), doubled per failure in
-/// a row up to the cap: seconds, not the quarter hour a broken template gets.
-const TRANSIENT_BACKOFF: (Duration, Duration) = (Duration::from_secs(5), Duration::from_secs(120));
-/// Backoff after any other failure (a broken template must not loop).
-const FAILURE_BACKOFF: (Duration, Duration) = (Duration::from_secs(60), Duration::from_secs(15 * 60));
 /// How often Proxmox is re-read between plans.
 const REFRESH: Duration = Duration::from_secs(30);
 /// Attempts at stopping and tagging a failed VM before it is left to the next refresh.
@@ -119,22 +115,6 @@ pub fn client(p: &Proxmox) -> Result<PveClient, ProvisionError> {
     Ok(PveClient::new(&p.url, &trust, auth)?)
 }
 
-/// A plan and the actuator generation it was made from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Planned {
-    pub basis: u64,
-    pub plan: Plan,
-}
-
-impl Default for Planned {
-    fn default() -> Self {
-        Planned {
-            basis: u64::MAX,
-            plan: Plan::Nothing,
-        }
-    }
-}
-
 /// The actuator.
 pub struct Actuator {
     pve: Option<Arc<PveClient>>,
@@ -143,10 +123,6 @@ pub struct Actuator {
     clock: Clock,
     status: ActuatorStatus,
     publish: watch::Sender<ActuatorStatus>,
-    /// A plan made on the current generation has been seen: queued intents may start.
-    confirmed: bool,
-    /// Failures in a row, for the backoff.
-    failures: u32,
     /// Whether this replica holds the lease; followers change nothing.
     leading: watch::Receiver<bool>,
 }
@@ -169,8 +145,6 @@ impl Actuator {
             clock,
             status,
             publish,
-            confirmed: false,
-            failures: 0,
             leading: watch::channel(true).1,
         }
     }
@@ -189,22 +163,10 @@ impl Actuator {
             .expect("an actuator with a PVE client has a proxmox section")
     }
 
-    /// Publishes a change: a new generation, so plans made before it are refused.
-    fn changed(&mut self) {
-        self.status.generation += 1;
-        self.confirmed = false;
+    /// Publishes the status (after the state machine changed it).
+    fn publish(&mut self) {
         self.app.metrics.incoming_vms.set(self.status.incoming_vms());
         self.publish.send_replace(self.status.clone());
-    }
-
-    fn record(&mut self, kind: OutcomeKind, subject: &str, detail: String) {
-        tracing::info!(?kind, subject, %detail, "provisioner");
-        self.status.record(Outcome {
-            at: self.clock.now(),
-            kind,
-            subject: subject.to_owned(),
-            detail,
-        });
     }
 
     /// Counts a step and its duration under `result` ("ok" or an error kind).
@@ -227,8 +189,11 @@ impl Actuator {
             tracing::warn!(error = %e, "reading Proxmox at start failed");
         }
         loop {
-            if *self.leading.borrow() && self.confirmed && self.ready_to_provision() {
-                self.provision_next().await;
+            if *self.leading.borrow()
+                && self.pve.is_some()
+                && let Some(index) = self.status.next_to_start(self.clock.now())
+            {
+                self.provision(index).await;
                 continue;
             }
             let retry = self
@@ -246,8 +211,8 @@ impl Actuator {
                     continue;
                 }
                 _ = tokio::time::sleep(retry.unwrap_or(REFRESH)), if retry.is_some() => {
-                    self.status.retry_at = None;
-                    self.changed();
+                    self.status.retry_due();
+                    self.publish();
                     continue;
                 }
             }
@@ -256,71 +221,22 @@ impl Actuator {
                 tracing::debug!(?planned, "not the lease holder; plan ignored");
                 continue;
             }
-            if planned.basis != self.status.generation {
-                tracing::debug!(
+            let capacity = VmCapacity::from_config(&self.app.config);
+            let before = self.status.generation;
+            let accepted = self
+                .status
+                .accept(&planned, capacity, self.clock.now(), self.pve.is_none());
+            if self.status.generation != before {
+                self.publish();
+            }
+            match accepted {
+                Accepted::Stale => tracing::debug!(
                     ?planned,
                     generation = self.status.generation,
                     "plan made before the last change; dropped"
-                );
-                continue;
-            }
-            self.confirmed = true;
-            self.apply(planned.plan).await;
-        }
-    }
-
-    /// A queued intent may start: nothing else running, no backoff pending.
-    fn ready_to_provision(&self) -> bool {
-        self.status.queued() > 0
-            && self.status.intents.iter().all(|i| i.phase == Phase::Queued)
-            && self.status.retry_at.is_none_or(|at| at <= self.clock.now())
-    }
-
-    async fn apply(&mut self, plan: Plan) {
-        match plan {
-            Plan::Nothing => {}
-            Plan::ScaleUp { count, reason } => {
-                if self.pve.is_none() {
-                    let detail = format!("would add {count} worker VM(s): {reason}");
-                    if self.status.outcomes.back().is_none_or(|o| o.detail != detail) {
-                        self.record(OutcomeKind::WouldDo, "", detail);
-                        self.changed();
-                    }
-                    return;
-                }
-                let capacity = VmCapacity::from_config(&self.app.config);
-                let since = self.clock.now();
-                for _ in 0..count.max(0) {
-                    self.status.intents.push(Intent {
-                        vm: None,
-                        phase: Phase::Queued,
-                        capacity,
-                        reason: reason.clone(),
-                        since,
-                    });
-                }
-                self.changed();
-                // Just decided on the current state: the first may start without another plan.
-                self.confirmed = true;
-            }
-            Plan::Cancel { count, reason } => {
-                let mut left = count;
-                while left > 0
-                    && let Some(i) = self.status.intents.iter().rposition(|i| i.phase == Phase::Queued)
-                {
-                    self.status.intents.remove(i);
-                    left -= 1;
-                }
-                self.record(
-                    OutcomeKind::Cancelled,
-                    "",
-                    format!("dropped {} queued VM(s): {reason}", count - left),
-                );
-                self.changed();
-            }
-            Plan::ScaleDown { node, reason, demand } => {
-                self.status.demand_at_scale_down = Some(demand);
-                self.scale_down(&node, &reason).await
+                ),
+                Accepted::Nothing => {}
+                Accepted::Remove { node, reason } => self.scale_down(&node, &reason).await,
             }
         }
     }
@@ -348,28 +264,23 @@ impl Actuator {
         if in_flight.is_empty() {
             return Ok(self.status.incoming_vms());
         }
-        let resumed = resumed_status(&self.app.config, &in_flight, self.clock.now());
-        self.status.intents.extend(resumed.intents);
-        self.changed();
+        let names: Vec<String> = in_flight.iter().map(|v| v.name.clone()).collect();
+        self.status.resume(
+            &names,
+            VmCapacity::from_config(&self.app.config),
+            self.clock.now(),
+        );
+        self.publish();
         for vm in in_flight {
             let started = Instant::now();
             let result = self.finish(&vm).await;
             self.step("resume", started, outcome(result.as_ref().err()));
-            self.status
-                .intents
-                .retain(|i| i.vm.as_deref() != Some(vm.name.as_str()));
-            match result {
-                Ok(()) => {
-                    self.status.last_scale_up = Some(self.clock.now());
-                    self.record(
-                        OutcomeKind::Added,
-                        &vm.name,
-                        format!("resumed and finished the provision of {}", vm.name),
-                    );
-                }
-                Err(e) => self.failed(Some(&vm), &e).await,
-            }
-            self.changed();
+            let result = match result {
+                Ok(()) => Ok(format!("resumed and finished the provision of {}", vm.name)),
+                Err(e) => Err((e.reason(), self.failed(Some(&vm), &e).await)),
+            };
+            self.status.resumed(&vm.name, result, self.clock.now());
+            self.publish();
         }
         Ok(self.status.incoming_vms())
     }
@@ -411,16 +322,12 @@ impl Actuator {
         in_flight(pve, self.proxmox()).await
     }
 
-    /// Starts the first queued intent and carries it to a registered node or a counted
-    /// failure.
-    async fn provision_next(&mut self) {
-        let Some(index) = self.status.intents.iter().position(|i| i.phase == Phase::Queued) else {
-            return;
-        };
+    /// Starts queued intent `index` and carries it to a registered node or a counted failure.
+    async fn provision(&mut self, index: usize) {
         let reason = self.status.intents[index].reason.clone();
-        self.status.intents[index].phase = Phase::Cloning;
-        self.status.last_scale_up = Some(self.clock.now());
-        self.changed();
+        self.status
+            .progress(index, Phase::Cloning, None, self.clock.now());
+        self.publish();
         let started = Instant::now();
         let result = self.provision_one(index, &reason).await;
         self.step(
@@ -430,50 +337,23 @@ impl Actuator {
         );
         match result {
             Ok(name) => {
-                self.status.intents.remove(index);
-                self.failures = 0;
-                self.status.retry_at = None;
-                self.record(
-                    OutcomeKind::Added,
-                    &name,
-                    format!("added worker {name}: {reason}"),
-                );
+                let detail = format!("added worker {name}: {reason}");
+                tracing::info!(%detail, "provisioner");
+                self.status.joined(index, &name, detail, self.clock.now());
             }
             Err((vm, e)) => {
-                tracing::warn!(error = %e, "provision failed");
-                self.failed(vm.as_ref(), &e).await;
-                // Transient: the intent waits its backoff and runs again. Otherwise it goes;
-                // the next plan asks again if the demand is still there.
-                let transient = e.reason() == FailureReason::Transient && vm.is_none();
-                if transient {
-                    self.status.intents[index].phase = Phase::Queued;
-                    self.status.intents[index].vm = None;
-                } else {
-                    self.status.intents.remove(index);
-                }
-                self.failures += 1;
-                let (base, cap) = if transient {
-                    TRANSIENT_BACKOFF
-                } else {
-                    FAILURE_BACKOFF
-                };
-                let backoff = base
-                    .saturating_mul(1 << self.failures.saturating_sub(1).min(10))
-                    .min(cap);
-                self.status.retry_at = Some(self.clock.now().plus(backoff));
+                let detail = self.failed(vm.as_ref(), &e).await;
+                let left = vm.as_ref().map(|v| v.name.as_str());
+                self.status
+                    .failed(index, e.reason(), left, detail, self.clock.now());
             }
         }
-        self.changed();
+        self.publish();
     }
 
     fn set_phase(&mut self, index: usize, phase: Phase, vm: &str) {
-        if let Some(intent) = self.status.intents.get_mut(index) {
-            intent.phase = phase;
-            intent.vm = Some(vm.to_owned());
-        }
-        self.changed();
-        // Our own progress does not need a new plan.
-        self.confirmed = true;
+        self.status.progress(index, phase, Some(vm), self.clock.now());
+        self.publish();
     }
 
     /// One new worker: a cold spare if one passes the host checks, else a clone. On failure,
@@ -760,8 +640,8 @@ impl Actuator {
 
     /// A failed provision: counted once under its reason, told as an Event, and the VM it
     /// left (if any) stopped and tagged failed (never retried), with the cleanup itself
-    /// retried rather than counted again.
-    async fn failed(&mut self, vm: Option<&Vm>, error: &ProvisionError) {
+    /// retried rather than counted again. Returns what happened, in words.
+    async fn failed(&self, vm: Option<&Vm>, error: &ProvisionError) -> String {
         let reason = error.reason();
         self.app
             .metrics
@@ -791,8 +671,7 @@ impl Actuator {
             if subject.is_empty() { "headroom" } else { &subject },
             message.clone(),
         );
-        self.record(OutcomeKind::Failed(reason), &subject, message);
-        let Some(vm) = vm else { return };
+        let Some(vm) = vm else { return message };
         let pve = self.pve.clone().expect("not a dry run");
         let base = format!("/nodes/{}/qemu/{}", vm.node, vm.vmid);
         for attempt in 1..=CLEANUP_ATTEMPTS {
@@ -804,13 +683,14 @@ impl Actuator {
                 Err(e) => Err(e.into()),
             };
             match tagged {
-                Ok(()) => return,
+                Ok(()) => return message,
                 Err(e) => {
                     tracing::warn!(error = %e, attempt, vm = vm.vmid, "cleaning up a failed VM");
                     tokio::time::sleep(Duration::from_secs(2u64 << attempt)).await;
                 }
             }
         }
+        message
     }
 
     async fn set_tags(&self, vm: &Vm, ours: &[&str]) -> Result<(), ProvisionError> {
@@ -832,46 +712,38 @@ impl Actuator {
         });
     }
 
+    /// Drains `node` (marked in progress by the state machine) and removes its VM.
     async fn scale_down(&mut self, node: &str, reason: &str) {
         let action = self.app.config.scale_down.action;
-        let Some(pve) = self.pve.clone() else {
-            let detail = format!("would drain and remove {node} ({action:?}): {reason}");
-            if self.status.outcomes.back().is_none_or(|o| o.detail != detail) {
-                self.record(OutcomeKind::WouldDo, node, detail);
-                self.changed();
-            }
-            return;
+        let (Some(pve), Some(kube)) = (self.pve.clone(), self.kube.clone()) else {
+            tracing::warn!(node, "scale-down needs Proxmox and a live cluster");
+            let detail = format!("scale-down of {node} skipped: no live cluster");
+            self.status
+                .removal_ended(OutcomeKind::RemovalRefused, node, detail, self.clock.now());
+            return self.publish();
         };
-        let Some(kube) = self.kube.clone() else {
-            return tracing::warn!(node, "scale-down needs a live cluster");
-        };
-        self.status.removal = Some(Removal {
-            node: node.to_owned(),
-            since: self.clock.now(),
-        });
-        self.changed();
         let started = Instant::now();
         let result = crate::drain::drain(&kube, node, self.app.config.scale_down.drain_timeout.0).await;
         self.step("drain", started, if result.is_ok() { "ok" } else { "blocked" });
-        // Drained or not, the window starts again: an abandoned drain must not be retried
-        // at once, evicting the same pods again.
-        self.status.last_scale_down = Some(self.clock.now());
-        self.status.removal = None;
-        if let Err(e) = result {
-            self.record(
+        let (kind, detail) = match result {
+            Err(e) => (
                 OutcomeKind::RemovalAbandoned,
-                node,
                 format!("scale-down of {node} abandoned: {e}; node uncordoned"),
-            );
-            self.changed();
-            return;
-        }
-        let detail = match self.remove_vm(&pve, node, action).await {
-            Ok(()) => format!("removed worker {node} ({action:?}): {reason}"),
-            Err(e) => format!("{node} drained and deleted, but the VM step failed: {e}"),
+            ),
+            Ok(()) => match self.remove_vm(&pve, node, action).await {
+                Ok(()) => (
+                    OutcomeKind::Removed,
+                    format!("removed worker {node} ({action:?}): {reason}"),
+                ),
+                Err(e) => (
+                    OutcomeKind::Removed,
+                    format!("{node} drained and deleted, but the VM step failed: {e}"),
+                ),
+            },
         };
-        self.record(OutcomeKind::Removed, node, detail);
-        self.changed();
+        tracing::info!(node, %detail, "provisioner");
+        self.status.removal_ended(kind, node, detail, self.clock.now());
+        self.publish();
     }
 
     /// Shuts the drained node's VM down as a cold spare, or destroys it.
