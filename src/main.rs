@@ -55,7 +55,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         log_format: _,
         command,
     } = args;
-    let config = Config::load(config.as_deref())?;
+    let config_path = config;
+    let config = Config::load(config_path.as_deref())?;
     match command {
         Command::Serve(serve) => headroom::serve::run(config, serve).await,
         Command::Certs {
@@ -80,9 +81,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
             snapshot,
         } => {
             use headroom::simulate::{self, Policy, Scenario};
-            let (scenario_def, scenario_snapshot) = Scenario::load(&scenario)?;
-            let Some(snapshot) = snapshot.or(scenario_snapshot) else {
+            let (scenario_def, files) = Scenario::load(&scenario)?;
+            let Some(snapshot) = snapshot.or(files.snapshot) else {
                 anyhow::bail!("{}: names no snapshot; pass --snapshot FILE", scenario.display());
+            };
+            // --config (or HEADROOM_CONFIG) wins over the scenario's own config.
+            let config = match (&config_path, &files.config) {
+                (None, Some(path)) => Config::load(Some(path))?,
+                _ => config,
             };
             let state = headroom::source::file::load(&snapshot)?;
             let policy = match policy {

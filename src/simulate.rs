@@ -26,11 +26,11 @@ use crate::{
     config::{Config, Period, ScaleDownAction},
     decide::{
         accounting::{self, Reservations, Settings},
-        actuation::{ActuatorStatus, DemandLevel, Intent, Phase},
+        actuation::{Accepted, ActuatorStatus, FailureReason, OutcomeKind, Phase, Planned},
         admission::{self, Outcome, Outlook},
         extender,
         placement::{BlockDemand, Placement, pod_block_keys},
-        planner::{self, Plan},
+        planner,
         projection::{AdmittedDemand, VmCapacity, Windows},
         tick::{self, TickInput},
         time::Timestamp,
@@ -63,6 +63,8 @@ pub enum SimulateError {
 pub struct Scenario {
     /// The snapshot to start from, relative to the scenario file.
     pub snapshot: Option<String>,
+    /// The headroom config, relative to the scenario file, when `--config` names none.
+    pub config: Option<String>,
     #[serde(default = "default_duration")]
     pub duration: Period,
     /// VM clone/boot to Node Ready (the runbook's 3–5 minutes).
@@ -71,6 +73,17 @@ pub struct Scenario {
     /// A stopped cold spare to Node Ready: boot and join, no clone.
     #[serde(default = "default_spare_boot")]
     pub cold_spare_boot_time: Period,
+    /// Node Ready to its CSINode listing the block driver with a count (proxmox-csi's node
+    /// plugin starting): until then the node holds no block volume.
+    #[serde(default = "default_csi_delay")]
+    pub csi_registration_delay: Period,
+    /// Cordon to Node deleted: evictions, PodDisruptionBudgets, volumes detaching.
+    #[serde(default = "default_drain_time")]
+    pub drain_time: Period,
+    /// Memory free on the Proxmox hosts for worker VMs (a quantity; default: unlimited). Each
+    /// VM headroom starts takes its configured memory; one shut down gives it back.
+    #[serde(default)]
+    pub host_memory_free: Option<String>,
     pub events: Vec<Event>,
 }
 
@@ -83,6 +96,12 @@ fn default_boot() -> Period {
 fn default_spare_boot() -> Period {
     Period(Duration::from_secs(120))
 }
+fn default_csi_delay() -> Period {
+    Period(Duration::from_secs(10))
+}
+fn default_drain_time() -> Period {
+    Period(Duration::from_secs(60))
+}
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -94,6 +113,49 @@ pub struct Event {
     pub delete_pods: Option<DeletePods>,
     #[serde(default)]
     pub lose_node: Option<String>,
+    /// The next `times` provision attempts fail for `reason`.
+    #[serde(default)]
+    pub fault: Option<Fault>,
+    /// headroom restarts: its status is rebuilt from Proxmox and what it persisted.
+    #[serde(default)]
+    pub restart: bool,
+    /// The Proxmox hosts' free memory for worker VMs becomes this (something else took it).
+    #[serde(default)]
+    pub host_memory_free: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Fault {
+    pub reason: FaultReason,
+    #[serde(default = "one")]
+    pub times: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// The failures a scenario can inject into provisioning.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum FaultReason {
+    /// PVE unreachable or 595/596: retried after a short backoff.
+    Transient,
+    /// A clone or start task fails (a VM is left, marked failed).
+    Task,
+    /// 401/403.
+    Credentials,
+}
+
+impl FaultReason {
+    fn reason(self) -> FailureReason {
+        match self {
+            FaultReason::Transient => FailureReason::Transient,
+            FaultReason::Task => FailureReason::Task,
+            FaultReason::Credentials => FailureReason::Credentials,
+        }
+    }
 }
 
 /// `count` pods named `<prefix>-<i>`, one every `every` (0: all at once, a Parallel StatefulSet).
@@ -161,11 +223,23 @@ pub struct Report {
     /// Pods stuck in ContainerCreating (a failed attach) at the end.
     pub stuck_pods: u32,
     pub pods_running: u32,
+    /// Provisions that ended without a node (headroom's count; the world checks it).
+    pub provision_failures: u32,
+    /// Broken invariants (proactive policy): must stay empty.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub violations: Vec<String>,
     pub timeline: Vec<(u64, String)>,
 }
 
+/// Where a scenario's snapshot and config are, resolved against its file.
+#[derive(Debug, Clone, Default)]
+pub struct ScenarioFiles {
+    pub snapshot: Option<PathBuf>,
+    pub config: Option<PathBuf>,
+}
+
 impl Scenario {
-    pub fn load(path: &Path) -> Result<(Self, Option<PathBuf>), SimulateError> {
+    pub fn load(path: &Path) -> Result<(Self, ScenarioFiles), SimulateError> {
         let file = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|e| SimulateError::Scenario {
             file: file.clone(),
@@ -186,19 +260,35 @@ impl Scenario {
                 e.create_pods.is_some(),
                 e.delete_pods.is_some(),
                 e.lose_node.is_some(),
+                e.fault.is_some(),
+                e.restart,
+                e.host_memory_free.is_some(),
             ];
             if actions.iter().filter(|a| **a).count() != 1 {
                 return Err(SimulateError::Scenario {
                     file,
-                    reason: format!("events[{i}]: exactly one of createPods, deletePods, loseNode"),
+                    reason: format!(
+                        "events[{i}]: exactly one of createPods, deletePods, loseNode, fault, restart, hostMemoryFree"
+                    ),
                 });
             }
         }
-        let snapshot = scenario
-            .snapshot
-            .as_ref()
-            .map(|s| path.parent().unwrap_or(Path::new(".")).join(s));
-        Ok((scenario, snapshot))
+        let quantities = std::iter::once(&scenario.host_memory_free)
+            .chain(scenario.events.iter().map(|e| &e.host_memory_free));
+        for q in quantities.flatten() {
+            if let Err(e) = quantity::parse_scaled(q, 1) {
+                return Err(SimulateError::Scenario {
+                    file,
+                    reason: format!("hostMemoryFree: {}", e.0),
+                });
+            }
+        }
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let files = ScenarioFiles {
+            snapshot: scenario.snapshot.as_ref().map(|s| dir.join(s)),
+            config: scenario.config.as_ref().map(|c| dir.join(c)),
+        };
+        Ok((scenario, files))
     }
 }
 
@@ -215,11 +305,48 @@ struct Sim<'a> {
     /// Nodes the autoscaler made (kproximate removes only those).
     autoscaled: BTreeSet<String>,
     report: Report,
+    /// The proactive side's durable windows (they survive a restart, as persisted).
     windows: Windows,
-    demand_at_scale_down: Option<DemandLevel>,
+    /// The proactive side's actuator state, driven by the production state machine.
+    status: ActuatorStatus,
+    /// The one provision under way (proactive).
+    provision: Option<Provision>,
+    /// The one drain under way (proactive).
+    drain: Option<Drain>,
+    /// Failures the scenario injects into the next provision attempts.
+    faults: std::collections::VecDeque<FailureReason>,
+    /// Failures the world caused (injected or host memory short): each must be counted once.
+    failures_caused: u64,
+    /// Failures counted by actuators that have since restarted.
+    failures_counted_before: u64,
+    /// Host memory left for worker VMs (None: unlimited).
+    host_free: Option<i64>,
+    /// Pods a drain evicted and when, until they are placed again: (since, drained node).
+    evicted: BTreeMap<(String, String), (u64, String)>,
+    /// When the scenario last created demand (pods or claims).
+    last_demand_at: Option<u64>,
+    /// When each removal started.
+    removals: Vec<u64>,
     last_scale_up: Option<u64>,
-    last_scale_down: Option<u64>,
 }
+
+/// A provision the world carries out: the VM joins at `ready_at`, its CSI registers at
+/// `registered_at`.
+struct Provision {
+    vm: String,
+    ready_at: u64,
+    registered_at: u64,
+}
+
+/// A drain the world carries out: the node is deleted at `until`.
+struct Drain {
+    node: String,
+    until: u64,
+    reason: String,
+}
+
+/// A pod evicted by a drain must be running again within this long.
+const STRANDED_AFTER: u64 = 900;
 
 /// The simulated clock's start: the moment of second 0 (its value matters only to the
 /// timestamps the decisions compare).
@@ -244,9 +371,20 @@ pub fn run(scenario: &Scenario, state: ClusterState, config: &Config, policy: Po
             ..Default::default()
         },
         windows: Windows::default(),
-        demand_at_scale_down: None,
+        status: ActuatorStatus::default(),
+        provision: None,
+        drain: None,
+        faults: Default::default(),
+        failures_caused: 0,
+        failures_counted_before: 0,
+        host_free: scenario
+            .host_memory_free
+            .as_deref()
+            .and_then(|q| quantity::parse_scaled(q, 1).ok()),
+        evicted: BTreeMap::new(),
+        last_demand_at: None,
+        removals: Vec::new(),
         last_scale_up: None,
-        last_scale_down: None,
     };
     let end = scenario.duration.0.as_secs();
     let mut creations: Vec<(u64, &CreatePods, u32)> = Vec::new();
@@ -263,7 +401,7 @@ pub fn run(scenario: &Scenario, state: ClusterState, config: &Config, policy: Po
     while t <= end {
         let mut created = false;
         for (_, c, i) in creations.iter().filter(|(at, _, _)| *at == t) {
-            created |= sim.create_pod(c, *i);
+            created |= sim.create_pod(t, c, *i);
         }
         let mut changed = created;
         for e in scenario.events.iter().filter(|e| e.at.0.as_secs() == t) {
@@ -273,16 +411,32 @@ pub fn run(scenario: &Scenario, state: ClusterState, config: &Config, policy: Po
             if let Some(node) = &e.lose_node {
                 sim.lose_node(t, node);
             }
+            if let Some(f) = &e.fault {
+                sim.faults
+                    .extend(std::iter::repeat_n(f.reason.reason(), f.times as usize));
+            }
+            if e.restart {
+                sim.restart(t);
+            }
+            if let Some(q) = &e.host_memory_free {
+                sim.host_free = quantity::parse_scaled(q, 1).ok();
+            }
             changed = true;
         }
         changed |= sim.boot(t);
+        changed |= sim.progress(t);
         // The scheduler runs first: kproximate reacts to pods it could not place, and
         // headroom's projection sees new claims pending either way.
         changed |= sim.schedule(t);
         if t % TICK == 0 || (created && policy == Policy::Proactive) {
             sim.autoscale(t, scenario);
         }
-        let busy = !sim.booting.is_empty() || sim.waiting.keys().any(|id| !sim.stuck.contains(id));
+        sim.check_stranded(t);
+        let busy = !sim.booting.is_empty()
+            || sim.provision.is_some()
+            || sim.drain.is_some()
+            || sim.status.retry_at.is_some()
+            || sim.waiting.keys().any(|id| !sim.stuck.contains(id));
         let next = if busy {
             t + 1
         } else {
@@ -307,17 +461,26 @@ impl Sim<'_> {
         accounting::account(&self.state, &Settings::from(self.config), &Reservations::new())
     }
 
+    /// VMs on their way: booting (reactive) or the actuator's intents (proactive).
+    fn incoming(&self) -> i64 {
+        match self.policy {
+            Policy::Reactive => self.booting.len() as i64,
+            Policy::Proactive => self.status.incoming_vms(),
+        }
+    }
+
     /// Creates a pod and its claims; under the proactive policy the webhook may deny them.
-    fn create_pod(&mut self, c: &CreatePods, i: u32) -> bool {
+    fn create_pod(&mut self, t: u64, c: &CreatePods, i: u32) -> bool {
+        self.last_demand_at = Some(t);
         let name = format!("{}-{i}", c.prefix);
         let claims: Vec<String> = (0..c.block_volumes).map(|v| format!("data{v}-{name}")).collect();
         if self.policy == Policy::Proactive && !claims.is_empty() {
             let view = self.view();
             let reservations = Reservations::new();
             let placement = Placement::new(&view, &reservations);
-            let may_add = planner::room_for_vms(self.config, view.nodes.len(), self.booting.len() as i64) > 0;
+            let may_add = planner::room_for_vms(self.config, view.nodes.len(), self.incoming()) > 0;
             let outlook = Outlook {
-                incoming: !self.booting.is_empty(),
+                incoming: self.incoming() > 0,
                 may_add,
             };
             let demand = BlockDemand {
@@ -431,20 +594,13 @@ impl Sim<'_> {
         evicted
     }
 
-    /// Drains and removes `node`; its VM is kept as a cold spare when `keep_spare`.
-    fn remove_node(&mut self, t: u64, node: &str, keep_spare: bool, why: &str) {
+    /// kproximate drains and removes `node` at once and deletes its VM.
+    fn remove_node(&mut self, t: u64, node: &str, why: &str) {
         let evicted = self.evict_all(node);
-        let vm = if keep_spare {
-            self.spares.push(node.to_owned());
-            "VM kept as a cold spare"
-        } else {
-            "VM deleted"
-        };
         self.report.scale_downs += 1;
-        self.last_scale_down = Some(t);
         self.report.timeline.push((
             t,
-            format!("scale-down: {node} drained ({evicted} pods evicted), {vm} ({why})"),
+            format!("scale-down: {node} drained ({evicted} pods evicted), VM deleted ({why})"),
         ));
     }
 
@@ -457,70 +613,26 @@ impl Sim<'_> {
             .map(|(_, n)| n.clone())
             .collect();
         self.booting.retain(|(at, _)| *at != t);
-        let count = self
-            .state
-            .csi_nodes
-            .values()
-            .filter_map(|c| c.drivers.get(&self.config.block_driver).copied().flatten())
-            .max()
-            .unwrap_or(i64::from(self.config.hard_cap_default));
-        let vm = VmCapacity::from_config(self.config);
-        let cpu = self.vm_cpu_millis();
+        let count = self.hard_cap();
         let joined = !ready.is_empty();
         for name in ready {
-            self.state.nodes.insert(
-                name.clone(),
-                NodeInfo {
-                    name: name.clone(),
-                    ready: true,
-                    memory_allocatable: vm.memory_bytes - 700 * 1024 * 1024,
-                    cpu_allocatable_millis: cpu,
-                    ..Default::default()
-                },
-            );
-            let drivers = [(self.config.block_driver.clone(), Some(count))]
-                .into_iter()
-                .collect();
-            self.state.csi_nodes.insert(
-                name.clone(),
-                CsiNodeInfo {
-                    name: name.clone(),
-                    drivers,
-                },
-            );
+            self.join(&name, Some(count));
             self.report.timeline.push((t, format!("{name} Ready")));
         }
         joined
     }
 
+    /// kproximate clones `count` VMs (it keeps no spares).
     fn add_vms(&mut self, t: u64, scenario: &Scenario, count: i64, why: &str) {
-        let pattern = self
-            .config
-            .proxmox
-            .as_ref()
-            .map_or("k8s-node{n}".to_owned(), |p| p.vm.name_pattern.clone());
         for _ in 0..count {
-            // A cold spare first (only headroom keeps them), else a clone.
-            let (name, boot, how) = match self.spares.pop() {
-                Some(spare) => (spare, scenario.cold_spare_boot_time, "cold spare started"),
-                None => {
-                    let name = (1..)
-                        .map(|n| pattern.replace("{n}", &n.to_string()))
-                        .find(|n| {
-                            !self.state.nodes.contains_key(n)
-                                && !self.spares.contains(n)
-                                && !self.booting.iter().any(|(_, b)| b == n)
-                        })
-                        .expect("unbounded");
-                    (name, scenario.vm_boot_time, "cloned")
-                }
-            };
-            self.booting.push((t + boot.0.as_secs(), name.clone()));
+            let name = self.free_name();
+            self.booting
+                .push((t + scenario.vm_boot_time.0.as_secs(), name.clone()));
             self.autoscaled.insert(name.clone());
             self.report.scale_ups += 1;
             self.report
                 .timeline
-                .push((t, format!("scale-up: {name} {how} ({why})")));
+                .push((t, format!("scale-up: {name} cloned ({why})")));
         }
         self.last_scale_up = Some(t);
     }
@@ -537,61 +649,378 @@ impl Sim<'_> {
                     && self.booting.is_empty()
                     && let Some((node, why)) = self.kproximate_scale_down_target()
                 {
-                    self.remove_node(t, &node, false, &why);
+                    self.remove_node(t, &node, &why);
                 }
             }
-            Policy::Proactive => {
-                let view = self.view();
-                let reservations = Reservations::new();
-                let status = self.actuator_status(t);
-                let tick = tick::tick(
-                    &TickInput {
-                        state: &self.state,
-                        view: &view,
-                        reservations: &reservations,
-                        config: self.config,
-                        admitted: AdmittedDemand::default(),
-                        actuator: &status,
-                    },
-                    &mut self.windows,
-                    at(t),
+            Policy::Proactive => self.plan_and_act(t, scenario),
+        }
+    }
+
+    /// One planning tick and what the actuator's state machine makes of its plan, with the
+    /// invariants checked on the way.
+    fn plan_and_act(&mut self, t: u64, scenario: &Scenario) {
+        let view = self.view();
+        let reservations = Reservations::new();
+        let tick = tick::tick(
+            &TickInput {
+                state: &self.state,
+                view: &view,
+                reservations: &reservations,
+                config: self.config,
+                admitted: AdmittedDemand::default(),
+                actuator: &self.status,
+            },
+            &mut self.windows,
+            at(t),
+        );
+        let planned = Planned {
+            basis: tick.basis,
+            plan: tick.plan.clone(),
+        };
+        let before = self.status.incoming_vms();
+        let capacity = VmCapacity::from_config(self.config);
+        let accepted = self.status.accept(&planned, capacity, at(t), false);
+        let after = self.status.incoming_vms();
+        if after > before {
+            // Zero slack: never more on its way than the fewest that clear the triggers and
+            // hold the pending pods, as a tick made now counts them.
+            let needed = tick
+                .sizing
+                .vms_needed
+                .unwrap_or(before + tick.sizing.room_for_vms);
+            if after > needed {
+                self.violation(t, format!("{after} VMs on their way, {needed} needed"));
+            }
+            let window = self.config.scale_down.r#for.0.as_secs();
+            if let Some(r) = self.removals.last().copied()
+                && t - r < window
+                && self.last_demand_at.is_none_or(|d| d <= r)
+                && tick.sizing.unfit_pods == 0
+            {
+                self.violation(
+                    t,
+                    format!(
+                        "a scale-up {}s after the removal at {r}s, with no demand since",
+                        t - r
+                    ),
                 );
-                match tick.plan {
-                    Plan::ScaleUp { count, reason } => {
-                        self.add_vms(t, scenario, count.min(room.max(0)), &reason)
-                    }
-                    Plan::ScaleDown { node, reason, demand } => {
-                        let keep = self.config.scale_down.action == ScaleDownAction::Shutdown;
-                        self.demand_at_scale_down = Some(demand);
-                        self.remove_node(t, &node, keep, &reason);
-                    }
-                    // Every simulated VM starts at once: nothing is ever queued to drop.
-                    Plan::Cancel { .. } | Plan::Nothing => {}
+            }
+        }
+        if let Accepted::Remove { node, reason } = accepted {
+            self.start_drain(t, scenario, &node, &reason);
+        }
+        self.start_next(t, scenario);
+    }
+
+    fn violation(&mut self, t: u64, what: String) {
+        self.report.timeline.push((t, format!("VIOLATION: {what}")));
+        self.report.violations.push(format!("{t}s: {what}"));
+    }
+
+    /// Starts the next queued intent if the state machine lets one start: a cold spare when
+    /// the host has the memory, else a clone; an injected fault fails it instead.
+    fn start_next(&mut self, t: u64, scenario: &Scenario) {
+        let Some(index) = self.status.next_to_start(at(t)) else {
+            return;
+        };
+        self.status.progress(index, Phase::Cloning, None, at(t));
+        let memory = VmCapacity::from_config(self.config).memory_bytes;
+        let fault = self.faults.pop_front().or_else(|| {
+            self.host_free
+                .is_some_and(|free| free < memory)
+                .then_some(FailureReason::NoCapacity)
+        });
+        if let Some(reason) = fault {
+            self.failures_caused += 1;
+            let detail = format!("provision failed ({})", reason.as_str());
+            self.report.timeline.push((t, detail.clone()));
+            let left = (reason == FailureReason::Task).then_some("failed-vm");
+            self.status.failed(index, reason, left, detail, at(t));
+            return;
+        }
+        if let Some(free) = &mut self.host_free {
+            *free -= memory;
+        }
+        let reason = self.status.intents[index].reason.clone();
+        let (name, boot, how) = match self.spares.pop() {
+            Some(spare) => (spare, scenario.cold_spare_boot_time, "cold spare started"),
+            None => (self.free_name(), scenario.vm_boot_time, "cloned"),
+        };
+        self.status.progress(index, Phase::Starting, Some(&name), at(t));
+        let ready_at = t + boot.0.as_secs();
+        self.provision = Some(Provision {
+            vm: name.clone(),
+            ready_at,
+            registered_at: ready_at + scenario.csi_registration_delay.0.as_secs(),
+        });
+        self.report.scale_ups += 1;
+        self.last_scale_up = Some(t);
+        self.report
+            .timeline
+            .push((t, format!("scale-up: {name} {how} ({reason})")));
+    }
+
+    /// A worker name no node, spare or boot uses.
+    fn free_name(&self) -> String {
+        let pattern = self
+            .config
+            .proxmox
+            .as_ref()
+            .map_or("k8s-node{n}".to_owned(), |p| p.vm.name_pattern.clone());
+        (1..)
+            .map(|n| pattern.replace("{n}", &n.to_string()))
+            .find(|n| {
+                !self.state.nodes.contains_key(n)
+                    && !self.spares.contains(n)
+                    && !self.booting.iter().any(|(_, b)| b == n)
+                    && self.provision.as_ref().is_none_or(|p| &p.vm != n)
+            })
+            .expect("unbounded")
+    }
+
+    /// The provision and the drain under way move on; true when the cluster changed.
+    fn progress(&mut self, t: u64) -> bool {
+        let mut changed = false;
+        if let Some(p) = &self.provision {
+            let (vm, ready_at, registered_at) = (p.vm.clone(), p.ready_at, p.registered_at);
+            if t >= ready_at && !self.state.nodes.contains_key(&vm) {
+                self.join(&vm, None);
+                if let Some(i) = self
+                    .status
+                    .intents
+                    .iter()
+                    .position(|i| i.vm.as_deref() == Some(&vm))
+                {
+                    self.status.progress(i, Phase::Joining, None, at(t));
                 }
+                self.report.timeline.push((t, format!("{vm} Ready")));
+                changed = true;
+            }
+            if t >= registered_at {
+                self.join(&vm, Some(self.hard_cap()));
+                if let Some(i) = self
+                    .status
+                    .intents
+                    .iter()
+                    .position(|i| i.vm.as_deref() == Some(&vm))
+                {
+                    self.status.joined(i, &vm, format!("added worker {vm}"), at(t));
+                }
+                self.provision = None;
+                self.report
+                    .timeline
+                    .push((t, format!("{vm}: block driver registered")));
+                changed = true;
+            }
+        }
+        if let Some(d) = &self.drain
+            && t >= d.until
+        {
+            let (node, reason) = (d.node.clone(), d.reason.clone());
+            self.drain = None;
+            self.finish_drain(t, &node, &reason);
+            changed = true;
+        }
+        changed
+    }
+
+    /// Cordons `node` and evicts what a drain evicts; the Node goes at the drain's end.
+    fn start_drain(&mut self, t: u64, scenario: &Scenario, node: &str, reason: &str) {
+        if let Some(r) = self.removals.last().copied() {
+            let window = self.config.scale_down.r#for.0.as_secs();
+            if t - r < window {
+                self.violation(t, format!("a second removal {}s after the one at {r}s", t - r));
+            }
+        }
+        self.removals.push(t);
+        if let Some(n) = self.state.nodes.get_mut(node) {
+            n.unschedulable = true;
+        }
+        let on_node: Vec<(String, String)> = self
+            .state
+            .pods
+            .values()
+            .filter(|p| !p.terminal && p.node_name.as_deref() == Some(node))
+            .map(|p| (p.namespace.clone(), p.name.clone()))
+            .collect();
+        let mut evicted = 0;
+        for id in on_node {
+            let Some(pod) = self.state.pods.get(&id).cloned() else {
+                continue;
+            };
+            if !pod.controller.evicted_by_drain() {
+                continue;
+            }
+            if pod.controller == Controller::None {
+                self.violation(
+                    t,
+                    format!("{}/{} evicted with no controller to place it again", id.0, id.1),
+                );
+            }
+            self.detach(&pod, node);
+            if let Some(p) = self.state.pods.get_mut(&id) {
+                p.node_name = None;
+            }
+            self.stuck.remove(&id);
+            self.waiting.insert(id.clone(), 0);
+            self.evicted.insert(id, (t, node.to_owned()));
+            evicted += 1;
+        }
+        self.drain = Some(Drain {
+            node: node.to_owned(),
+            until: t + scenario.drain_time.0.as_secs(),
+            reason: reason.to_owned(),
+        });
+        self.report.timeline.push((
+            t,
+            format!("scale-down: draining {node} ({evicted} pods evicted): {reason}"),
+        ));
+    }
+
+    /// The drained node goes; its VM is kept as a cold spare (`shutdown`) or deleted.
+    fn finish_drain(&mut self, t: u64, node: &str, reason: &str) {
+        // What stays on a drained node (DaemonSet and static pods) goes with it.
+        self.state
+            .pods
+            .retain(|_, p| p.node_name.as_deref() != Some(node) || p.terminal);
+        self.state.nodes.remove(node);
+        self.state.csi_nodes.remove(node);
+        self.state.attachments.retain(|_, va| va.node_name != node);
+        let keep = self.config.scale_down.action == ScaleDownAction::Shutdown;
+        let vm = if keep {
+            self.spares.push(node.to_owned());
+            "VM kept as a cold spare"
+        } else {
+            "VM deleted"
+        };
+        if let Some(free) = &mut self.host_free {
+            *free += VmCapacity::from_config(self.config).memory_bytes;
+        }
+        self.report.scale_downs += 1;
+        self.status.removal_ended(
+            OutcomeKind::Removed,
+            node,
+            format!("removed worker {node}: {reason}"),
+            at(t),
+        );
+        self.report
+            .timeline
+            .push((t, format!("scale-down: {node} removed, {vm}")));
+    }
+
+    /// A pod's volumes detach from `node` (its attachments go).
+    fn detach(&mut self, pod: &PodInfo, node: &str) {
+        for claim in &pod.claims {
+            let pv = self
+                .state
+                .claims
+                .get(&(pod.namespace.clone(), claim.clone()))
+                .and_then(|c| c.volume_name.clone());
+            if let Some(pv) = pv {
+                self.state
+                    .attachments
+                    .retain(|_, va| !(va.node_name == node && va.pv_name.as_ref() == Some(&pv)));
             }
         }
     }
 
-    /// What the actuator would publish: the VMs booting, and when it last scaled.
-    fn actuator_status(&self, t: u64) -> ActuatorStatus {
-        let capacity = VmCapacity::from_config(self.config);
-        ActuatorStatus {
-            intents: self
-                .booting
-                .iter()
-                .map(|(_, name)| Intent {
-                    vm: Some(name.clone()),
-                    phase: Phase::Joining,
-                    capacity,
-                    reason: String::new(),
-                    since: at(t),
-                })
-                .collect(),
-            last_scale_up: self.last_scale_up.map(at),
-            last_scale_down: self.last_scale_down.map(at),
-            demand_at_scale_down: self.demand_at_scale_down,
-            ..Default::default()
+    /// Pods a drain evicted that have waited too long to run again.
+    fn check_stranded(&mut self, t: u64) {
+        if self.policy != Policy::Proactive {
+            return;
         }
+        let placed: Vec<(String, String)> = self
+            .evicted
+            .keys()
+            .filter(|id| !self.waiting.contains_key(*id))
+            .cloned()
+            .collect();
+        for id in placed {
+            self.evicted.remove(&id);
+        }
+        let stranded: Vec<((String, String), (u64, String))> = self
+            .evicted
+            .iter()
+            .filter(|(_, (since, _))| t - since > STRANDED_AFTER)
+            .map(|(id, v)| (id.clone(), v.clone()))
+            .collect();
+        for (id, (since, node)) in stranded {
+            self.evicted.remove(&id);
+            self.violation(
+                t,
+                format!(
+                    "{}/{} evicted from {node} at {since}s has not run again",
+                    id.0, id.1
+                ),
+            );
+        }
+    }
+
+    /// headroom restarts: the status is rebuilt from Proxmox (a VM in flight is resumed,
+    /// queued intents are gone) and from what it persisted (windows, last scale times).
+    fn restart(&mut self, t: u64) {
+        let mut status = ActuatorStatus {
+            last_scale_up: self.status.last_scale_up,
+            last_scale_down: self.status.last_scale_down,
+            demand_at_scale_down: self.status.demand_at_scale_down,
+            ..Default::default()
+        };
+        if let Some(p) = &self.provision {
+            status.resume(
+                std::slice::from_ref(&p.vm),
+                VmCapacity::from_config(self.config),
+                at(t),
+            );
+            if self.state.nodes.contains_key(&p.vm) {
+                status.progress(0, Phase::Joining, None, at(t));
+            }
+        }
+        // A drain dies with the process: the node is uncordoned, what moved stays moved.
+        if let Some(d) = self.drain.take() {
+            if let Some(n) = self.state.nodes.get_mut(&d.node) {
+                n.unschedulable = false;
+            }
+            self.report
+                .timeline
+                .push((t, format!("drain of {} abandoned by the restart", d.node)));
+        }
+        self.failures_counted_before += self.status.failures;
+        self.status = status;
+        self.report.timeline.push((t, "headroom restarted".into()));
+    }
+
+    /// Adds or updates `name`'s Node (Ready) and CSINode (the block driver, with `count` once
+    /// registered).
+    fn join(&mut self, name: &str, count: Option<i64>) {
+        let vm = VmCapacity::from_config(self.config);
+        self.state.nodes.insert(
+            name.to_owned(),
+            NodeInfo {
+                name: name.to_owned(),
+                ready: true,
+                memory_allocatable: vm.memory_bytes - 700 * 1024 * 1024,
+                cpu_allocatable_millis: self.vm_cpu_millis(),
+                ..Default::default()
+            },
+        );
+        let drivers = [(self.config.block_driver.clone(), count)].into_iter().collect();
+        self.state.csi_nodes.insert(
+            name.to_owned(),
+            CsiNodeInfo {
+                name: name.to_owned(),
+                drivers,
+            },
+        );
+    }
+
+    /// The attach limit of the cluster's workers.
+    fn hard_cap(&self) -> i64 {
+        self.state
+            .csi_nodes
+            .values()
+            .filter_map(|c| c.drivers.get(&self.config.block_driver).copied().flatten())
+            .max()
+            .unwrap_or(i64::from(self.config.hard_cap_default))
     }
 
     /// One worker VM's CPU in millicores (its configured cores; 8 without a `proxmox:` section).
@@ -712,6 +1141,17 @@ impl Sim<'_> {
             placed = true;
             view = self.view();
             let after = before + keys.len() as i64;
+            let soft_cap = view.node(&node).map_or(i64::MAX, |n| n.soft_cap);
+            if self.policy == Policy::Proactive && !keys.is_empty() && after > soft_cap && before <= soft_cap
+            {
+                self.violation(
+                    t,
+                    format!(
+                        "{}/{} placed on {node} past its soft cap ({after}/{soft_cap})",
+                        id.0, id.1
+                    ),
+                );
+            }
             if !keys.is_empty() && after >= ATTACH_FAILS_FROM {
                 self.stuck.insert(id.clone());
                 self.report.timeline.push((
@@ -769,6 +1209,17 @@ impl Sim<'_> {
     }
 
     fn finish(mut self) -> Report {
+        let counted = self.failures_counted_before + self.status.failures;
+        self.report.provision_failures = counted as u32;
+        if counted != self.failures_caused {
+            self.violation(
+                u64::MAX,
+                format!(
+                    "{} provision failures happened, {counted} counted",
+                    self.failures_caused
+                ),
+            );
+        }
         let view = self.view();
         self.report.max_node_block_volumes = view.max_node_block_volumes();
         let counts: Vec<i64> = view.schedulable().map(|n| n.block_volumes).collect();
@@ -798,6 +1249,9 @@ impl Report {
             self.nodes,
             self.cold_spares,
         );
+        for v in &self.violations {
+            out.push_str(&format!("  VIOLATION {v}\n"));
+        }
         for (t, what) in &self.timeline {
             let clock = format!("{:02}:{:02}:{:02}", t / 3600 % 24, t / 60 % 60, t % 60);
             let day = if *t >= 86_400 {

@@ -1,4 +1,5 @@
-//! `headroom simulate`: the seed incident and steady growth, proactive against reactive.
+//! `headroom simulate`: the example scenarios, proactive against reactive. Every proactive run
+//! is checked against the closed loop's invariants (the report's `violations` stay empty).
 
 use serde_json::Value;
 
@@ -20,7 +21,15 @@ fn simulate(scenario: &str, policy: &str) -> Value {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap()
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    if policy == "proactive" {
+        assert!(
+            report.get("violations").is_none(),
+            "{scenario}: {}",
+            report["violations"]
+        );
+    }
+    report
 }
 
 #[test]
@@ -109,7 +118,7 @@ fn a_quiet_month_ends_in_one_cold_spare_that_the_next_demand_starts() {
     let proactive = simulate("quiet-month.yaml", "proactive");
     // Retired at 1h; the conditions must then hold for the whole 720h before one node goes.
     assert_eq!(proactive["scaleDowns"], 1, "{proactive}");
-    let down = at(&proactive, "scale-down:");
+    let down = at(&proactive, "scale-down: draining");
     assert_eq!(down.len(), 1);
     assert!(down[0] >= 3600 + 720 * 3600, "scale-down at {}s", down[0]);
     assert!(down[0] < 3600 + 720 * 3600 + 3600, "scale-down at {}s", down[0]);
@@ -171,4 +180,69 @@ fn a_lost_node_s_pods_are_spread_over_the_rest() {
             < reactive["maxNodeBlockVolumes"].as_i64().unwrap(),
         "{proactive} {reactive}"
     );
+}
+
+#[test]
+fn need_two_vms_clones_exactly_two() {
+    let r = simulate("need-two-vms.yaml", "proactive");
+    assert_eq!(r["scaleUps"], 2, "{r}");
+    assert_eq!(at(&r, "cloned").len(), 2, "{r}");
+    assert_eq!(r["stuckPods"], 0);
+    assert!(r["maxNodeBlockVolumes"].as_i64().unwrap() <= 24, "{r}");
+}
+
+#[test]
+fn a_short_window_removes_one_node_per_window_and_stops_while_the_cluster_is_calm() {
+    let r = simulate("cascade.yaml", "proactive");
+    let downs = at(&r, "scale-down: draining");
+    assert!(!downs.is_empty(), "{r}");
+    for pair in downs.windows(2) {
+        // One removal per 20 s window, the drain's 30 s included.
+        assert!(pair[1] - pair[0] >= 50, "{downs:?}");
+    }
+    // The seed's block volumes need more than two workers under the soft cap: no cascade to 2.
+    assert!(r["nodes"].as_u64().unwrap() >= 4, "{r}");
+    assert_eq!(r["scaleUps"], 0, "no flapping: {r}");
+    assert_eq!(r["stuckPods"], 0);
+}
+
+#[test]
+fn a_spare_is_not_started_on_a_host_without_the_memory_and_each_failure_counts_once() {
+    let r = simulate("spare-low-host-memory.yaml", "proactive");
+    assert_eq!(at(&r, "cold spare started").len(), 0, "{r}");
+    let failed = at(&r, "provision failed (no-capacity)").len() as u64;
+    assert!(failed > 0, "{r}");
+    assert_eq!(r["provisionFailures"], failed, "{r}");
+    // Backing off: minutes between attempts, not one per poll.
+    let attempts = at(&r, "provision failed");
+    assert!(attempts.windows(2).all(|w| w[1] - w[0] >= 60), "{attempts:?}");
+}
+
+#[test]
+fn an_oversized_pod_never_clones() {
+    let r = simulate("oversized-pod.yaml", "proactive");
+    assert_eq!(r["scaleUps"], 0, "{r}");
+}
+
+#[test]
+fn a_restart_mid_window_does_not_start_the_window_again() {
+    let r = simulate("restart-mid-window.yaml", "proactive");
+    assert_eq!(at(&r, "headroom restarted"), [15 * 86_400]);
+    let down = at(&r, "scale-down: draining");
+    assert_eq!(down.len(), 1, "{r}");
+    assert!(
+        down[0] < 3600 + 720 * 3600 + 3600,
+        "the 30-day window went on: {down:?}"
+    );
+}
+
+#[test]
+fn a_node_whose_csi_registers_late_gets_no_block_volume_before_it_does() {
+    let r = simulate("csi-late.yaml", "proactive");
+    assert_eq!(r["stuckPods"], 0, "{r}");
+    assert_eq!(r["pendingPodSeconds"], 0, "{r}");
+    // Ready, then registered 180 s later.
+    let ready = at(&r, "k8s-node7 Ready");
+    let registered = at(&r, "k8s-node7: block driver registered");
+    assert_eq!(registered[0] - ready[0], 180, "{r}");
 }

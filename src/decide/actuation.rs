@@ -77,6 +77,8 @@ pub struct ActuatorStatus {
     pub outcomes: VecDeque<Outcome>,
     /// Failures in a row, for the backoff.
     pub failures_in_a_row: u32,
+    /// Provisions that ended without a node since this process started.
+    pub failures: u64,
     /// A plan made on the current generation was taken: queued intents may start. Not
     /// published state; the actuator's own bookkeeping.
     #[serde(skip)]
@@ -174,6 +176,9 @@ impl ActuatorStatus {
                     node: node.clone(),
                     since: now,
                 });
+                // The window starts again now: should the process die mid-drain, the next
+                // one does not remove another node at once.
+                self.last_scale_down = Some(now);
                 self.demand_at_scale_down = Some(*demand);
                 self.bump();
                 Accepted::Remove {
@@ -259,6 +264,7 @@ impl ActuatorStatus {
             }
         }
         self.failures_in_a_row += 1;
+        self.failures += 1;
         let (base, cap) = if transient {
             TRANSIENT_BACKOFF
         } else {
