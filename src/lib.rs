@@ -6,6 +6,7 @@ pub mod clock;
 pub mod config;
 pub mod decide;
 pub mod drain;
+pub mod durable;
 pub mod index;
 pub mod lease;
 pub mod ledger;

@@ -24,6 +24,7 @@ use crate::{
         projection::{VmCapacity, Windows},
         tick::{self, TickInput},
     },
+    durable::{self, Durable},
     metrics::{RejectLabels, StepLabels},
     proxmox::{
         client::{Auth, PveClient, PveError, Secret, encode_ssh_keys, waiting_out_locks},
@@ -125,6 +126,8 @@ pub struct Actuator {
     publish: watch::Sender<ActuatorStatus>,
     /// Whether this replica holds the lease; followers change nothing.
     leading: watch::Receiver<bool>,
+    /// Where the last lease holder recorded its scale times.
+    durable: Option<durable::Store>,
 }
 
 impl Actuator {
@@ -146,7 +149,14 @@ impl Actuator {
             status,
             publish,
             leading: watch::channel(true).1,
+            durable: None,
         }
+    }
+
+    /// Takes the recorded scale times from `store` when this replica takes the lease.
+    pub fn with_durable(mut self, store: durable::Store) -> Self {
+        self.durable = Some(store);
+        self
     }
 
     /// Acts only while `leading` is true (the lease holder); the default is always.
@@ -215,6 +225,20 @@ impl Actuator {
                     self.publish();
                     continue;
                 }
+            }
+            if self.leading.has_changed().unwrap_or(false)
+                && *self.leading.borrow_and_update()
+                && let Some(store) = &self.durable
+            {
+                match store.load().await {
+                    Ok(record) => {
+                        record.merge_status(&mut self.status);
+                        self.status.bump();
+                        self.publish();
+                    }
+                    Err(error) => tracing::warn!(%error, "reading the persisted scale times failed"),
+                }
+                continue;
             }
             let planned = plans.borrow_and_update().clone();
             if !*self.leading.borrow() {
@@ -832,6 +856,37 @@ pub async fn in_flight(pve: &PveClient, p: &Proxmox) -> Result<Vec<Vm>, Provisio
     Ok(out)
 }
 
+/// Writes the record when it changed (lease holder only); on taking the lease, first merges
+/// what the previous holder wrote.
+async fn persist(
+    p: &mut Persistence,
+    windows: &mut Windows,
+    status: &ActuatorStatus,
+    saved: &mut Option<Durable>,
+) {
+    if p.leading.has_changed().unwrap_or(false) {
+        let leading = *p.leading.borrow_and_update();
+        if leading {
+            match p.store.load().await {
+                Ok(record) => record.merge_into(windows),
+                Err(error) => tracing::warn!(%error, "reading the persisted windows failed"),
+            }
+        }
+        *saved = None;
+    }
+    if !*p.leading.borrow() {
+        return;
+    }
+    let record = Durable::of(windows, status);
+    if saved.as_ref() == Some(&record) {
+        return;
+    }
+    match p.store.save(&record).await {
+        Ok(()) => *saved = Some(record),
+        Err(error) => tracing::warn!(%error, "persisting the windows failed; retried next tick"),
+    }
+}
+
 /// The status an actuator starting now would publish: the provisions `in_flight` resumed.
 pub fn resumed_status(
     config: &crate::config::Config,
@@ -865,10 +920,18 @@ pub async fn observe(
     Ok((in_flight(&pve, p).await?, ghosts))
 }
 
+/// Where the plan loop keeps its windows: the store, and whether this replica may write it.
+pub struct Persistence {
+    pub store: durable::Store,
+    pub leading: watch::Receiver<bool>,
+}
+
 /// Runs the tick and sends its plan to the actuator: every `every`, at once when the webhook
 /// admits new demand (so a VM can start before any pod is Pending), and whenever the
 /// actuator's status changes (a plan made before the change is refused, so a fresh one is
-/// due). `windows` start as persisted.
+/// due). `windows` start as persisted; with `persistence`, the lease holder writes them (and
+/// the actuator's scale times) whenever they change, and a replica taking the lease merges
+/// what the last holder wrote.
 pub async fn plan_loop(
     app: Arc<AppState>,
     mut actuator: watch::Receiver<ActuatorStatus>,
@@ -876,7 +939,9 @@ pub async fn plan_loop(
     mut windows: Windows,
     clock: Clock,
     every: Duration,
+    mut persistence: Option<Persistence>,
 ) {
+    let mut saved: Option<Durable> = None;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
@@ -914,6 +979,9 @@ pub async fn plan_loop(
             basis: tick.basis,
             plan: tick.plan,
         });
+        if let Some(p) = &mut persistence {
+            persist(p, &mut windows, &status, &mut saved).await;
+        }
         // Admissions wake this loop; under a burst that would re-plan back to back. At most one
         // evaluation per 250 ms, counted from this plan: the first demand of a burst is acted
         // on at once.

@@ -9,9 +9,10 @@ use crate::{
     cli::{ServeArgs, SourceArgs},
     clock::Clock,
     config::Config,
-    decide::{actuation::ActuatorStatus, projection::Windows},
+    decide::actuation::ActuatorStatus,
+    durable::{self, Durable},
     index::SharedIndex,
-    provisioner::{Actuator, Planned},
+    provisioner::{Actuator, Persistence, Planned},
     server::{
         self,
         state::{AppState, EventSink},
@@ -88,8 +89,21 @@ pub async fn run(config: Config, args: ServeArgs) -> anyhow::Result<()> {
     let tls = server::tls::server_config(reloading.clone())?;
 
     let (events, event_rx) = EventSink::new();
+    // Windows and scale times as the last process left them: a restart does not start a
+    // `for:` window again.
+    let namespace = std::env::var("POD_NAMESPACE").unwrap_or_else(|_| "headroom-system".into());
+    let store = client.clone().map(|c| durable::Store::new(c, &namespace));
+    let record = match &store {
+        Some(store) => store.load().await.unwrap_or_else(|error| {
+            tracing::warn!(%error, "reading the persisted windows failed; starting them now");
+            Durable::default()
+        }),
+        None => Durable::default(),
+    };
+    let mut initial = ActuatorStatus::default();
+    record.merge_status(&mut initial);
     // The actuator is the one writer of its status; handlers and the planner read it.
-    let (status_tx, status_rx) = watch::channel(ActuatorStatus::default());
+    let (status_tx, status_rx) = watch::channel(initial);
     let app = Arc::new(
         AppState::new(config, index, events)
             .with_client(client.clone())
@@ -145,10 +159,9 @@ pub async fn run(config: Config, args: ServeArgs) -> anyhow::Result<()> {
     // Only the Lease holder provisions; every replica serves.
     let (leading_tx, leading) = tokio::sync::watch::channel(client.is_none());
     if let Some(c) = &client {
-        let namespace = std::env::var("POD_NAMESPACE").unwrap_or_else(|_| "headroom-system".into());
         tokio::spawn(crate::lease::run(
             c.clone(),
-            namespace,
+            namespace.clone(),
             "headroom-provisioner".into(),
             crate::lease::identity(),
             crate::lease::Timings::default(),
@@ -164,9 +177,13 @@ pub async fn run(config: Config, args: ServeArgs) -> anyhow::Result<()> {
         app.clone(),
         status_rx,
         plan_tx,
-        Windows::default(),
+        record.windows,
         clock,
         plan_interval,
+        store.map(|store| Persistence {
+            store,
+            leading: leading.clone(),
+        }),
     ));
 
     server::shutdown_signal().await;

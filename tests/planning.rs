@@ -34,6 +34,7 @@ async fn a_trigger_crossing_admission_is_planned_at_once_and_bursts_are_throttle
         Windows::default(),
         Clock::starting_at(Timestamp(1_780_000_000_000)),
         Duration::from_secs(10),
+        None,
     ));
     // Let the loop reach its wait; nothing is planned yet.
     tokio::time::sleep(Duration::from_millis(1)).await;

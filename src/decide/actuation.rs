@@ -11,7 +11,7 @@
 
 use std::{collections::VecDeque, time::Duration};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::decide::{planner::Plan, projection::VmCapacity, time::Timestamp};
 
@@ -316,7 +316,7 @@ impl ActuatorStatus {
 
 /// How much the cluster asks for: every block volume (held, pending or admitted) and every
 /// memory request. A removal moves demand; only new demand raises this.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DemandLevel {
     pub block_volumes: i64,
