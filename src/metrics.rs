@@ -200,6 +200,8 @@ pub struct Metrics {
     pub provision_step_duration: Family<StepLabels, Histogram>,
     pub provision_failures: Family<RejectLabels, Counter>,
     pub incoming_vms: Gauge,
+    /// Pending pods no worker VM of the configured shape can hold.
+    pub oversized_pods: Gauge,
     pub ghost_disks: Family<NodeLabels, Gauge>,
     pub cluster: ClusterGauges,
     /// kproximate's "provisioned" gauges: worker VMs headroom manages, by state, and their
@@ -293,6 +295,12 @@ impl Default for Metrics {
             "Worker VMs being provisioned or cold spares starting",
             incoming_vms.clone(),
         );
+        let oversized_pods = Gauge::default();
+        registry.register(
+            "oversized_pods",
+            "Pending pods no worker VM of the configured shape can hold (never a reason to clone)",
+            oversized_pods.clone(),
+        );
         let ghost_disks = Family::<NodeLabels, Gauge>::default();
         registry.register(
             "ghost_disks",
@@ -336,6 +344,7 @@ impl Default for Metrics {
             provision_step_duration,
             provision_failures,
             incoming_vms,
+            oversized_pods,
             ghost_disks,
             cluster,
             worker_vms,

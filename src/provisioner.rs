@@ -856,6 +856,35 @@ pub async fn in_flight(pve: &PveClient, p: &Proxmox) -> Result<Vec<Vm>, Provisio
     Ok(out)
 }
 
+/// One Event per pending pod no worker VM can hold, and the gauge of how many there are.
+fn tell_oversized(
+    app: &AppState,
+    pods: &[crate::decide::planner::OversizedPod],
+    told: &mut std::collections::BTreeSet<(String, String)>,
+) {
+    app.metrics.oversized_pods.set(pods.len() as i64);
+    let now: std::collections::BTreeSet<(String, String)> = pods
+        .iter()
+        .map(|p| (p.namespace.clone(), p.name.clone()))
+        .collect();
+    for pod in pods {
+        if told.contains(&(pod.namespace.clone(), pod.name.clone())) {
+            continue;
+        }
+        app.events.emit(PlannedEvent {
+            namespace: pod.namespace.clone(),
+            kind: "Pod".into(),
+            name: pod.name.clone(),
+            reason: "HeadroomNoWorkerFits".into(),
+            message: format!(
+                "no worker VM can hold this pod, so none is cloned for it: {}",
+                pod.reason
+            ),
+        });
+    }
+    *told = now;
+}
+
 /// Writes the record when it changed (lease holder only); on taking the lease, first merges
 /// what the previous holder wrote.
 async fn persist(
@@ -942,6 +971,8 @@ pub async fn plan_loop(
     mut persistence: Option<Persistence>,
 ) {
     let mut saved: Option<Durable> = None;
+    // Oversized pods already told about (an Event each, once).
+    let mut told: std::collections::BTreeSet<(String, String)> = Default::default();
     loop {
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
@@ -972,6 +1003,7 @@ pub async fn plan_loop(
         app.metrics
             .cluster
             .observe(&view, &tick.projection, &tick.evaluation);
+        tell_oversized(&app, &tick.sizing.oversized_pods, &mut told);
         if tick.plan != Plan::Nothing {
             tracing::info!(plan = ?tick.plan, basis = tick.basis, "plan");
         }

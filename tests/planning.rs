@@ -59,3 +59,31 @@ async fn a_trigger_crossing_admission_is_planned_at_once_and_bursts_are_throttle
     assert!(matches!(planned.plan, Plan::ScaleUp { .. }), "{planned:?}");
     assert_eq!(start.elapsed(), Duration::from_millis(250));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_pod_no_worker_can_hold_is_told_once_and_never_cloned_for() {
+    let mut items = cluster(&[2, 2]);
+    items.push(pod("ai", "llama-70b", None, &[], "48Gi"));
+    let mut harness = Harness::new(items, Config::default());
+    let (tx, mut plans) = tokio::sync::watch::channel(Planned::default());
+    tokio::spawn(provisioner::plan_loop(
+        harness.app.clone(),
+        harness.app.actuator.clone(),
+        tx,
+        Windows::default(),
+        Clock::starting_at(Timestamp(1_780_000_000_000)),
+        Duration::from_secs(10),
+        None,
+    ));
+    for _ in 0..3 {
+        plans.changed().await.unwrap();
+        let planned = plans.borrow_and_update().clone();
+        assert_eq!(planned.plan, Plan::Nothing, "no clone for it");
+    }
+    let event = harness.event().expect("an event");
+    assert_eq!((event.kind.as_str(), event.name.as_str()), ("Pod", "llama-70b"));
+    assert_eq!(event.reason, "HeadroomNoWorkerFits");
+    assert!(event.message.contains("49152 MiB"), "{}", event.message);
+    assert!(harness.event().is_none(), "told once over three ticks");
+    assert!(harness.app.metrics.encode().contains("headroom_oversized_pods 1"));
+}
