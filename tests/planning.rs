@@ -87,3 +87,86 @@ async fn a_pod_no_worker_can_hold_is_told_once_and_never_cloned_for() {
     assert!(harness.event().is_none(), "told once over three ticks");
     assert!(harness.app.metrics.encode().contains("headroom_oversized_pods 1"));
 }
+
+/// What `headroom status --output json` says the provisioner would do on `items` with `config`.
+fn status_plan(items: &[serde_json::Value], config: &str) -> serde_json::Value {
+    let dir = tempfile::tempdir().unwrap();
+    let snapshot = dir.path().join("snap.json");
+    std::fs::write(&snapshot, list(items.to_vec()).to_string()).unwrap();
+    let config_file = dir.path().join("config.yaml");
+    std::fs::write(&config_file, config).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_headroom"))
+        .args([
+            "--config",
+            config_file.to_str().unwrap(),
+            "status",
+            "--output",
+            "json",
+        ])
+        .args(["--snapshot", snapshot.to_str().unwrap()])
+        .env_remove("HEADROOM_CONFIG")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    report["provisioner"]["plan"].clone()
+}
+
+/// What `serve`'s planning loop plans first on the same inputs.
+async fn serve_plan(items: &[serde_json::Value], config: &str) -> serde_json::Value {
+    let harness = Harness::new(items.to_vec(), Config::parse("config.yaml", config).unwrap());
+    let (tx, mut plans) = tokio::sync::watch::channel(Planned::default());
+    let task = tokio::spawn(provisioner::plan_loop(
+        harness.app.clone(),
+        harness.app.actuator.clone(),
+        tx,
+        Windows::default(),
+        Clock::starting_at(Timestamp(1_780_000_000_000)),
+        Duration::from_millis(10),
+        None,
+    ));
+    plans.changed().await.unwrap();
+    let plan = plans.borrow_and_update().plan.clone();
+    task.abort();
+    serde_json::to_value(plan).unwrap()
+}
+
+#[tokio::test]
+async fn status_and_serve_plan_the_same_on_the_same_inputs() {
+    let claims = |n: usize| -> Vec<serde_json::Value> {
+        (0..n)
+            .map(|i| unbound_claim("apps", &format!("want-{i}"), Some("proxmox-lvm")))
+            .collect()
+    };
+    let mut unfit = cluster(&[2, 2]);
+    unfit.push(pod("apps", "filler-1", Some("n1"), &[], "30Gi"));
+    unfit.push(pod("apps", "filler-2", Some("n2"), &[], "30Gi"));
+    unfit.push(pod("apps", "big", None, &[], "8Gi"));
+    let mut oversized = cluster(&[2, 2]);
+    oversized.push(pod("ai", "llama-70b", None, &[], "48Gi"));
+    let week = "triggers:\n  freeBlockSlots: {below: 4, for: 168h}\n  memoryRequestRatio: {above: 0.9, for: 168h}\n  plannedBlockVolumes: {atLeast: 3, whenMaxNodeAtLeast: 22, for: 168h}\n";
+    // (case, cluster, config, the action both must plan)
+    let cases: Vec<(&str, Vec<serde_json::Value>, &str, &str)> = vec![
+        (
+            "trigger held long enough",
+            [cluster(&[22, 23]), claims(30)].concat(),
+            "{}",
+            "scaleUp",
+        ),
+        (
+            "trigger held 0s of its 168h",
+            [cluster(&[22, 23]), claims(30)].concat(),
+            week,
+            "nothing",
+        ),
+        ("a pending pod fits no node", unfit, "{}", "scaleUp"),
+        ("a pod no VM can hold", oversized, "{}", "nothing"),
+        ("a roomy cluster", cluster(&[5, 5]), "{}", "nothing"),
+    ];
+    for (case, items, config, action) in cases {
+        let status = status_plan(&items, config);
+        let serve = serve_plan(&items, config).await;
+        assert_eq!(status, serve, "{case}");
+        assert_eq!(status["action"], action, "{case}: {status}");
+    }
+}
