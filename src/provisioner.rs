@@ -982,8 +982,13 @@ pub async fn plan_loop(
         if !app.index.is_synced() {
             continue;
         }
+        // The status first, then a view at least as new: see `AppState::fresh_view`.
         let status = actuator.borrow_and_update().clone();
-        let view = app.view();
+        // A rebuild under way takes up to a second at 150k pods: wait for it off the runtime.
+        let fresh = app.clone();
+        let Ok(view) = tokio::task::spawn_blocking(move || fresh.fresh_view()).await else {
+            continue;
+        };
         let reservations = app.reservations();
         let admitted = app.admitted();
         let tick = app.index.with_state(|state, _| {

@@ -64,14 +64,6 @@ fn every_alert_is_unit_tested() {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test]
 async fn a_real_prometheus_scraping_headroom_sees_the_denial_alert_go_pending() {
     support::install_crypto();
@@ -80,7 +72,7 @@ async fn a_real_prometheus_scraping_headroom_sees_the_denial_alert_go_pending() 
     std::fs::write(&snapshot, support::list(support::cluster(&[24, 24])).to_string()).unwrap();
     let config = dir.path().join("config.yaml");
     std::fs::write(&config, "enforcement: deny\n").unwrap();
-    let (port, admin) = (free_port(), free_port());
+    let (port, admin) = (support::free_port(), support::free_port());
     let mut serve = tokio::process::Command::new(BIN)
         .args([
             "serve",
@@ -205,7 +197,7 @@ async fn a_real_prometheus_scraping_headroom_sees_the_denial_alert_go_pending() 
     assert!(metrics.contains("verdict=\"deny\""), "{metrics}");
 
     // A real Prometheus: scrape every second, evaluate the shipped rules every second.
-    let prom_port = free_port();
+    let prom_port = support::free_port();
     let prom_config = dir.path().join("prometheus.yml");
     std::fs::write(
         &prom_config,

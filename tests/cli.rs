@@ -256,18 +256,10 @@ async fn snapshot_then_status_gives_the_same_json_as_the_live_source() {
     assert!(Path::new(&file).exists());
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test]
 async fn serve_on_the_seed_snapshot_answers_over_tls_and_stops_on_sigterm() {
     use tokio::io::AsyncBufReadExt;
-    let (port, admin) = (free_port(), free_port());
+    let (port, admin) = (support::free_port(), support::free_port());
     let mut child = tokio::process::Command::new(BIN)
         .args([
             "serve",
@@ -429,9 +421,9 @@ async fn serve_provisions_when_the_snapshot_crosses_a_trigger_and_status_shows_i
         ])
         .args([
             "--listen",
-            &format!("127.0.0.1:{}", free_port()),
+            &format!("127.0.0.1:{}", support::free_port()),
             "--admin-listen",
-            &format!("127.0.0.1:{}", free_port()),
+            &format!("127.0.0.1:{}", support::free_port()),
         ])
         .env_remove("HEADROOM_CONFIG")
         .stdout(std::process::Stdio::null())

@@ -44,8 +44,9 @@ struct ViewCache {
 }
 
 impl ViewCache {
-    /// The view for the index's and the ghost disks' current generations.
-    fn get(&self, index: &SharedIndex, ghosts: &RwLock<(u64, Reservations)>) -> Arc<ClusterView> {
+    /// The view for the index's and the ghost disks' current generations. With `wait`, never
+    /// an older one: the caller waits for a rebuild under way.
+    fn get(&self, index: &SharedIndex, ghosts: &RwLock<(u64, Reservations)>, wait: bool) -> Arc<ClusterView> {
         let key = (
             index.generation(),
             ghosts.read().unwrap_or_else(|e| e.into_inner()).0,
@@ -65,7 +66,7 @@ impl ViewCache {
             Ok(guard) => guard,
             Err(_) => {
                 let current = self.current.read().unwrap_or_else(|e| e.into_inner());
-                if current.0.0 != 0 {
+                if current.0.0 != 0 && !wait {
                     return current.1.clone();
                 }
                 drop(current);
@@ -253,9 +254,17 @@ impl AppState {
         }
     }
 
-    /// The current accounting (rebuilt if the index changed).
+    /// The current accounting (rebuilt if the index changed); while another caller rebuilds
+    /// it, the previous one (requests must not wait ~1 s at 150k pods).
     pub fn view(&self) -> Arc<ClusterView> {
-        self.views.get(&self.index, &self.ghosts)
+        self.views.get(&self.index, &self.ghosts, false)
+    }
+
+    /// The accounting of the index as it is now, waiting for a rebuild under way. The planner
+    /// reads the actuator's status first and then this: a VM the actuator saw register is then
+    /// in the view too, so its capacity is never counted as neither incoming nor joined.
+    pub fn fresh_view(&self) -> Arc<ClusterView> {
+        self.views.get(&self.index, &self.ghosts, true)
     }
 
     /// Volumes bound by the extender that the watch does not show on their node yet.

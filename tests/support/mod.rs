@@ -164,3 +164,12 @@ pub fn admission_fixture(name: &str) -> Value {
 pub fn state(items: impl IntoIterator<Item = Value>) -> headroom::index::ClusterState {
     headroom::source::file::parse("fixture", &list(items).to_string()).expect("fixture decodes")
 }
+
+/// A TCP port free on loopback now (for a process the test starts).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

@@ -1,0 +1,183 @@
+//! End to end with the real binary: `headroom serve` against the stand-in API server (live
+//! watches, the Lease, the durable windows) and fakepve, in a cluster that answers back —
+//! kubelets register each started VM's Node, and its CSI plugin registers a second later.
+
+mod support;
+
+use std::{path::Path, time::Duration};
+
+use serde_json::Value;
+use support::{apiserver::ApiServer, fakepve::FakePve, *};
+
+const BIN: &str = env!("CARGO_BIN_EXE_headroom");
+
+/// Registers a Node for every running worker VM, and its CSINode `csi_delay` later (what
+/// kubeadm join and proxmox-csi's node plugin do), until aborted.
+fn kubelets(api: ApiServer, pve: &FakePve, csi_delay: Duration) -> tokio::task::JoinHandle<()> {
+    use headroom::proxmox::{
+        client::{Auth, PveClient, Secret},
+        tls::Trust,
+    };
+    let client = PveClient::new(
+        &pve.url,
+        &Trust::Fingerprint(pve.fingerprint.clone()),
+        Auth::Token(Secret::new(pve.token.clone())),
+    )
+    .unwrap();
+    tokio::spawn(async move {
+        let mut joined = std::collections::BTreeSet::new();
+        loop {
+            if let Ok(Value::Array(vms)) = client.get("/cluster/resources", &[("type", "vm".into())]).await {
+                for vm in vms {
+                    let name = vm["name"].as_str().unwrap_or_default().to_owned();
+                    if vm["status"] == "running"
+                        && name.starts_with("k8s-node")
+                        && joined.insert(name.clone())
+                    {
+                        api.apply(node(&name));
+                        let api = api.clone();
+                        tokio::spawn(async move {
+                            tokio::time::sleep(csi_delay).await;
+                            api.apply(csinode(&name, Some(28)));
+                        });
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+}
+
+/// `headroom serve` on the stand-in API server and fakepve; returns the process and its admin
+/// address.
+fn serve(api: &ApiServer, pve: &FakePve, dir: &Path) -> (tokio::process::Child, String) {
+    let token = dir.join("token");
+    std::fs::write(&token, &pve.token).unwrap();
+    let config = dir.join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "proxmox:\n  url: {}\n  tokenFile: {}\n  caFile: {}\n  hosts: [{{name: pve1, template: 2000, storage: local-lvm}}]\n  \
+             vm: {{memoryMiB: 2048}}\n  hostMemoryReserveMiB: 512\n  joinTimeout: 2m\n  maxNodes: 10\n",
+            pve.url,
+            token.display(),
+            pve.ca
+        ),
+    )
+    .unwrap();
+    let certs = headroom::certs::write(&dir.join("tls"), vec!["localhost".into()]).unwrap();
+    let admin = format!("127.0.0.1:{}", free_port());
+    let child = tokio::process::Command::new(BIN)
+        .arg("--config")
+        .arg(&config)
+        .arg("serve")
+        .arg("--kubeconfig")
+        .arg(api.kubeconfig(dir))
+        .arg("--tls-cert")
+        .arg(&certs.cert)
+        .arg("--tls-key")
+        .arg(&certs.key)
+        .args(["--plan-interval", "100ms"])
+        .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--admin-listen", &admin])
+        .env_remove("HEADROOM_CONFIG")
+        .env("POD_NAMESPACE", "headroom-system")
+        .env("POD_NAME", "headroom-e2e")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    (child, admin)
+}
+
+/// The admin port's /metrics text (empty while it is not up).
+async fn metrics(admin: &str) -> String {
+    match reqwest::get(format!("http://{admin}/metrics")).await {
+        Ok(r) => r.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    }
+}
+
+#[tokio::test]
+async fn serve_clones_exactly_the_two_vms_thirty_pending_claims_need() {
+    install_crypto();
+    let mut pve = FakePve::start().await;
+    pve.add_template().await;
+    let api = ApiServer::start().await;
+    // Both workers at their soft cap and 30 claims waiting: 30 + the reserve of 4 need two
+    // workers of 24 slots.
+    for item in cluster(&[24, 24]) {
+        api.apply(item);
+    }
+    for i in 0..30 {
+        api.apply(unbound_claim("apps", &format!("want-{i}"), Some("proxmox-lvm")));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let kubelets = kubelets(api.clone(), &pve, Duration::from_secs(1));
+    let (mut headroom, admin) = serve(&api, &pve, dir.path());
+
+    // Both join (Ready, CSI registered, provisioning tag dropped) ...
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let workers: Vec<Value> = pve
+            .vms()
+            .await
+            .into_iter()
+            .filter(|v| v["template"] == false)
+            .collect();
+        let joined = workers
+            .iter()
+            .filter(|v| v["status"] == "running" && v["config"]["tags"] == "headroom")
+            .count();
+        if joined == 2 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never two joined: {workers:?}\n{}",
+            metrics(&admin).await
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // ... and a tick after both joins sees nothing in flight and no trigger firing: from then
+    // on no plan asks for a VM, so a third can only come from a plan made earlier.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let m = metrics(&admin).await;
+        let calm = m.contains("headroom_incoming_vms 0")
+            && m.contains("headroom_trigger_firing{name=\"freeBlockSlots\"} 0")
+            && m.contains("headroom_trigger_firing{name=\"plannedBlockVolumes\"} 0");
+        if calm {
+            assert!(
+                m.contains("headroom_provision_steps_total{step=\"clone\",result=\"ok\"} 2"),
+                "{m}"
+            );
+            assert!(
+                !m.lines()
+                    .any(|l| l.starts_with("headroom_provision_failures_total{") && !l.ends_with(" 0")),
+                "{m}"
+            );
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never calm:\n{m}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let workers = pve
+        .vms()
+        .await
+        .into_iter()
+        .filter(|v| v["template"] == false)
+        .count();
+    assert_eq!(workers, 2, "exactly the two VMs the claims need");
+    // The lease holder recorded its windows and scale times.
+    let windows = api.objects_under("/api/v1/namespaces/headroom-system/configmaps");
+    assert!(
+        windows.iter().any(|c| c["data"]["windows.json"]
+            .as_str()
+            .is_some_and(|w| w.contains("lastScaleUp"))),
+        "{windows:?}"
+    );
+    kubelets.abort();
+    headroom.kill().await.unwrap();
+}
