@@ -7,46 +7,9 @@ mod support;
 use std::{path::Path, time::Duration};
 
 use serde_json::Value;
-use support::{apiserver::ApiServer, fakepve::FakePve, *};
+use support::{apiserver::ApiServer, fakepve::FakePve, kubelets, *};
 
 const BIN: &str = env!("CARGO_BIN_EXE_headroom");
-
-/// Registers a Node for every running worker VM, and its CSINode `csi_delay` later (what
-/// kubeadm join and proxmox-csi's node plugin do), until aborted.
-fn kubelets(api: ApiServer, pve: &FakePve, csi_delay: Duration) -> tokio::task::JoinHandle<()> {
-    use headroom::proxmox::{
-        client::{Auth, PveClient, Secret},
-        tls::Trust,
-    };
-    let client = PveClient::new(
-        &pve.url,
-        &Trust::Fingerprint(pve.fingerprint.clone()),
-        Auth::Token(Secret::new(pve.token.clone())),
-    )
-    .unwrap();
-    tokio::spawn(async move {
-        let mut joined = std::collections::BTreeSet::new();
-        loop {
-            if let Ok(Value::Array(vms)) = client.get("/cluster/resources", &[("type", "vm".into())]).await {
-                for vm in vms {
-                    let name = vm["name"].as_str().unwrap_or_default().to_owned();
-                    if vm["status"] == "running"
-                        && name.starts_with("k8s-node")
-                        && joined.insert(name.clone())
-                    {
-                        api.apply(node(&name));
-                        let api = api.clone();
-                        tokio::spawn(async move {
-                            tokio::time::sleep(csi_delay).await;
-                            api.apply(csinode(&name, Some(28)));
-                        });
-                    }
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    })
-}
 
 /// `headroom serve` on the stand-in API server and fakepve; returns the process and its admin
 /// address.

@@ -106,37 +106,9 @@ impl Rig {
         }
     }
 
-    /// Registers a Ready Node and its CSINode for every running worker VM (what kubeadm join
-    /// and the CSI node plugin do), until aborted.
+    /// Registers a Ready Node and its CSINode for every running worker VM, until aborted.
     fn kubelets(&self) -> tokio::task::JoinHandle<()> {
-        let api = self.api.clone();
-        let url = self.pve.url.clone();
-        let token = self.pve.token.clone();
-        let fingerprint = self.pve.fingerprint.clone();
-        tokio::spawn(async move {
-            let pve = PveClient::new(
-                &url,
-                &Trust::Fingerprint(fingerprint),
-                Auth::Token(Secret::new(token)),
-            )
-            .unwrap();
-            let mut joined = std::collections::BTreeSet::new();
-            loop {
-                if let Ok(Value::Array(vms)) = pve.get("/cluster/resources", &[("type", "vm".into())]).await {
-                    for vm in vms {
-                        let name = vm["name"].as_str().unwrap_or_default().to_owned();
-                        if vm["status"] == "running"
-                            && name.starts_with("k8s-node")
-                            && joined.insert(name.clone())
-                        {
-                            api.apply(node(&name));
-                            api.apply(csinode(&name, Some(28)));
-                        }
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        })
+        kubelets(self.api.clone(), &self.pve, Duration::ZERO)
     }
 
     /// Runs one plan through a fresh actuator until `done(status)`; returns the status.

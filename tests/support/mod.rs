@@ -173,3 +173,45 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// Registers a Ready Node for every running worker VM fakepve shows, and its CSINode (the block
+/// driver with a count) `csi_delay` later: what kubeadm join and proxmox-csi's node plugin do.
+/// Runs until aborted.
+pub fn kubelets(
+    api: apiserver::ApiServer,
+    pve: &fakepve::FakePve,
+    csi_delay: std::time::Duration,
+) -> tokio::task::JoinHandle<()> {
+    use headroom::proxmox::{
+        client::{Auth, PveClient, Secret},
+        tls::Trust,
+    };
+    let client = PveClient::new(
+        &pve.url,
+        &Trust::Fingerprint(pve.fingerprint.clone()),
+        Auth::Token(Secret::new(pve.token.clone())),
+    )
+    .unwrap();
+    tokio::spawn(async move {
+        let mut joined = std::collections::BTreeSet::new();
+        loop {
+            if let Ok(Value::Array(vms)) = client.get("/cluster/resources", &[("type", "vm".into())]).await {
+                for vm in vms {
+                    let name = vm["name"].as_str().unwrap_or_default().to_owned();
+                    if vm["status"] == "running"
+                        && name.starts_with("k8s-node")
+                        && joined.insert(name.clone())
+                    {
+                        api.apply(node(&name));
+                        let api = api.clone();
+                        tokio::spawn(async move {
+                            tokio::time::sleep(csi_delay).await;
+                            api.apply(csinode(&name, Some(28)));
+                        });
+                    }
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+}
