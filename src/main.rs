@@ -135,8 +135,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
             };
             // What Proxmox shows in flight is what the actuator would resume: its status.
             let clock = headroom::clock::Clock::system();
-            let actuator = headroom::provisioner::resumed_status(&config, &in_flight, clock.now());
-            let mut windows = headroom::decide::projection::Windows::default();
+            let mut actuator = headroom::provisioner::resumed_status(&config, &in_flight, clock.now());
+            // The windows and scale times serve persisted: the same inputs as its next tick.
+            let record = headroom::serve::load_durable(&source).await;
+            record.merge_status(&mut actuator);
+            let mut windows = record.windows;
             let mut report = index.with_state(|s, _| {
                 StatusReport::observed(s, &config, &ghosts, &actuator, &mut windows, clock.now())
             });

@@ -42,6 +42,26 @@ pub async fn load_index(source: &SourceArgs) -> anyhow::Result<(SharedIndex, Opt
     Ok((index, Some(watches)))
 }
 
+/// The windows and scale times the lease holder recorded (none for a snapshot, or when they
+/// cannot be read: then every window counts from now, as the warning says).
+pub async fn load_durable(source: &SourceArgs) -> Durable {
+    if source.snapshot.is_some() {
+        return Durable::default();
+    }
+    let namespace = std::env::var("POD_NAMESPACE").unwrap_or_else(|_| "headroom-system".into());
+    let loaded = match live::client(source.kubeconfig.as_deref()).await {
+        Ok(client) => durable::Store::new(client, &namespace)
+            .load()
+            .await
+            .map_err(anyhow::Error::from),
+        Err(e) => Err(anyhow::Error::from(e)),
+    };
+    loaded.unwrap_or_else(|error| {
+        tracing::warn!(%error, "reading the persisted windows failed; counting them from now");
+        Durable::default()
+    })
+}
+
 pub async fn run(config: Config, args: ServeArgs) -> anyhow::Result<()> {
     let ServeArgs {
         source,

@@ -11,9 +11,8 @@ use support::{apiserver::ApiServer, fakepve::FakePve, kubelets, *};
 
 const BIN: &str = env!("CARGO_BIN_EXE_headroom");
 
-/// `headroom serve` on the stand-in API server and fakepve; returns the process and its admin
-/// address.
-fn serve(api: &ApiServer, pve: &FakePve, dir: &Path) -> (tokio::process::Child, String) {
+/// headroom's config for fakepve, with `extra` appended; returns its path.
+fn config(pve: &FakePve, dir: &Path, extra: &str) -> std::path::PathBuf {
     let token = dir.join("token");
     std::fs::write(&token, &pve.token).unwrap();
     let config = dir.join("config.yaml");
@@ -21,13 +20,19 @@ fn serve(api: &ApiServer, pve: &FakePve, dir: &Path) -> (tokio::process::Child, 
         &config,
         format!(
             "proxmox:\n  url: {}\n  tokenFile: {}\n  caFile: {}\n  hosts: [{{name: pve1, template: 2000, storage: local-lvm}}]\n  \
-             vm: {{memoryMiB: 2048}}\n  hostMemoryReserveMiB: 512\n  joinTimeout: 2m\n  maxNodes: 10\n",
+             vm: {{memoryMiB: 2048}}\n  hostMemoryReserveMiB: 512\n  joinTimeout: 2m\n  maxNodes: 10\n{extra}",
             pve.url,
             token.display(),
             pve.ca
         ),
     )
     .unwrap();
+    config
+}
+
+/// `headroom serve` on the stand-in API server and fakepve with `config`; returns the process
+/// and its admin address.
+fn serve(api: &ApiServer, config: &Path, dir: &Path) -> (tokio::process::Child, String) {
     let certs = headroom::certs::write(&dir.join("tls"), vec!["localhost".into()]).unwrap();
     let admin = format!("127.0.0.1:{}", free_port());
     let child = tokio::process::Command::new(BIN)
@@ -78,7 +83,8 @@ async fn serve_clones_exactly_the_two_vms_thirty_pending_claims_need() {
     }
     let dir = tempfile::tempdir().unwrap();
     let kubelets = kubelets(api.clone(), &pve, Duration::from_secs(1));
-    let (mut headroom, admin) = serve(&api, &pve, dir.path());
+    let config = config(&pve, dir.path(), "");
+    let (mut headroom, admin) = serve(&api, &config, dir.path());
 
     // Both join (Ready, CSI registered, provisioning tag dropped) ...
     let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
@@ -142,5 +148,114 @@ async fn serve_clones_exactly_the_two_vms_thirty_pending_claims_need() {
         "{windows:?}"
     );
     kubelets.abort();
+    headroom.kill().await.unwrap();
+}
+
+/// `headroom status --output json` against the stand-in API server.
+async fn status(api: &ApiServer, config: &Path, dir: &Path) -> Value {
+    let out = tokio::process::Command::new(BIN)
+        .arg("--config")
+        .arg(config)
+        .arg("status")
+        .arg("--kubeconfig")
+        .arg(api.kubeconfig(dir))
+        .args(["--output", "json"])
+        .env_remove("HEADROOM_CONFIG")
+        .env("POD_NAMESPACE", "headroom-system")
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn a_short_scale_down_window_removes_one_node_per_window_and_stops_while_calm() {
+    install_crypto();
+    let mut pve = FakePve::start().await;
+    pve.add_template().await;
+    let api = ApiServer::start().await;
+    // Four workers at 8 of 24: 32 volumes. Without one, 40 slots stay free; without two, 16;
+    // without three the last would need 32 of its 24 — freeBlockSlots would fire.
+    for item in cluster(&[8, 8, 8, 8]) {
+        api.apply(item);
+    }
+    api.place_evicted_pods();
+    for (i, node) in ["n1", "n2", "n3", "n4"].iter().enumerate() {
+        let vmid = 201 + i;
+        pve.cmd(serde_json::json!({"op": "add_vm", "vmid": vmid, "name": node, "status": "running",
+            "config": {"tags": "headroom", "memory": "2048", "scsi0": format!("local-lvm:vm-{vmid}-disk-0")}}))
+            .await;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(
+        &pve,
+        dir.path(),
+        "scaleDown:\n  maxNodeBlockVolumes: {atMost: 24}\n  memoryRequestRatio: {below: 0.9}\n  \
+         memoryLimitRatio: {below: 2.0}\n  for: 5s\n  drainTimeout: 20s\n  action: shutdown\n",
+    );
+    let (mut headroom, admin) = serve(&api, &config, dir.path());
+
+    // Two removals, one per window: the second waits a whole window on the smaller cluster.
+    let started = tokio::time::Instant::now();
+    let mut deleted_at = Vec::new();
+    while deleted_at.len() < 2 {
+        let deletes = api.node_deletes();
+        if deletes.len() > deleted_at.len() {
+            deleted_at.push(started.elapsed());
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "{deletes:?}\n{}",
+            metrics(&admin).await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        deleted_at[1] - deleted_at[0] >= Duration::from_secs(4),
+        "removals {deleted_at:?} closer than the 5 s window"
+    );
+    // The third is refused, by the same tick `status` runs on the same inputs (the durable
+    // windows included): the conditions held, but the last node cannot take the other's 16
+    // volumes under its soft cap.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let s = status(&api, &config, dir.path()).await;
+        let held = s["scaleDown"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["sustained"] == true);
+        let refused = s["provisioner"]["scaleDownRefusals"].as_array().is_some_and(|r| {
+            r.iter().any(|r| {
+                r.as_str()
+                    .unwrap()
+                    .contains("cannot take its 16 pods under their soft caps")
+            })
+        });
+        if held && refused {
+            assert_eq!(s["provisioner"]["plan"]["action"], "nothing", "{s}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never refused: {s}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(api.node_deletes().len(), 2, "{:?}", api.node_deletes());
+    // The drained nodes' VMs are cold spares; every evicted pod runs again elsewhere.
+    let spares = pve
+        .vms()
+        .await
+        .into_iter()
+        .filter(|v| v["config"]["tags"] == "headroom;headroom-spare" && v["status"] == "stopped")
+        .count();
+    assert_eq!(spares, 2);
+    let deleted = api.node_deletes();
+    let pods = api.all("Pod");
+    assert_eq!(pods.len(), 32, "every pod still exists");
+    assert!(
+        pods.iter()
+            .all(|p| !deleted.iter().any(|n| p["spec"]["nodeName"] == n.as_str())),
+        "none left on a removed node"
+    );
     headroom.kill().await.unwrap();
 }

@@ -86,6 +86,8 @@ struct Store {
     others: BTreeMap<String, Value>,
     protected: HashSet<String>,
     node_deletes: Vec<String>,
+    /// Evicted pods come back on another node (a controller and the scheduler at work).
+    place_evicted: bool,
 }
 
 /// A running stand-in API server.
@@ -455,6 +457,9 @@ fn evict(server: &ApiServer, path: &str) -> Response {
     match pod {
         Some(pod) => {
             server.delete(&pod);
+            if server.store.lock().unwrap().place_evicted {
+                server.place_again(&pod);
+            }
             (
                 StatusCode::CREATED,
                 axum::Json(json!({"kind": "Status", "apiVersion": "v1", "status": "Success"})),
@@ -470,6 +475,80 @@ fn evict(server: &ApiServer, path: &str) -> Response {
 }
 
 impl ApiServer {
+    /// From now on an evicted pod comes back at once as `<name>-r` on the schedulable node
+    /// with the fewest pods, its block volumes attached there: what its controller and the
+    /// scheduler would do.
+    pub fn place_evicted_pods(&self) {
+        self.store.lock().unwrap().place_evicted = true;
+    }
+
+    /// Every object of `kind`.
+    pub fn all(&self, kind: &str) -> Vec<Value> {
+        let (_, path, _, _) = collection_of(kind);
+        self.store
+            .lock()
+            .unwrap()
+            .objects
+            .get(path)
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    fn place_again(&self, pod: &Value) {
+        let from = pod["spec"]["nodeName"].as_str().unwrap_or_default().to_owned();
+        let pods = self.all("Pod");
+        let on = |node: &str| pods.iter().filter(|p| p["spec"]["nodeName"] == node).count();
+        let target = self
+            .all("Node")
+            .into_iter()
+            .filter_map(|n| {
+                n["metadata"]["name"]
+                    .as_str()
+                    .map(str::to_owned)
+                    .map(|name| (name, n))
+            })
+            .filter(|(name, n)| *name != from && n["spec"]["unschedulable"] != true)
+            .min_by_key(|(name, _)| on(name))
+            .map(|(name, _)| name);
+        let Some(target) = target else { return };
+        let ns = pod["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        for volume in pod["spec"]["volumes"].as_array().into_iter().flatten() {
+            let Some(claim) = volume["persistentVolumeClaim"]["claimName"].as_str() else {
+                continue;
+            };
+            let Some(pv) = self
+                .get("PersistentVolumeClaim", &format!("{ns}/{claim}"))
+                .and_then(|c| c["spec"]["volumeName"].as_str().map(str::to_owned))
+            else {
+                continue;
+            };
+            for va in self.all("VolumeAttachment") {
+                if va["spec"]["source"]["persistentVolumeName"] == pv.as_str()
+                    && va["spec"]["nodeName"] == from.as_str()
+                {
+                    self.delete(&va);
+                    let mut moved = va.clone();
+                    moved["metadata"]["name"] = json!(format!(
+                        "{}-r",
+                        va["metadata"]["name"].as_str().unwrap_or_default()
+                    ));
+                    moved["spec"]["nodeName"] = json!(target);
+                    self.apply(moved);
+                }
+            }
+        }
+        let mut again = pod.clone();
+        again["metadata"]["name"] = json!(format!(
+            "{}-r",
+            pod["metadata"]["name"].as_str().unwrap_or_default()
+        ));
+        again["spec"]["nodeName"] = json!(target);
+        self.apply(again);
+    }
+
     /// Evictions of `namespace/name` are refused with 429, as a PodDisruptionBudget would.
     pub fn protect(&self, pod: &str) {
         self.store.lock().unwrap().protected.insert(pod.to_owned());
