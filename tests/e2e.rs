@@ -37,7 +37,7 @@ fn serve(api: &ApiServer, config: &Path, dir: &Path) -> (tokio::process::Child, 
     let admin = format!("127.0.0.1:{}", free_port());
     let child = tokio::process::Command::new(BIN)
         .arg("--config")
-        .arg(&config)
+        .arg(config)
         .arg("serve")
         .arg("--kubeconfig")
         .arg(api.kubeconfig(dir))

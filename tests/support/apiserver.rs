@@ -428,6 +428,15 @@ fn node_write_apply(server: &ApiServer, path: &str, body: Vec<u8>) -> Response {
     axum::Json(node).into_response()
 }
 
+/// A copy of a pod or a VolumeAttachment named `<name>-r`, on `node`.
+fn moved_to(object: &Value, node: &str) -> Value {
+    let mut moved = object.clone();
+    let name = object["metadata"]["name"].as_str().unwrap_or_default();
+    moved["metadata"]["name"] = json!(format!("{name}-r"));
+    moved["spec"]["nodeName"] = json!(node);
+    moved
+}
+
 /// `POST …/pods/{name}/eviction`: 429 for pods a "PDB" protects, else the pod is deleted.
 fn evict(server: &ApiServer, path: &str) -> Response {
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
@@ -530,23 +539,11 @@ impl ApiServer {
                     && va["spec"]["nodeName"] == from.as_str()
                 {
                     self.delete(&va);
-                    let mut moved = va.clone();
-                    moved["metadata"]["name"] = json!(format!(
-                        "{}-r",
-                        va["metadata"]["name"].as_str().unwrap_or_default()
-                    ));
-                    moved["spec"]["nodeName"] = json!(target);
-                    self.apply(moved);
+                    self.apply(moved_to(&va, &target));
                 }
             }
         }
-        let mut again = pod.clone();
-        again["metadata"]["name"] = json!(format!(
-            "{}-r",
-            pod["metadata"]["name"].as_str().unwrap_or_default()
-        ));
-        again["spec"]["nodeName"] = json!(target);
-        self.apply(again);
+        self.apply(moved_to(pod, &target));
     }
 
     /// Evictions of `namespace/name` are refused with 429, as a PodDisruptionBudget would.
