@@ -30,14 +30,13 @@ use headroom::{
         tick::{self, TickInput},
         time::Timestamp,
     },
+    events::EventSink,
     index::{ClusterState, SharedIndex},
     model::{
         AttachmentInfo, ClaimInfo, Controller, CsiNodeInfo, NodeInfo, PodInfo, StorageClassInfo, VolumeInfo,
     },
-    server::{
-        self,
-        state::{AppState, EventSink},
-    },
+    read_model::ReadModel,
+    server,
 };
 
 const BLOCK: &str = "csi.proxmox.sinextra.dev";
@@ -242,7 +241,7 @@ fn main() {
         .build()
         .expect("a runtime");
     let (sink, _events) = EventSink::new();
-    let app = Arc::new(AppState::new(
+    let app = Arc::new(ReadModel::new(
         config.clone(),
         SharedIndex::from_state(state.clone()),
         sink,

@@ -25,13 +25,14 @@ use crate::{
         tick::{self, TickInput},
     },
     durable::{self, Durable},
+    events::PlannedEvent,
     metrics::{RejectLabels, StepLabels},
     proxmox::{
         client::{Auth, PveClient, PveError, Secret, encode_ssh_keys, waiting_out_locks},
         inventory::{self, DESCRIPTION_MARKER, TAG, TAG_FAILED, TAG_PROVISIONING, TAG_SPARE, Vm},
         tls::Trust,
     },
-    server::state::{AppState, PlannedEvent},
+    read_model::ReadModel,
 };
 
 /// How long a PVE lock (clone storage lock, VM config lock) is waited out.
@@ -119,7 +120,7 @@ pub fn client(p: &Proxmox) -> Result<PveClient, ProvisionError> {
 /// The actuator.
 pub struct Actuator {
     pve: Option<Arc<PveClient>>,
-    app: Arc<AppState>,
+    app: Arc<ReadModel>,
     kube: Option<kube::Client>,
     clock: Clock,
     status: ActuatorStatus,
@@ -135,7 +136,7 @@ impl Actuator {
     /// actuator publishes its status on `publish`.
     pub fn new(
         pve: Option<PveClient>,
-        app: Arc<AppState>,
+        app: Arc<ReadModel>,
         kube: Option<kube::Client>,
         publish: watch::Sender<ActuatorStatus>,
         clock: Clock,
@@ -858,7 +859,7 @@ pub async fn in_flight(pve: &PveClient, p: &Proxmox) -> Result<Vec<Vm>, Provisio
 
 /// One Event per pending pod no worker VM can hold, and the gauge of how many there are.
 fn tell_oversized(
-    app: &AppState,
+    app: &ReadModel,
     pods: &[crate::decide::planner::OversizedPod],
     told: &mut std::collections::BTreeSet<(String, String)>,
 ) {
@@ -962,7 +963,7 @@ pub struct Persistence {
 /// the actuator's scale times) whenever they change, and a replica taking the lease merges
 /// what the last holder wrote.
 pub async fn plan_loop(
-    app: Arc<AppState>,
+    app: Arc<ReadModel>,
     mut actuator: watch::Receiver<ActuatorStatus>,
     plans: watch::Sender<Planned>,
     mut windows: Windows,
@@ -982,7 +983,7 @@ pub async fn plan_loop(
         if !app.index.is_synced() {
             continue;
         }
-        // The status first, then a view at least as new: see `AppState::fresh_view`.
+        // The status first, then a view at least as new: see `ReadModel::fresh_view`.
         let status = actuator.borrow_and_update().clone();
         // A rebuild under way takes up to a second at 150k pods: wait for it off the runtime.
         let fresh = app.clone();

@@ -11,13 +11,11 @@ use crate::{
     config::Config,
     decide::actuation::ActuatorStatus,
     durable::{self, Durable},
+    events::{self, EventSink},
     index::SharedIndex,
     provisioner::{Actuator, Persistence, Planned},
-    server::{
-        self,
-        state::{AppState, EventSink},
-        tls::ReloadingCert,
-    },
+    read_model::ReadModel,
+    server::{self, tls::ReloadingCert},
     source::{file, live},
 };
 
@@ -125,7 +123,7 @@ pub async fn run(config: Config, args: ServeArgs) -> anyhow::Result<()> {
     // The actuator is the one writer of its status; handlers and the planner read it.
     let (status_tx, status_rx) = watch::channel(initial);
     let app = Arc::new(
-        AppState::new(config, index, events)
+        ReadModel::new(config, index, events)
             .with_client(client.clone())
             .with_actuator(status_rx.clone()),
     );
@@ -152,7 +150,7 @@ pub async fn run(config: Config, args: ServeArgs) -> anyhow::Result<()> {
         drain_timeout,
     ));
     let mut admin_stop = stop_rx.clone();
-    let admin_router = server::state::admin_router(app.clone());
+    let admin_router = server::admin::admin_router(app.clone());
     let admin = tokio::spawn(async move {
         let stopped = async move {
             let _ = admin_stop.changed().await;
@@ -162,10 +160,10 @@ pub async fn run(config: Config, args: ServeArgs) -> anyhow::Result<()> {
             .await
     });
     tokio::spawn(reloading.watch(tls_reload_interval, stop_rx.clone()));
-    let events_task = tokio::spawn(server::state::run_event_worker(
+    let events_task = tokio::spawn(events::run_worker(
         event_rx,
         client.clone(),
-        app.clone(),
+        app.metrics.events.clone(),
     ));
 
     // Provisioning: one planning loop, one actuator, the latest plan between them.

@@ -13,13 +13,14 @@ use headroom::{
         planner::Plan,
         time::Timestamp,
     },
+    events::EventSink,
     index::SharedIndex,
     provisioner::{self, Actuator, Planned},
     proxmox::{
         client::{Auth, PveClient, PveError, Secret},
         tls::Trust,
     },
-    server::state::{AppState, EventSink},
+    read_model::ReadModel,
     source::live,
 };
 use serde_json::{Value, json};
@@ -29,7 +30,7 @@ use tokio::sync::watch;
 struct Rig {
     pve: FakePve,
     api: ApiServer,
-    app: Arc<AppState>,
+    app: Arc<ReadModel>,
     _dir: tempfile::TempDir,
 }
 
@@ -68,7 +69,7 @@ impl Rig {
         let index = SharedIndex::default();
         tokio::spawn(live::watch_all(api.client(), index.clone()));
         assert!(index.wait_synced(Duration::from_secs(20)).await);
-        let app = Arc::new(AppState::new(config, index, EventSink::new().0).with_client(Some(api.client())));
+        let app = Arc::new(ReadModel::new(config, index, EventSink::new().0).with_client(Some(api.client())));
         Self {
             pve,
             api,

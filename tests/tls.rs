@@ -12,12 +12,10 @@ use std::{
 
 use headroom::{
     config::Config,
+    events::EventSink,
     index::SharedIndex,
-    server::{
-        self,
-        state::{AppState, EventSink},
-        tls::ReloadingCert,
-    },
+    read_model::ReadModel,
+    server::{self, tls::ReloadingCert},
 };
 use rustls::pki_types::ServerName;
 use serde_json::Value;
@@ -72,7 +70,7 @@ async fn start(dir: &Path) -> Running {
     let cert = ReloadingCert::load(dir.join("tls.crt"), dir.join("tls.key")).unwrap();
     let tls = server::tls::server_config(cert.clone()).unwrap();
     let items = vec![support::node("n1"), support::csinode("n1", Some(28))];
-    let app = Arc::new(AppState::new(
+    let app = Arc::new(ReadModel::new(
         Config::default(),
         SharedIndex::from_state(support::state(items)),
         EventSink::new().0,

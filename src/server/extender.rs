@@ -23,10 +23,8 @@ use k8s_openapi::api::core::v1::{Binding, ObjectReference, Pod};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use serde_json::{Value, json};
 
-use super::{
-    state::AppState,
-    webhook::{HttpError, TimeoutQuery, Timer, budget, read_body},
-};
+use super::webhook::{HttpError, TimeoutQuery, Timer, budget, read_body};
+use crate::read_model::ReadModel;
 use crate::{
     decide::{
         extender,
@@ -36,7 +34,7 @@ use crate::{
     model::NsName,
 };
 
-pub fn router(app: Arc<AppState>) -> Router {
+pub fn router(app: Arc<ReadModel>) -> Router {
     Router::new()
         .route("/extender/filter", post(filter))
         .route("/extender/prioritize", post(prioritize))
@@ -197,7 +195,7 @@ async fn read_args(
 }
 
 /// The pod's block demand, remembered for the bind that follows.
-fn demand_of(app: &AppState, placement: Placement<'_>, req: &Request) -> BlockDemand {
+fn demand_of(app: &ReadModel, placement: Placement<'_>, req: &Request) -> BlockDemand {
     let demand = placement::pod_block_demand(placement.view, &req.namespace, &req.pod);
     if let Some(uid) = req.pod.metadata.uid.as_deref() {
         app.bindings.lock().unwrap_or_else(|e| e.into_inner()).remember(
@@ -210,7 +208,7 @@ fn demand_of(app: &AppState, placement: Placement<'_>, req: &Request) -> BlockDe
 }
 
 async fn filter(
-    State(app): State<Arc<AppState>>,
+    State(app): State<Arc<ReadModel>>,
     Query(q): Query<TimeoutQuery>,
     headers: HeaderMap,
     body: Body,
@@ -269,7 +267,7 @@ async fn filter(
 }
 
 async fn prioritize(
-    State(app): State<Arc<AppState>>,
+    State(app): State<Arc<ReadModel>>,
     Query(q): Query<TimeoutQuery>,
     headers: HeaderMap,
     body: Body,
@@ -294,7 +292,7 @@ async fn prioritize(
 }
 
 async fn bind(
-    State(app): State<Arc<AppState>>,
+    State(app): State<Arc<ReadModel>>,
     Query(q): Query<TimeoutQuery>,
     headers: HeaderMap,
     body: Body,
@@ -344,7 +342,7 @@ async fn bind(
 
 /// The block volume keys a bound pod holds: from the index when it has the pod, else from
 /// what filter/prioritize saw for that UID.
-fn bound_keys(app: &AppState, pod: &NsName, uid: &str) -> BTreeSet<String> {
+fn bound_keys(app: &ReadModel, pod: &NsName, uid: &str) -> BTreeSet<String> {
     let view = app.view();
     let from_index = app.index.with_state(|s, _| {
         s.pods.get(pod).map(|p| {

@@ -1,7 +1,7 @@
 //! The HTTP servers: the TLS listener (webhook, extender) and the plain admin listener.
 
+pub mod admin;
 pub mod extender;
-pub mod state;
 pub mod tls;
 pub mod webhook;
 

@@ -20,7 +20,6 @@ use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::state::{AppState, PlannedEvent};
 use crate::{
     decide::{
         admission::{self, Outcome, Verdict},
@@ -30,6 +29,7 @@ use crate::{
     ledger::Admitted,
     metrics::{AdmissionLabels, RouteLabels},
 };
+use crate::{events::PlannedEvent, read_model::ReadModel};
 
 /// The largest body accepted, as upstream's PSA webhook and controller-runtime do.
 pub const MAX_BODY: usize = 3 * 1024 * 1024;
@@ -37,7 +37,7 @@ pub const MAX_BODY: usize = 3 * 1024 * 1024;
 /// Without a `?timeout=`, the API server's default webhook timeout (10 s in v1).
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub fn router(app: Arc<AppState>) -> Router {
+pub fn router(app: Arc<ReadModel>) -> Router {
     Router::new()
         .route("/mutate", post(mutate))
         .route("/validate", post(validate))
@@ -220,13 +220,13 @@ fn answer(uid: &str, verdict: Option<&Outcome>, patch: &[PatchOperation]) -> Res
 
 /// Times a route (on drop) and counts its unreadable requests; shared by every route.
 pub(super) struct Timer<'a> {
-    app: &'a AppState,
+    app: &'a ReadModel,
     route: &'static str,
     start: std::time::Instant,
 }
 
 impl<'a> Timer<'a> {
-    pub(super) fn start(app: &'a AppState, route: &'static str) -> Self {
+    pub(super) fn start(app: &'a ReadModel, route: &'static str) -> Self {
         Self {
             app,
             route,
@@ -259,7 +259,7 @@ impl Drop for Timer<'_> {
     }
 }
 
-fn count(app: &AppState, review: &Review, verdict: &str, reason: &str) {
+fn count(app: &ReadModel, review: &Review, verdict: &str, reason: &str) {
     app.metrics
         .admission_requests
         .get_or_create(&AdmissionLabels {
@@ -284,7 +284,7 @@ fn labels_of(object: &Value) -> Option<std::collections::BTreeMap<String, String
 
 /// The answer for a review of an excluded namespace or an object labelled
 /// `headroom.io/ignore`: allowed untouched, counted under the reason.
-fn skipped(app: &AppState, review: &Review) -> Option<Response> {
+fn skipped(app: &ReadModel, review: &Review) -> Option<Response> {
     let reason = admission::skip_reason(&app.config, &review.namespace, labels_of(&review.object).as_ref())?;
     count(app, review, "allow", reason);
     Some(answer(&review.uid, None, &[]))
@@ -310,7 +310,7 @@ async fn read_review(
 }
 
 async fn mutate(
-    State(app): State<Arc<AppState>>,
+    State(app): State<Arc<ReadModel>>,
     Query(q): Query<TimeoutQuery>,
     headers: HeaderMap,
     body: Body,
@@ -346,7 +346,7 @@ async fn mutate(
 }
 
 async fn validate(
-    State(app): State<Arc<AppState>>,
+    State(app): State<Arc<ReadModel>>,
     Query(q): Query<TimeoutQuery>,
     headers: HeaderMap,
     body: Body,
@@ -411,7 +411,7 @@ async fn validate(
 
 /// Feeds admitted demand to the projection and records warnings and denials as Events;
 /// a dry run causes nothing.
-fn side_effects(app: &AppState, review: &Review, verdict: &Verdict, admitted: AdmittedDemand) {
+fn side_effects(app: &ReadModel, review: &Review, verdict: &Verdict, admitted: AdmittedDemand) {
     if review.dry_run {
         return;
     }

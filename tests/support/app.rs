@@ -6,18 +6,17 @@ use axum::{body::Body, http::Request};
 use headroom::{
     config::Config,
     decide::actuation::ActuatorStatus,
+    events::{EventSink, PlannedEvent},
     index::SharedIndex,
-    server::{
-        self,
-        state::{AppState, EventSink, PlannedEvent},
-    },
+    read_model::ReadModel,
+    server,
 };
 use serde_json::Value;
 use tokio::sync::{mpsc::Receiver, watch};
 use tower::ServiceExt;
 
 pub struct Harness {
-    pub app: Arc<AppState>,
+    pub app: Arc<ReadModel>,
     pub events: Receiver<PlannedEvent>,
     /// Where an actuator would publish its status (tests publish what one would).
     pub actuator: watch::Sender<ActuatorStatus>,
@@ -33,7 +32,7 @@ impl Harness {
         let (sink, events) = EventSink::new();
         let (actuator, status) = watch::channel(ActuatorStatus::default());
         let app = Arc::new(
-            AppState::new(config, index, sink)
+            ReadModel::new(config, index, sink)
                 .with_client(client)
                 .with_actuator(status),
         );

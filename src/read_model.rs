@@ -1,16 +1,13 @@
-//! What the handlers share: the index and its cached accounting, reservations, admitted
-//! demand, metrics and the event sink. Handlers read it without API calls.
+//! The read model: what the handlers and the planner read — the index and its cached
+//! accounting, reservations, admitted demand, ghost disks, the actuator's published status,
+//! metrics and the event sink — without API calls on the request path.
 
 use std::{
     sync::{Arc, Mutex, RwLock},
     time::{Duration, Instant},
 };
 
-use k8s_openapi::{
-    api::core::v1::{Event, EventSource, ObjectReference},
-    apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time},
-};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use crate::{
     config::Config,
@@ -21,9 +18,10 @@ use crate::{
         planner,
         projection::AdmittedDemand,
     },
+    events::EventSink,
     index::SharedIndex,
     ledger::{Admitted, AdmittedLedger, BindingLedger},
-    metrics::{Metrics, ResultLabels},
+    metrics::Metrics,
 };
 
 /// How long admitted demand waits for its object before it is forgotten.
@@ -31,10 +29,6 @@ const ADMITTED_TTL: Duration = Duration::from_secs(180);
 
 /// How long a binding is held if the watch never shows its pod on the node.
 const BINDING_TTL: Duration = Duration::from_secs(300);
-
-/// Events waiting to be sent; past this, new ones are dropped and counted, so a burst of
-/// denials never blocks an admission answer.
-const EVENT_QUEUE: usize = 256;
 
 /// The accounting of the index, rebuilt only when the index changed since the last build.
 struct ViewCache {
@@ -88,105 +82,8 @@ impl ViewCache {
     }
 }
 
-/// A Kubernetes Event headroom wants recorded.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PlannedEvent {
-    pub namespace: String,
-    pub kind: String,
-    pub name: String,
-    pub reason: String,
-    pub message: String,
-}
-
-/// Queues events for the event worker.
-#[derive(Clone)]
-pub struct EventSink {
-    tx: mpsc::Sender<PlannedEvent>,
-}
-
-impl EventSink {
-    /// A sink and the receiving end the worker drains.
-    pub fn new() -> (Self, mpsc::Receiver<PlannedEvent>) {
-        let (tx, rx) = mpsc::channel(EVENT_QUEUE);
-        (Self { tx }, rx)
-    }
-
-    /// Queues without waiting; returns false when the queue is full (the event is dropped).
-    pub fn emit(&self, event: PlannedEvent) -> bool {
-        self.tx.try_send(event).is_ok()
-    }
-}
-
-/// Sends queued events to the API server (or only logs them without a client).
-pub async fn run_event_worker(
-    mut rx: mpsc::Receiver<PlannedEvent>,
-    client: Option<kube::Client>,
-    app: Arc<AppState>,
-) {
-    while let Some(e) = rx.recv().await {
-        let result = match &client {
-            None => {
-                tracing::info!(namespace = %e.namespace, kind = %e.kind, name = %e.name, reason = %e.reason, message = %e.message, "event");
-                "logged"
-            }
-            Some(client) => {
-                let api: kube::Api<Event> = kube::Api::namespaced(client.clone(), &e.namespace);
-                let (event, params) = (to_event(&e), kube::api::PostParams::default());
-                match tokio::time::timeout(Duration::from_secs(5), api.create(&params, &event)).await {
-                    Ok(Ok(_)) => "created",
-                    Ok(Err(error)) => {
-                        tracing::warn!(%error, reason = %e.reason, "event not created");
-                        "failed"
-                    }
-                    Err(_) => "timeout",
-                }
-            }
-        };
-        app.metrics
-            .events
-            .get_or_create(&ResultLabels {
-                result: result.into(),
-            })
-            .inc();
-    }
-}
-
-fn to_event(e: &PlannedEvent) -> Event {
-    let now = Time(k8s_openapi::jiff::Timestamp::now());
-    Event {
-        metadata: ObjectMeta {
-            generate_name: Some(format!(
-                "{}.",
-                if e.name.is_empty() { "headroom" } else { &e.name }
-            )),
-            namespace: Some(e.namespace.clone()),
-            ..Default::default()
-        },
-        involved_object: ObjectReference {
-            api_version: Some("v1".into()),
-            kind: Some(e.kind.clone()),
-            name: Some(e.name.clone()),
-            namespace: Some(e.namespace.clone()),
-            ..Default::default()
-        },
-        reason: Some(e.reason.clone()),
-        message: Some(e.message.clone()),
-        type_: Some("Warning".into()),
-        source: Some(EventSource {
-            component: Some("headroom".into()),
-            host: None,
-        }),
-        reporting_component: Some("headroom".into()),
-        reporting_instance: Some(std::env::var("POD_NAME").unwrap_or_else(|_| "headroom".into())),
-        first_timestamp: Some(now.clone()),
-        last_timestamp: Some(now),
-        count: Some(1),
-        ..Default::default()
-    }
-}
-
 /// Everything the request handlers read.
-pub struct AppState {
+pub struct ReadModel {
     pub config: Config,
     pub index: SharedIndex,
     views: ViewCache,
@@ -205,7 +102,7 @@ pub struct AppState {
     pub demand_changed: tokio::sync::Notify,
 }
 
-impl AppState {
+impl ReadModel {
     pub fn new(config: Config, index: SharedIndex, events: EventSink) -> Self {
         Self {
             views: ViewCache {
@@ -337,37 +234,4 @@ impl AppState {
             })
         })
     }
-}
-
-/// `/livez`, `/readyz` (200 once every source synced) and `/metrics` on the plain admin port.
-pub fn admin_router(app: Arc<AppState>) -> axum::Router {
-    use axum::{extract::State, http::StatusCode, routing::get};
-    async fn readyz(State(app): State<Arc<AppState>>) -> (StatusCode, String) {
-        let missing = app.index.unsynced();
-        app.metrics.synced.set(i64::from(missing.is_empty()));
-        if missing.is_empty() {
-            (StatusCode::OK, "ok\n".into())
-        } else {
-            let kinds: Vec<&str> = missing.iter().map(|k| k.as_str()).collect();
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("not synced: {}\n", kinds.join(", ")),
-            )
-        }
-    }
-    async fn metrics(State(app): State<Arc<AppState>>) -> impl axum::response::IntoResponse {
-        app.metrics.synced.set(i64::from(app.index.is_synced()));
-        (
-            [(
-                "content-type",
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )],
-            app.metrics.encode(),
-        )
-    }
-    axum::Router::new()
-        .route("/livez", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .with_state(app)
 }
