@@ -126,6 +126,7 @@ fn synthetic(nodes: usize, pods: usize, claims: usize) -> ClusterState {
                 memory_limit: GI / 4,
                 cpu_request_millis: 100,
                 controller: Controller::Other,
+                owner: 1 + (p / 3) as u64,
             },
         );
     }

@@ -72,6 +72,18 @@ pub enum ScaleDownAction {
     Destroy,
 }
 
+/// What a scale-down does with a singleton: a pod whose controller runs only it, so evicting it
+/// means downtime until it runs again elsewhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Singletons {
+    /// Evict it, after naming it in an Event (what the runbook does by hand).
+    #[default]
+    Allow,
+    /// Never remove a node that runs one.
+    Refuse,
+}
+
 /// A duration written as `0s`, `90s`, `15m`, `720h` or `1h30m`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
 pub struct Period(pub Duration);
@@ -259,6 +271,7 @@ pub struct ScaleDown {
     pub action: ScaleDownAction,
     /// How long a drain may wait for evictions (PodDisruptionBudgets) before giving up.
     pub drain_timeout: Period,
+    pub singletons: Singletons,
 }
 
 impl Default for ScaleDown {
@@ -270,6 +283,7 @@ impl Default for ScaleDown {
             r#for: Period(Duration::from_secs(720 * 3600)),
             action: ScaleDownAction::Shutdown,
             drain_timeout: Period(Duration::from_secs(15 * 60)),
+            singletons: Singletons::Allow,
         }
     }
 }

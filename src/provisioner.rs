@@ -261,7 +261,14 @@ impl Actuator {
                     "plan made before the last change; dropped"
                 ),
                 Accepted::Nothing => {}
-                Accepted::Remove { node, reason } => self.scale_down(&node, &reason).await,
+                Accepted::Remove {
+                    node,
+                    reason,
+                    singletons,
+                } => {
+                    self.name_singletons(&node, &singletons);
+                    self.scale_down(&node, &reason).await
+                }
             }
         }
     }
@@ -735,6 +742,25 @@ impl Actuator {
             reason: "HeadroomProvisioning".into(),
             message,
         });
+    }
+
+    /// A Warning Event on each singleton about to be evicted: it is down until it runs again
+    /// elsewhere, and an operator should hear that before, not after.
+    fn name_singletons(&self, node: &str, singletons: &[String]) {
+        for pod in singletons {
+            let Some((namespace, name)) = pod.split_once('/') else {
+                continue;
+            };
+            self.app.events.emit(PlannedEvent {
+                namespace: namespace.into(),
+                kind: "Pod".into(),
+                name: name.into(),
+                reason: "HeadroomSingletonEvicted".into(),
+                message: format!(
+                    "draining {node}: this pod's controller runs no other replica, so it is down until it runs again elsewhere"
+                ),
+            });
+        }
     }
 
     /// Drains `node` (marked in progress by the state machine) and removes its VM.

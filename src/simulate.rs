@@ -36,7 +36,10 @@ use crate::{
         time::Timestamp,
     },
     index::ClusterState,
-    model::{AttachmentInfo, ClaimInfo, Controller, CsiNodeInfo, NodeInfo, PodInfo, VolumeInfo, quantity},
+    model::{
+        AttachmentInfo, ClaimInfo, Controller, CsiNodeInfo, NodeInfo, PodInfo, VolumeInfo, owner_hash,
+        quantity,
+    },
 };
 
 /// From this many block volumes on one VM, attaches fail (the harden-proxmox-csi design: safe
@@ -522,6 +525,7 @@ impl Sim<'_> {
                 memory_limit: memory,
                 cpu_request_millis: 100,
                 controller: Controller::Other,
+                owner: owner_hash(&format!("{}/{}", c.namespace, c.prefix)),
             },
         );
         self.waiting.insert(id, 0);
@@ -706,7 +710,18 @@ impl Sim<'_> {
                 );
             }
         }
-        if let Accepted::Remove { node, reason } = accepted {
+        if let Accepted::Remove {
+            node,
+            reason,
+            singletons,
+        } = accepted
+        {
+            if !singletons.is_empty() {
+                self.report.timeline.push((
+                    t,
+                    format!("singletons named before the drain: {}", singletons.join(", ")),
+                ));
+            }
             self.start_drain(t, scenario, &node, &reason);
         }
         self.start_next(t, scenario);

@@ -418,3 +418,45 @@ fn a_node_whose_csi_has_not_registered_offers_no_block_room() {
     assert_eq!(t.projection.room, 3, "n3's 24 slots do not count yet");
     assert!(matches!(t.plan, Plan::ScaleUp { count: 1, .. }), "{:?}", t.plan);
 }
+
+#[test]
+fn singletons_are_named_before_a_removal_or_refuse_it() {
+    let replica = |name: &str, node: &str| {
+        with(pod("apps", name, Some(node), &[], "64Mi"), |p| {
+            p["metadata"]["ownerReferences"][0]["uid"] = json!("uid-web")
+        })
+    };
+    let mut refuse = quick_scale_down();
+    refuse.scale_down.singletons = headroom::config::Singletons::Refuse;
+    // n1 runs web-a; web-b, its replica, runs on n2.
+    let two = [
+        cluster(&[0, 5, 6]),
+        vec![replica("web-a", "n1"), replica("web-b", "n2")],
+    ]
+    .concat();
+    // Only web-a: its controller runs nothing else.
+    let one = [cluster(&[0, 5, 6]), vec![replica("web-a", "n1")]].concat();
+
+    match plan(two, &refuse, &Actuator::default()) {
+        Plan::ScaleDown { node, singletons, .. } => {
+            assert_eq!(node, "n1");
+            assert!(singletons.is_empty(), "{singletons:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+    match plan(one.clone(), &quick_scale_down(), &Actuator::default()) {
+        Plan::ScaleDown { node, singletons, .. } => {
+            assert_eq!(node, "n1");
+            assert_eq!(singletons, ["apps/web-a"], "allow (the default): named");
+        }
+        other => panic!("{other:?}"),
+    }
+    // Refuse: n1 goes no more, nor n2 and n3, whose fixture pods each run alone.
+    let t = tick_after(one, &refuse, &Actuator::default(), Duration::ZERO);
+    assert_eq!(t.plan, Plan::Nothing);
+    assert!(
+        t.scale_down_refusals[0].contains("runs singletons (scaleDown.singletons: refuse): apps/web-a"),
+        "{:?}",
+        t.scale_down_refusals
+    );
+}

@@ -31,6 +31,8 @@ struct Rig {
     pve: FakePve,
     api: ApiServer,
     app: Arc<ReadModel>,
+    /// The Events the actuator planned.
+    events: std::sync::Mutex<tokio::sync::mpsc::Receiver<headroom::events::PlannedEvent>>,
     _dir: tempfile::TempDir,
 }
 
@@ -69,11 +71,13 @@ impl Rig {
         let index = SharedIndex::default();
         tokio::spawn(live::watch_all(api.client(), index.clone()));
         assert!(index.wait_synced(Duration::from_secs(20)).await);
-        let app = Arc::new(ReadModel::new(config, index, EventSink::new().0).with_client(Some(api.client())));
+        let (sink, events) = EventSink::new();
+        let app = Arc::new(ReadModel::new(config, index, sink).with_client(Some(api.client())));
         Self {
             pve,
             api,
             app,
+            events: std::sync::Mutex::new(events),
             _dir: dir,
         }
     }
@@ -610,6 +614,7 @@ fn scale_down(node: &str) -> Plan {
         node: node.into(),
         reason: "test: quiet for 720h".into(),
         demand: Default::default(),
+        singletons: Vec::new(),
     }
 }
 
@@ -628,10 +633,25 @@ async fn scale_down_drains_deletes_the_node_and_keeps_a_cold_spare() {
     let mut rig = Rig::new().await;
     worker_vm(&mut rig, 201, "n1").await;
     assert_eq!(pods_on(&rig.api, &rig, "n1"), 24);
+    let singleton = Plan::ScaleDown {
+        node: "n1".into(),
+        reason: "test: quiet for 720h".into(),
+        demand: Default::default(),
+        singletons: vec!["apps/n1-c0-pod".into()],
+    };
     let status = rig
-        .run(scale_down("n1"), |s| s.outcomes.iter().any(|o| o.subject == "n1"))
+        .run(singleton, |s| s.outcomes.iter().any(|o| o.subject == "n1"))
         .await;
     assert!(status.removal.is_none() && status.last_scale_down.is_some());
+    // The singleton was named in an Event before it was evicted.
+    let named: Vec<_> = std::iter::from_fn(|| rig.events.lock().unwrap().try_recv().ok())
+        .filter(|e| e.reason == "HeadroomSingletonEvicted")
+        .collect();
+    assert_eq!(named.len(), 1, "{named:?}");
+    assert_eq!(
+        (named[0].namespace.as_str(), named[0].name.as_str()),
+        ("apps", "n1-c0-pod")
+    );
     let notes = details(&status);
     assert!(
         notes

@@ -44,8 +44,12 @@ pub enum Accepted {
     Stale,
     /// Nothing to carry out now (queued intents may start).
     Nothing,
-    /// Drain and remove `node`.
-    Remove { node: String, reason: String },
+    /// Drain and remove `node`, naming `singletons` first.
+    Remove {
+        node: String,
+        reason: String,
+        singletons: Vec<String>,
+    },
 }
 
 /// How many outcomes are kept for `status`.
@@ -171,7 +175,12 @@ impl ActuatorStatus {
                 self.bump();
                 Accepted::Nothing
             }
-            Plan::ScaleDown { node, reason, demand } => {
+            Plan::ScaleDown {
+                node,
+                reason,
+                demand,
+                singletons,
+            } => {
                 self.removal = Some(Removal {
                     node: node.clone(),
                     since: now,
@@ -184,6 +193,7 @@ impl ActuatorStatus {
                 Accepted::Remove {
                     node: node.clone(),
                     reason: reason.clone(),
+                    singletons: singletons.clone(),
                 }
             }
         }

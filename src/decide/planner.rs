@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::{
-    config::Config,
+    config::{Config, Singletons},
     decide::{
         accounting::{ClusterView, NodeUsage},
         actuation::{ActuatorStatus, DemandLevel},
@@ -42,11 +42,14 @@ pub enum Plan {
         count: i64,
         reason: String,
     },
-    /// Drain and remove `node`; `demand` is what the decision was made on.
+    /// Drain and remove `node`; `demand` is what the decision was made on; `singletons` are
+    /// the pods (`namespace/name`) whose controller runs only them: named before eviction.
     ScaleDown {
         node: String,
         reason: String,
         demand: DemandLevel,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        singletons: Vec<String>,
     },
 }
 
@@ -287,7 +290,19 @@ pub fn plan(input: &PlanInput<'_>) -> (Plan, Refusals) {
             .is_none_or(|at| input.now.since(at) >= window);
     if input.evaluation.scale_down_allowed() && cooled && in_flight == 0 && actuator.removal.is_none() {
         return match removable_node(input) {
-            Ok((node, reason)) => (Plan::ScaleDown { node, reason, demand }, Vec::new()),
+            Ok(Removable {
+                node,
+                reason,
+                singletons,
+            }) => (
+                Plan::ScaleDown {
+                    node,
+                    reason,
+                    demand,
+                    singletons,
+                },
+                Vec::new(),
+            ),
             Err(refusals) => (Plan::Nothing, refusals),
         };
     }
@@ -329,13 +344,25 @@ fn immovable(state: &ClusterState, pod: &PodInfo, node: &str) -> Option<String> 
     None
 }
 
+/// A node the planner may remove.
+struct Removable {
+    node: String,
+    reason: String,
+    singletons: Vec<String>,
+}
+
 /// The lightest node whose pods the others absorb, with the cluster still calm without it:
 /// every pod it runs can move (a controller places it again, no volume pins it), the others
 /// hold them under their soft caps and the memory threshold, and no trigger fires on the
-/// smaller cluster. GPU nodes and nodes still joining are never removed.
-fn removable_node(input: &PlanInput<'_>) -> Result<(String, String), Refusals> {
+/// smaller cluster. GPU nodes and nodes still joining are never removed. Singletons (a
+/// controller running one pod) refuse the node under `scaleDown.singletons: refuse`.
+fn removable_node(input: &PlanInput<'_>) -> Result<Removable, Refusals> {
     let p = input.placement;
     let config = input.config;
+    let mut replicas: std::collections::HashMap<u64, usize> = Default::default();
+    for pod in input.state.pods.values().filter(|p| !p.terminal && p.owner != 0) {
+        *replicas.entry(pod.owner).or_default() += 1;
+    }
     // Others may fill up to the scale-up threshold, not past it (that would flap).
     let memory_ceiling = config.triggers.memory_request_ratio.map_or(1.0, |t| t.above);
     let mut candidates: Vec<&NodeUsage> = input
@@ -357,6 +384,18 @@ fn removable_node(input: &PlanInput<'_>) -> Result<(String, String), Refusals> {
             .collect();
         if let Some(why) = pods.iter().find_map(|pod| immovable(input.state, pod, name)) {
             refusals.push(format!("{name}: {why}"));
+            continue;
+        }
+        let singletons: Vec<String> = pods
+            .iter()
+            .filter(|pod| replicas.get(&pod.owner) == Some(&1))
+            .map(|pod| format!("{}/{}", pod.namespace, pod.name))
+            .collect();
+        if config.scale_down.singletons == Singletons::Refuse && !singletons.is_empty() {
+            refusals.push(format!(
+                "{name}: runs singletons (scaleDown.singletons: refuse): {}",
+                singletons.join(", ")
+            ));
             continue;
         }
         let others: Vec<&NodeUsage> = input.view.schedulable().filter(|n| n.name != name).collect();
@@ -417,15 +456,16 @@ fn removable_node(input: &PlanInput<'_>) -> Result<(String, String), Refusals> {
             refusals.push(format!("{name}: without it {} would fire", firing.join(" and ")));
             continue;
         }
-        return Ok((
-            name.to_owned(),
-            format!(
+        return Ok(Removable {
+            node: name.to_owned(),
+            reason: format!(
                 "scale-down conditions held for {}; the other nodes absorb {name}'s {} pods and {} block volumes, no trigger fires without it",
                 config.scale_down.r#for,
                 pods.len(),
                 p.block_volumes(candidate)
             ),
-        ));
+            singletons,
+        });
     }
     Err(refusals)
 }
