@@ -35,8 +35,18 @@ fn evictable(pod: &Pod) -> bool {
     Controller::of(&pod.metadata).evicted_by_drain() && !done
 }
 
+/// The label on a node headroom cordoned to drain: a process that dies mid-drain leaves it,
+/// and the next lease holder uncordons what it finds (`release_abandoned`).
+pub const DRAINING_LABEL: &str = "headroom.io/draining";
+
 async fn cordon(nodes: &Api<Node>, node: &str, on: bool) -> Result<(), kube::Error> {
-    let patch = json!({"spec": {"unschedulable": if on { json!(true) } else { json!(null) }}});
+    let (unschedulable, label) = if on {
+        (json!(true), json!("true"))
+    } else {
+        (json!(null), json!(null))
+    };
+    let patch =
+        json!({"metadata": {"labels": {DRAINING_LABEL: label}}, "spec": {"unschedulable": unschedulable}});
     nodes
         .patch(node, &PatchParams::default(), &Patch::Merge(&patch))
         .await
@@ -57,6 +67,23 @@ async fn evict(client: &Client, node: &str, pod: &Pod, limit: Duration) {
         Ok(Err(e)) => tracing::warn!(node, pod = name, error = %e, "eviction failed"),
         Err(_) => tracing::info!(node, pod = name, "eviction not granted yet (disruption budget)"),
     }
+}
+
+/// Uncordons the nodes a drain cordoned and never finished (its process died); returns them.
+pub async fn release_abandoned(client: &Client) -> Result<Vec<String>, DrainError> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let marked = nodes
+        .list(&ListParams::default().labels(&format!("{DRAINING_LABEL}=true")))
+        .await?;
+    let mut released = Vec::new();
+    for node in marked.items {
+        let Some(name) = node.metadata.name else {
+            continue;
+        };
+        cordon(&nodes, &name, false).await?;
+        released.push(name);
+    }
+    Ok(released)
 }
 
 pub async fn drain(client: &Client, node: &str, timeout: Duration) -> Result<(), DrainError> {

@@ -194,11 +194,33 @@ impl Actuator {
             .observe(started.elapsed().as_secs_f64());
     }
 
+    /// Uncordons what a drain left cordoned when its process died (lease holder only).
+    async fn release_abandoned_drains(&mut self) {
+        let Some(kube) = self.kube.clone() else { return };
+        if !*self.leading.borrow() {
+            return;
+        }
+        match crate::drain::release_abandoned(&kube).await {
+            Ok(nodes) => {
+                for node in nodes {
+                    let detail = format!("a drain of {node} was abandoned by a restart; node uncordoned");
+                    tracing::warn!(node, "{detail}");
+                    self.status
+                        .record(self.clock.now(), OutcomeKind::RemovalAbandoned, &node, detail);
+                    self.status.bump();
+                    self.publish();
+                }
+            }
+            Err(error) => tracing::warn!(%error, "looking for abandoned drains failed"),
+        }
+    }
+
     /// Carries out plans until the plan channel closes.
     pub async fn run(mut self, mut plans: watch::Receiver<Planned>) {
         if let Err(e) = self.refresh().await {
             tracing::warn!(error = %e, "reading Proxmox at start failed");
         }
+        self.release_abandoned_drains().await;
         loop {
             if *self.leading.borrow()
                 && self.pve.is_some()
@@ -239,6 +261,7 @@ impl Actuator {
                     }
                     Err(error) => tracing::warn!(%error, "reading the persisted scale times failed"),
                 }
+                self.release_abandoned_drains().await;
                 continue;
             }
             let planned = plans.borrow_and_update().clone();

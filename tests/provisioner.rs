@@ -705,6 +705,10 @@ async fn a_pdb_that_blocks_eviction_uncordons_and_touches_no_vm() {
     );
     let node = rig.api.get("Node", "/n1").expect("node kept");
     assert!(node["spec"]["unschedulable"].is_null(), "uncordoned: {node}");
+    assert!(
+        node["metadata"]["labels"]["headroom.io/draining"].is_null(),
+        "unmarked: {node}"
+    );
     assert!(rig.api.node_deletes().is_empty());
     assert!(
         rig.api.get("Pod", "apps/n1-c3-pod").is_some(),
@@ -770,4 +774,33 @@ async fn start_tasks_ending_in_task_error() {
         metrics.contains("headroom_provision_failures_total{reason=\"task\"} 1"),
         "counted once, under its reason: {metrics}"
     );
+}
+
+#[tokio::test]
+async fn a_drain_left_by_a_dead_process_is_uncordoned_by_the_next() {
+    let rig = Rig::new().await;
+    // What a process that died mid-drain leaves: n1 cordoned and marked.
+    let n1 = rig.api.get("Node", "/n1").unwrap();
+    rig.api.apply(with(n1, |n| {
+        n["spec"]["unschedulable"] = json!(true);
+        n["metadata"]["labels"]["headroom.io/draining"] = json!("true");
+    }));
+    // n2 an operator cordoned: not headroom's to undo.
+    let n2 = rig.api.get("Node", "/n2").unwrap();
+    rig.api
+        .apply(with(n2, |n| n["spec"]["unschedulable"] = json!(true)));
+    let status = rig
+        .run(Plan::Nothing, |s| {
+            s.outcomes.iter().any(|o| o.kind == OutcomeKind::RemovalAbandoned)
+        })
+        .await;
+    assert_eq!(status.outcomes[0].subject, "n1", "{status:?}");
+    let node = rig.api.get("Node", "/n1").unwrap();
+    assert!(node["spec"]["unschedulable"].is_null(), "{node}");
+    assert!(
+        node["metadata"]["labels"]["headroom.io/draining"].is_null(),
+        "{node}"
+    );
+    assert_eq!(rig.api.get("Node", "/n2").unwrap()["spec"]["unschedulable"], true);
+    assert_eq!(status.outcomes.len(), 1, "only n1: {status:?}");
 }

@@ -298,7 +298,17 @@ async fn handle(
         .get("fieldSelector")
         .and_then(|f| f.strip_prefix("spec.nodeName="))
         .map(str::to_owned);
-    let on = |o: &&Value| on_node.as_deref().is_none_or(|n| o["spec"]["nodeName"] == n);
+    // And the one label selector: `key=value`.
+    let label = query
+        .get("labelSelector")
+        .and_then(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()));
+    let on = |o: &&Value| {
+        on_node.as_deref().is_none_or(|n| o["spec"]["nodeName"] == n)
+            && label
+                .as_ref()
+                .is_none_or(|(k, v)| o["metadata"]["labels"][k.as_str()] == v.as_str())
+    };
     let items: Vec<Value> = store
         .objects
         .get(collection)
