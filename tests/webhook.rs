@@ -509,3 +509,32 @@ async fn the_api_servers_timeout_is_honoured() {
         drop(tx);
     }
 }
+
+#[tokio::test]
+async fn made_up_kinds_and_operations_do_not_grow_the_metrics() {
+    let h = Harness::new(cluster(&[2, 2]), config(Enforcement::Deny));
+    let once = |i: usize| {
+        let mut r = pod_review(&[]);
+        r["request"]["uid"] = json!(format!("u-{i}"));
+        r["request"]["kind"]["kind"] = json!(format!("Made{i}"));
+        r["request"]["operation"] = json!(format!("OP{i}"));
+        r
+    };
+    admit(&h, "/validate", &once(0)).await;
+    let series = |m: &str| m.lines().filter(|l| !l.starts_with('#')).count();
+    let before = series(&h.app.metrics.encode());
+    for i in 1..5_000 {
+        admit(&h, "/validate", &once(i)).await;
+    }
+    let metrics = h.app.metrics.encode();
+    assert_eq!(
+        series(&metrics),
+        before,
+        "no new series after the first made-up kind"
+    );
+    assert!(
+        metrics.contains("kind=\"other\",operation=\"other\""),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("Made1"));
+}

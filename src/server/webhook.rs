@@ -260,11 +260,21 @@ impl Drop for Timer<'_> {
 }
 
 fn count(app: &ReadModel, review: &Review, verdict: &str, reason: &str) {
+    // The request names its kind and operation: only a closed set becomes a label value, or
+    // made-up kinds would grow /metrics without bound.
+    let kind = match review.kind.as_str() {
+        k @ ("Pod" | "PersistentVolumeClaim") => k,
+        _ => "other",
+    };
+    let operation = match review.operation.as_str() {
+        o @ ("CREATE" | "UPDATE" | "DELETE" | "CONNECT") => o,
+        _ => "other",
+    };
     app.metrics
         .admission_requests
         .get_or_create(&AdmissionLabels {
-            kind: review.kind.clone(),
-            operation: review.operation.clone(),
+            kind: kind.into(),
+            operation: operation.into(),
             verdict: verdict.into(),
             reason: reason.into(),
         })
