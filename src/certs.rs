@@ -12,6 +12,8 @@ use rcgen::{
 pub enum CertsError {
     #[error("generating certificates: {0}")]
     Generate(#[from] rcgen::Error),
+    #[error("the system's random number generator failed")]
+    Random,
     #[error("{path}: cannot write: {source}")]
     Write {
         path: String,
@@ -39,12 +41,31 @@ pub fn service_names(service: &str, namespace: &str) -> Vec<String> {
     ]
 }
 
+/// Random bytes from the system's CSPRNG (ring).
+pub fn random<const N: usize>() -> Result<[u8; N], CertsError> {
+    let mut bytes = [0u8; N];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
+        .map_err(|_| CertsError::Random)?;
+    Ok(bytes)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Writes `ca.crt`, `tls.crt` and `tls.key` for `names` into `dir` (created if missing).
+///
+/// Each CA gets a subject of its own (a random suffix) and a random serial: during a rotation
+/// a bundle holds the old CA and the new one, and a verifier that picks an issuer by subject
+/// must not pick the wrong one. The leaf names its issuer's key (Authority Key Identifier),
+/// which is what OpenSSL, rustls and Go match on. The key is written 0600, atomically.
 pub fn write(dir: &Path, names: Vec<String>) -> Result<Written, CertsError> {
     let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+    let id: [u8; 8] = random()?;
     ca_params
         .distinguished_name
-        .push(DnType::CommonName, "headroom webhook CA");
+        .push(DnType::CommonName, format!("headroom webhook CA {}", hex(&id)));
+    ca_params.serial_number = Some(rcgen::SerialNumber::from_slice(&random::<16>()?));
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     let ca_key = KeyPair::generate()?;
@@ -59,24 +80,55 @@ pub fn write(dir: &Path, names: Vec<String>) -> Result<Written, CertsError> {
         KeyUsagePurpose::KeyEncipherment,
     ];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    params.use_authority_key_identifier_extension = true;
+    params.serial_number = Some(rcgen::SerialNumber::from_slice(&random::<16>()?));
     let key = KeyPair::generate()?;
     let cert = params.signed_by(&key, &issuer)?;
 
-    let write = |name: &str, text: &str| -> Result<PathBuf, CertsError> {
-        let path = dir.join(name);
-        std::fs::create_dir_all(dir)
-            .and_then(|()| std::fs::write(&path, text))
-            .map_err(|source| CertsError::Write {
-                path: path.display().to_string(),
-                source,
-            })?;
-        Ok(path)
-    };
     let ca_pem = ca_cert.pem();
     Ok(Written {
-        ca: write("ca.crt", &ca_pem)?,
-        cert: write("tls.crt", &cert.pem())?,
-        key: write("tls.key", &key.serialize_pem())?,
+        ca: write_file(dir, "ca.crt", &ca_pem, 0o644)?,
+        cert: write_file(dir, "tls.crt", &cert.pem(), 0o644)?,
+        key: write_file(dir, "tls.key", &key.serialize_pem(), 0o600)?,
         ca_bundle: base64::engine::general_purpose::STANDARD.encode(ca_pem),
     })
+}
+
+/// Writes `text` to `dir/name` with `mode`: into a temporary file created with that mode, then
+/// renamed over the target, so a reader (the server's reload) never sees half a key and the key
+/// is never readable by others, not even for a moment.
+fn write_file(dir: &Path, name: &str, text: &str, mode: u32) -> Result<PathBuf, CertsError> {
+    use std::{io::Write, os::unix::fs::OpenOptionsExt};
+    let path = dir.join(name);
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let written = std::fs::create_dir_all(dir).and_then(|()| {
+        let _ = std::fs::remove_file(&tmp);
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)?;
+        file.write_all(text.as_bytes())?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, &path)
+    });
+    written.map_err(|source| CertsError::Write {
+        path: path.display().to_string(),
+        source,
+    })?;
+    Ok(path)
+}
+
+/// A directory only this user can read, with a random name, under the system's temp dir.
+pub fn private_temp_dir() -> Result<PathBuf, CertsError> {
+    use std::os::unix::fs::DirBuilderExt;
+    let dir = std::env::temp_dir().join(format!("headroom-{}", hex(&random::<8>()?)));
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&dir)
+        .map_err(|source| CertsError::Write {
+            path: dir.display().to_string(),
+            source,
+        })?;
+    Ok(dir)
 }

@@ -84,10 +84,13 @@ pub async fn run(config: Config, args: ServeArgs) -> anyhow::Result<()> {
         }
     };
 
+    // A throw-away pair lives in a private directory that goes when the process does.
+    let mut throw_away = None;
     let (cert, key) = match (tls_cert, tls_key) {
         (Some(c), Some(k)) => (c, k),
         _ if source.snapshot.is_some() => {
-            let dir = std::env::temp_dir().join(format!("headroom-{}", std::process::id()));
+            let dir = crate::certs::private_temp_dir()?;
+            throw_away = Some(dir.clone());
             let names = vec![
                 "localhost".to_owned(),
                 "127.0.0.1".to_owned(),
@@ -212,5 +215,8 @@ pub async fn run(config: Config, args: ServeArgs) -> anyhow::Result<()> {
     let _ = tokio::time::timeout(drain_timeout + Duration::from_secs(1), tls_server).await;
     let _ = admin.await;
     events_task.abort();
+    if let Some(dir) = throw_away {
+        let _ = std::fs::remove_dir_all(dir);
+    }
     Ok(())
 }

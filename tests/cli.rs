@@ -294,6 +294,14 @@ async fn serve_on_the_seed_snapshot_answers_over_tls_and_stops_on_sigterm() {
         .and_then(|s| s.strip_suffix(')'))
         .expect(&line)
         .to_owned();
+    // The throw-away pair is private: its directory 0700, its key 0600.
+    let dir = std::path::Path::new(&ca).parent().unwrap().to_owned();
+    let mode = |p: &std::path::Path| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+    };
+    assert_eq!(mode(&dir), 0o700, "{}", dir.display());
+    assert_eq!(mode(&dir.join("tls.key")), 0o600);
     let client = support::tls_client(std::path::Path::new(&ca), &[b"http/1.1"]);
     let mut review: Value = serde_json::from_str(include_str!("data/admission/pod-create.json")).unwrap();
     review["request"]["namespace"] = "immich".into();
@@ -375,6 +383,7 @@ async fn serve_on_the_seed_snapshot_answers_over_tls_and_stops_on_sigterm() {
         .unwrap()
         .unwrap();
     assert!(status.success(), "SIGTERM is a clean stop: {status:?}");
+    assert!(!dir.exists(), "the throw-away pair goes with the process");
 }
 
 /// Sends SIGTERM through the `kill` command (no libc binding needed).

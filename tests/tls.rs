@@ -310,3 +310,87 @@ async fn stop_closes_the_listener_and_drains_in_flight_requests() {
         .expect("server finished draining")
         .unwrap();
 }
+
+/// A CA rotation: a bundle holding the old and the new CA verifies leaves of both with OpenSSL
+/// (which picks an issuer by subject and key identifier) and with rustls; keys are 0600.
+#[test]
+fn a_bundle_of_old_and_new_cas_verifies_both_leaves_and_keys_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let names = || vec!["headroom.headroom-system.svc".to_owned()];
+    let old = headroom::certs::write(&dir.path().join("old"), names()).unwrap();
+    let new = headroom::certs::write(&dir.path().join("new"), names()).unwrap();
+    assert_eq!(
+        std::fs::metadata(&new.key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let subject = |ca: &std::path::Path| {
+        let out = std::process::Command::new("openssl")
+            .args(["x509", "-noout", "-subject", "-in"])
+            .arg(ca)
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert_ne!(
+        subject(&old.ca),
+        subject(&new.ca),
+        "each CA has a subject of its own"
+    );
+    let bundle = dir.path().join("bundle.crt");
+    std::fs::write(
+        &bundle,
+        std::fs::read_to_string(&old.ca).unwrap() + &std::fs::read_to_string(&new.ca).unwrap(),
+    )
+    .unwrap();
+    for leaf in [&old.cert, &new.cert] {
+        let out = std::process::Command::new("openssl")
+            .arg("verify")
+            .arg("-CAfile")
+            .arg(&bundle)
+            .arg(leaf)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}: {}{}",
+            leaf.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = std::process::Command::new("openssl")
+            .args(["x509", "-noout", "-text", "-in"])
+            .arg(leaf)
+            .output()
+            .unwrap();
+        assert!(
+            String::from_utf8_lossy(&text.stdout).contains("Authority Key Identifier"),
+            "the leaf names its issuer's key"
+        );
+    }
+    // rustls, through webpki, with the same bundle as roots.
+    use rustls::{
+        client::danger::ServerCertVerifier,
+        pki_types::{CertificateDer, ServerName, UnixTime, pem::PemObject},
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(&bundle).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(roots.into(), provider)
+        .build()
+        .unwrap();
+    for leaf in [&old.cert, &new.cert] {
+        let der = CertificateDer::from_pem_file(leaf).unwrap();
+        verifier
+            .verify_server_cert(
+                &der,
+                &[],
+                &ServerName::try_from("headroom.headroom-system.svc").unwrap(),
+                &[],
+                UnixTime::now(),
+            )
+            .unwrap_or_else(|e| panic!("{}: {e}", leaf.display()));
+    }
+}
