@@ -1023,11 +1023,16 @@ pub async fn plan_loop(
     let mut saved: Option<Durable> = None;
     // Oversized pods already told about (an Event each, once).
     let mut told: std::collections::BTreeSet<(String, String)> = Default::default();
+    // The first tick runs as soon as every kind has listed: `/readyz` waits for its gauges.
+    while !app.index.wait_synced(Duration::from_secs(3600)).await {}
+    let mut first = true;
     loop {
-        tokio::select! {
-            _ = tokio::time::sleep(every) => {}
-            _ = app.demand_changed.notified() => {}
-            changed = actuator.changed() => if changed.is_err() { return },
+        if !std::mem::take(&mut first) {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = app.demand_changed.notified() => {}
+                changed = actuator.changed() => if changed.is_err() { return },
+            }
         }
         if !app.index.is_synced() {
             continue;
@@ -1059,6 +1064,7 @@ pub async fn plan_loop(
             .cluster
             .observe(&view, &tick.projection, &tick.evaluation);
         tell_oversized(&app, &tick.sizing.oversized_pods, &mut told);
+        app.mark_ticked();
         if tick.plan != Plan::Nothing {
             tracing::info!(plan = ?tick.plan, basis = tick.basis, "plan");
         }

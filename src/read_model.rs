@@ -100,6 +100,9 @@ pub struct ReadModel {
     pub actuator: watch::Receiver<ActuatorStatus>,
     /// Woken when admitted demand changes, so planning does not wait for its next tick.
     pub demand_changed: tokio::sync::Notify,
+    /// The planning loop has published its first tick's gauges (`/readyz` waits for it, so a
+    /// rollout never shows 0 free slots to an alert). Written by the planning loop only.
+    ticked: std::sync::atomic::AtomicBool,
 }
 
 impl ReadModel {
@@ -120,6 +123,7 @@ impl ReadModel {
             events,
             actuator: watch::channel(ActuatorStatus::default()).1,
             demand_changed: tokio::sync::Notify::new(),
+            ticked: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -216,6 +220,16 @@ impl ReadModel {
         if current.1 != ghosts {
             *current = (current.0 + 1, ghosts);
         }
+    }
+
+    /// The planning loop published a tick's gauges.
+    pub fn mark_ticked(&self) {
+        self.ticked.store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Whether the gauges of a first tick are published.
+    pub fn ticked(&self) -> bool {
+        self.ticked.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Admitted demand not yet visible as objects.

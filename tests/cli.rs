@@ -491,3 +491,48 @@ async fn serve_provisions_when_the_snapshot_crosses_a_trigger_and_status_shows_i
     );
     serve.kill().await.unwrap();
 }
+
+#[tokio::test]
+async fn readyz_turns_200_only_with_the_first_ticks_gauges_published() {
+    // A planning interval of an hour: only the first tick, at start, can publish the gauges.
+    support::install_crypto();
+    let admin = support::free_port();
+    let mut child = tokio::process::Command::new(BIN)
+        .args([
+            "serve",
+            "--snapshot",
+            SEED,
+            "--config",
+            CONFIG,
+            "--plan-interval",
+            "1h",
+        ])
+        .args(["--listen", &format!("127.0.0.1:{}", support::free_port())])
+        .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
+        .env_remove("HEADROOM_CONFIG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let ready = reqwest::get(format!("http://127.0.0.1:{admin}/readyz")).await;
+        if ready.is_ok_and(|r| r.status() == 200) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never ready");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let metrics = reqwest::get(format!("http://127.0.0.1:{admin}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("headroom_cluster_free_block_slots 72"),
+        "the seed's 72 free slots at the first 200, not 0:\n{metrics}"
+    );
+    child.kill().await.unwrap();
+}

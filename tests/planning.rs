@@ -36,9 +36,16 @@ async fn a_trigger_crossing_admission_is_planned_at_once_and_bursts_are_throttle
         Duration::from_secs(10),
         None,
     ));
-    // Let the loop reach its wait; nothing is planned yet.
-    tokio::time::sleep(Duration::from_millis(1)).await;
-    assert!(!plans.has_changed().unwrap(), "no plan before the demand");
+    // The first tick runs at once (its gauges make /readyz 200): nothing to do yet.
+    plans.changed().await.unwrap();
+    assert_eq!(
+        plans.borrow_and_update().plan,
+        Plan::Nothing,
+        "no plan before the demand"
+    );
+    // Past the 250 ms after that tick, the loop waits for its next reason to plan.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(!plans.has_changed().unwrap(), "no tick without a reason");
 
     let start = Instant::now();
     let answer = harness.ok("/validate", &pvc_review("data-new-0")).await;

@@ -10,8 +10,13 @@ pub fn admin_router(app: Arc<ReadModel>) -> axum::Router {
     async fn readyz(State(app): State<Arc<ReadModel>>) -> (StatusCode, String) {
         let missing = app.index.unsynced();
         app.metrics.synced.set(i64::from(missing.is_empty()));
-        if missing.is_empty() {
+        if missing.is_empty() && app.ticked() {
             (StatusCode::OK, "ok\n".into())
+        } else if missing.is_empty() {
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "synced; waiting for the first planning tick\n".into(),
+            )
         } else {
             let kinds: Vec<&str> = missing.iter().map(|k| k.as_str()).collect();
             (
