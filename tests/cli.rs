@@ -260,28 +260,7 @@ async fn snapshot_then_status_gives_the_same_json_as_the_live_source() {
 async fn serve_on_the_seed_snapshot_answers_over_tls_and_stops_on_sigterm() {
     use tokio::io::AsyncBufReadExt;
     let (port, admin) = (support::free_port(), support::free_port());
-    let mut child = tokio::process::Command::new(BIN)
-        .args([
-            "serve",
-            "--snapshot",
-            SEED,
-            "--config",
-            CONFIG,
-            "--plan-interval",
-            "50ms",
-        ])
-        .args([
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--admin-listen",
-            &format!("127.0.0.1:{admin}"),
-        ])
-        .env_remove("HEADROOM_CONFIG")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut child = serve_seed("50ms", port, admin);
     let mut stdout = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
     let line = stdout
         .next_line()
@@ -497,24 +476,7 @@ async fn readyz_turns_200_only_with_the_first_ticks_gauges_published() {
     // A planning interval of an hour: only the first tick, at start, can publish the gauges.
     support::install_crypto();
     let admin = support::free_port();
-    let mut child = tokio::process::Command::new(BIN)
-        .args([
-            "serve",
-            "--snapshot",
-            SEED,
-            "--config",
-            CONFIG,
-            "--plan-interval",
-            "1h",
-        ])
-        .args(["--listen", &format!("127.0.0.1:{}", support::free_port())])
-        .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
-        .env_remove("HEADROOM_CONFIG")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut child = serve_seed("1h", support::free_port(), admin);
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
         let ready = reqwest::get(format!("http://127.0.0.1:{admin}/readyz")).await;
@@ -535,4 +497,20 @@ async fn readyz_turns_200_only_with_the_first_ticks_gauges_published() {
         "the seed's 72 free slots at the first 200, not 0:\n{metrics}"
     );
     child.kill().await.unwrap();
+}
+
+/// `headroom serve` on the seed snapshot with the example config (stdout piped: it prints
+/// where its throw-away certificate is).
+fn serve_seed(plan_interval: &str, port: u16, admin: u16) -> tokio::process::Child {
+    tokio::process::Command::new(BIN)
+        .args(["serve", "--snapshot", SEED, "--config", CONFIG])
+        .args(["--plan-interval", plan_interval])
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
+        .env_remove("HEADROOM_CONFIG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
 }
