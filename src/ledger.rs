@@ -92,6 +92,8 @@ pub struct BindingLedger {
     bindings: HashMap<NsName, (String, BTreeSet<String>, Instant)>,
     /// Block volume keys of pods seen by filter/prioritize (bind carries only the pod's name).
     demands: HashMap<String, (BTreeSet<String>, Instant)>,
+    /// Nodes the filter passed, by pod UID: bind places a pod only on one of these.
+    passed: HashMap<String, (BTreeSet<String>, Instant)>,
     ttl: Duration,
 }
 
@@ -103,6 +105,7 @@ impl BindingLedger {
         Self {
             bindings: HashMap::new(),
             demands: HashMap::new(),
+            passed: HashMap::new(),
             ttl,
         }
     }
@@ -118,6 +121,27 @@ impl BindingLedger {
             }
         }
         self.demands.insert(uid.to_owned(), (keys, now));
+    }
+
+    /// Remembers the nodes the filter passed for a pod (by UID).
+    pub fn filtered<'a>(&mut self, uid: &str, nodes: impl Iterator<Item = &'a str>, now: Instant) {
+        if self.passed.len() >= MAX_DEMANDS {
+            let ttl = self.ttl;
+            self.passed
+                .retain(|_, (_, at)| now.saturating_duration_since(*at) < ttl);
+            if self.passed.len() >= MAX_DEMANDS {
+                self.passed.clear();
+            }
+        }
+        self.passed
+            .insert(uid.to_owned(), (nodes.map(str::to_owned).collect(), now));
+    }
+
+    /// Whether the filter passed `node` for the pod `uid` within the TTL.
+    pub fn passed(&self, uid: &str, node: &str, now: Instant) -> bool {
+        self.passed
+            .get(uid)
+            .is_some_and(|(nodes, at)| now.saturating_duration_since(*at) < self.ttl && nodes.contains(node))
     }
 
     /// What a pod needs, as last seen by filter or prioritize.

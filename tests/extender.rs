@@ -30,6 +30,15 @@ fn sched_pod(name: &str, claims: &[&str]) -> Value {
     p
 }
 
+/// `pod` as the API server stores it: a Pending Pod the index sees before it is scheduled.
+fn pending(pod: &Value) -> Value {
+    let mut p = pod.clone();
+    p["kind"] = json!("Pod");
+    p["apiVersion"] = json!("v1");
+    p["status"] = json!({"phase": "Pending"});
+    p
+}
+
 /// A HostPriorityList as (host, score) pairs.
 fn scores_of(list: &Value) -> Vec<(String, i64)> {
     let entries = list.as_array().expect("a HostPriorityList is a bare array");
@@ -86,7 +95,8 @@ async fn upstream_encodings_parse_in_pascal_case_and_lowercased() {
         let r = h
             .ok("/extender/bind", &serde_json::from_str(&bind).unwrap())
             .await;
-        assert_eq!(r, json!({"Error": ""}));
+        // Parsed, and refused: headroom never filtered that pod, which does not exist.
+        assert!(r["Error"].as_str().unwrap().starts_with("bind refused"), "{r}");
     }
 }
 
@@ -275,16 +285,19 @@ async fn a_burst_of_forty_pods_fills_every_slot_and_passes_no_soft_cap() {
     // Free under the soft cap: 4 + 2 + 1 + 0 + 9 = 16 slots for 40 pods.
     let counts = [20, 22, 23, 24, 15];
     let mut items = cluster(&counts);
-    for i in 0..40 {
+    let pods: Vec<Value> = (0..40)
+        .map(|i| sched_pod(&format!("burst-{i}"), &[&format!("burst-{i}")]))
+        .collect();
+    for (i, pod) in pods.iter().enumerate() {
         items.push(unbound_claim("apps", &format!("burst-{i}"), Some("proxmox-lvm")));
+        items.push(pending(pod));
     }
     let h = Harness::new(items, Config::default());
     let nodes = ["n1", "n2", "n3", "n4", "n5"];
     let mut rng = 7;
     let mut placed = 0;
-    for i in 0..40 {
-        let pod = sched_pod(&format!("burst-{i}"), &[&format!("burst-{i}")]);
-        placed += usize::from(place(&h, &pod, &nodes, &mut rng).await.is_some());
+    for pod in &pods {
+        placed += usize::from(place(&h, pod, &nodes, &mut rng).await.is_some());
     }
     assert_eq!(placed, 16, "every slot that existed is used, and no more");
     let after = block_volumes(&h);
@@ -310,14 +323,20 @@ async fn sixty_placements_on_the_seed_cluster_end_evenly_spread() {
     let worker_refs: Vec<&str> = workers.iter().map(String::as_str).collect();
     // Pods bring generic ephemeral block volumes: the claim does not exist before the pod.
     items.push(storage_class("proxmox-lvm", BLOCK, false));
+    let pods: Vec<Value> = (0..60)
+        .map(|i| {
+            let mut pod = sched_pod(&format!("spread-{i}"), &[]);
+            pod["spec"]["volumes"] = json!([{"name": "scratch", "ephemeral": {"volumeClaimTemplate": {"spec": {
+                "storageClassName": "proxmox-lvm", "accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}}}]);
+            pod
+        })
+        .collect();
+    items.extend(pods.iter().map(pending));
     let h = Harness::new(items, Config::default());
     let mut rng = 42;
-    for i in 0..60 {
-        let mut pod = sched_pod(&format!("spread-{i}"), &[]);
-        pod["spec"]["volumes"] = json!([{"name": "scratch", "ephemeral": {"volumeClaimTemplate": {"spec": {
-            "storageClassName": "proxmox-lvm", "accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}}}]);
+    for (i, pod) in pods.iter().enumerate() {
         assert!(
-            place(&h, &pod, &worker_refs, &mut rng).await.is_some(),
+            place(&h, pod, &worker_refs, &mut rng).await.is_some(),
             "placement {i} found room"
         );
     }
@@ -337,11 +356,8 @@ async fn live_bind_creates_the_binding_and_holds_slots_until_the_watch_sees_the_
     let server = support::apiserver::ApiServer::start().await;
     let mut items = cluster(&[23, 23]);
     items.push(unbound_claim("apps", "new", Some("proxmox-lvm")));
-    let pending = sched_pod("db-0", &["new"]);
-    let mut pending_obj = pending.clone();
-    pending_obj["kind"] = json!("Pod");
-    pending_obj["apiVersion"] = json!("v1");
-    items.push(pending_obj);
+    let db = sched_pod("db-0", &["new"]);
+    items.push(pending(&db));
     for item in &items {
         server.apply(item.clone());
     }
@@ -350,9 +366,7 @@ async fn live_bind_creates_the_binding_and_holds_slots_until_the_watch_sees_the_
     assert!(index.wait_synced(std::time::Duration::from_secs(20)).await);
     let h = Harness::on_index(index, Config::default(), Some(server.client()));
 
-    let r = h
-        .ok("/extender/filter", &names_args(&pending, &["n1", "n2"]))
-        .await;
+    let r = h.ok("/extender/filter", &names_args(&db, &["n1", "n2"])).await;
     assert_eq!(r["NodeNames"], json!(["n1", "n2"]));
     let r = h
         .ok(
@@ -388,14 +402,34 @@ async fn live_bind_creates_the_binding_and_holds_slots_until_the_watch_sees_the_
     }
     assert_eq!(block_volumes(&h)["n2"], 24, "now counted from the watched pod");
 
-    // A bind the API server refuses is reported in Error.
+    // A pod bound already is not bound again.
     let r = h
         .ok(
             "/extender/bind",
             &json!({"PodName": "db-0", "PodNamespace": "apps", "PodUID": "uid-db-0", "Node": "n1"}),
         )
         .await;
-    assert!(r["Error"].as_str().unwrap().contains("already assigned"), "{r}");
+    assert!(r["Error"].as_str().unwrap().contains("bound already"), "{r}");
+    // A bind the API server refuses is reported in Error: the pod went, and the watch has
+    // not said so yet.
+    let late = sched_pod("db-2", &[]);
+    server.apply(pending(&late));
+    while h
+        .app
+        .index
+        .with_state(|s, _| !s.pods.contains_key(&("apps".into(), "db-2".into())))
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    h.ok("/extender/filter", &names_args(&late, &["n1"])).await;
+    server.delete_silently(&pending(&late));
+    let r = h
+        .ok(
+            "/extender/bind",
+            &json!({"PodName": "db-2", "PodNamespace": "apps", "PodUID": "uid-db-2", "Node": "n1"}),
+        )
+        .await;
+    assert!(r["Error"].as_str().unwrap().contains("not found"), "{r}");
 }
 
 #[tokio::test]
@@ -466,4 +500,52 @@ async fn bad_extender_requests_get_their_status_and_the_server_keeps_serving() {
     assert_eq!(status, 400);
     let (status, _) = h.post("/extender/nope", "{}", "application/json").await;
     assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn bind_places_only_a_pending_pod_the_filter_passed_on_that_node() {
+    let mut items = cluster(&[10, 10]);
+    items.push(unbound_claim("apps", "new", Some("proxmox-lvm")));
+    let db = sched_pod("db-0", &["new"]);
+    items.push(pending(&db));
+    let mut running = pending(&sched_pod("web-0", &[]));
+    running["spec"]["nodeName"] = json!("n1");
+    running["status"]["phase"] = json!("Running");
+    items.push(running.clone());
+    let h = Harness::new(items, Config::default());
+    let bind = |pod: &Value, node: &str| {
+        json!({"PodName": pod["metadata"]["name"], "PodNamespace": "apps",
+               "PodUID": pod["metadata"]["uid"], "Node": node})
+    };
+    let refused = |r: &Value, words: &str| r["Error"].as_str().unwrap().contains(words);
+    // Never filtered: refused, and nothing reserved.
+    let r = h.ok("/extender/bind", &bind(&db, "n1")).await;
+    assert!(refused(&r, "the filter did not pass"), "{r}");
+    assert!(h.app.reservations().is_empty());
+    // Filtered on n1 only: n2 is refused, n1 binds.
+    let f = h.ok("/extender/filter", &names_args(&db, &["n1"])).await;
+    assert_eq!(f["NodeNames"], json!(["n1"]));
+    let r = h.ok("/extender/bind", &bind(&db, "n2")).await;
+    assert!(refused(&r, "the filter did not pass"), "{r}");
+    assert_eq!(
+        h.ok("/extender/bind", &bind(&db, "n1")).await,
+        json!({"Error": ""})
+    );
+    // A pod already running elsewhere, even once filtered, is not moved.
+    h.ok("/extender/filter", &names_args(&running, &["n2"])).await;
+    let r = h.ok("/extender/bind", &bind(&running, "n2")).await;
+    assert!(refused(&r, "bound already"), "{r}");
+    // A pod that does not exist, even once filtered.
+    let ghost = sched_pod("ghost", &[]);
+    h.ok("/extender/filter", &names_args(&ghost, &["n2"])).await;
+    let r = h.ok("/extender/bind", &bind(&ghost, "n2")).await;
+    assert!(refused(&r, "no such pod"), "{r}");
+    assert!(
+        h.app
+            .metrics
+            .encode()
+            .contains("headroom_extender_binds_total{reason=\"refused\"} 4"),
+        "{}",
+        h.app.metrics.encode()
+    );
 }

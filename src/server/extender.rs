@@ -242,6 +242,13 @@ async fn filter(
             })
             .inc_by(count as u64);
     }
+    if let Some(uid) = req.pod.metadata.uid.as_deref() {
+        app.bindings.lock().unwrap_or_else(|e| e.into_inner()).filtered(
+            uid,
+            outcome.passed.iter().copied(),
+            Instant::now(),
+        );
+    }
     let (nodes, node_names) = match &req.candidates {
         Candidates::Names(_) => (None, Some(outcome.passed.as_slice())),
         Candidates::Nodes(items) => {
@@ -313,6 +320,16 @@ async fn bind(
         ));
     }
     let pod: NsName = (args.pod_namespace.clone(), args.pod_name.clone());
+    if let Some(why) = bind_refusal(&app, &pod, &args) {
+        tracing::warn!(pod = %args.pod_name, namespace = %args.pod_namespace, node = %args.node, why, "bind refused");
+        app.metrics
+            .binds
+            .get_or_create(&RejectLabels {
+                reason: "refused".into(),
+            })
+            .inc();
+        return axum::Json(json!({"Error": format!("bind refused: {why}")})).into_response();
+    }
     let keys = bound_keys(&app, &pod, &args.pod_uid);
     if let Some(client) = &app.client
         && let Err(e) = create_binding(client, &args).await
@@ -342,29 +359,42 @@ async fn bind(
 
 /// The block volume keys a bound pod holds: from the index when it has the pod, else from
 /// what filter/prioritize saw for that UID.
+/// Why bind must not place this pod, if it must not: headroom's service account may bind any
+/// pod, so only a Pending, unbound pod the filter passed on that node (by UID, recently) is.
+fn bind_refusal(app: &ReadModel, pod: &NsName, args: &BindingArgs) -> Option<&'static str> {
+    let passed = app.bindings.lock().unwrap_or_else(|e| e.into_inner()).passed(
+        &args.pod_uid,
+        &args.node,
+        Instant::now(),
+    );
+    if !passed {
+        return Some("the filter did not pass this pod on this node in the last minutes");
+    }
+    match app
+        .index
+        .with_state(|s, _| s.pods.get(pod).map(|p| (p.terminal, p.node_name.is_some())))
+    {
+        None => Some("no such pod"),
+        Some((true, _)) => Some("the pod has finished"),
+        Some((_, true)) => Some("the pod is bound already"),
+        Some((false, false)) => None,
+    }
+}
+
+/// The volume keys a bound pod takes: its indexed block claims, and what filter and
+/// prioritize resolved for it (generic ephemeral volumes whose claims do not exist yet).
 fn bound_keys(app: &ReadModel, pod: &NsName, uid: &str) -> BTreeSet<String> {
     let view = app.view();
-    let from_index = app.index.with_state(|s, _| {
-        s.pods.get(pod).map(|p| {
-            p.claims
-                .iter()
-                .filter_map(|c| {
-                    view.block_claims
-                        .get(&(pod.0.clone(), c.clone()))
-                        .map(|(k, _)| k.clone())
-                })
-                .collect::<BTreeSet<_>>()
-        })
+    let mut keys = app.index.with_state(|s, _| {
+        s.pods
+            .get(pod)
+            .map(|p| placement::pod_block_keys(&view, p))
+            .unwrap_or_default()
     });
-    from_index
-        .or_else(|| {
-            app.bindings
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .demand(uid)
-                .cloned()
-        })
-        .unwrap_or_default()
+    if let Some(demand) = app.bindings.lock().unwrap_or_else(|e| e.into_inner()).demand(uid) {
+        keys.extend(demand.iter().cloned());
+    }
+    keys
 }
 
 async fn create_binding(client: &kube::Client, args: &BindingArgs) -> Result<(), kube::Error> {
