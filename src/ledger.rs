@@ -100,6 +100,24 @@ pub struct BindingLedger {
 /// Demands remembered at most: filter calls for pods that never bind must not grow memory.
 const MAX_DEMANDS: usize = 10_000;
 
+/// Inserts into a map of at most [`MAX_DEMANDS`] entries: expired ones go first, and if that is
+/// not enough, all of them (a flood of filter calls must not grow memory).
+fn insert_bounded<V>(
+    map: &mut HashMap<String, (V, Instant)>,
+    key: &str,
+    value: V,
+    now: Instant,
+    ttl: Duration,
+) {
+    if map.len() >= MAX_DEMANDS {
+        map.retain(|_, (_, at)| now.saturating_duration_since(*at) < ttl);
+        if map.len() >= MAX_DEMANDS {
+            map.clear();
+        }
+    }
+    map.insert(key.to_owned(), (value, now));
+}
+
 impl BindingLedger {
     pub fn new(ttl: Duration) -> Self {
         Self {
@@ -112,29 +130,13 @@ impl BindingLedger {
 
     /// Remembers what a pod (by UID) needs, from a filter or prioritize request.
     pub fn remember(&mut self, uid: &str, keys: BTreeSet<String>, now: Instant) {
-        if self.demands.len() >= MAX_DEMANDS {
-            let ttl = self.ttl;
-            self.demands
-                .retain(|_, (_, at)| now.saturating_duration_since(*at) < ttl);
-            if self.demands.len() >= MAX_DEMANDS {
-                self.demands.clear();
-            }
-        }
-        self.demands.insert(uid.to_owned(), (keys, now));
+        insert_bounded(&mut self.demands, uid, keys, now, self.ttl);
     }
 
     /// Remembers the nodes the filter passed for a pod (by UID).
     pub fn filtered<'a>(&mut self, uid: &str, nodes: impl Iterator<Item = &'a str>, now: Instant) {
-        if self.passed.len() >= MAX_DEMANDS {
-            let ttl = self.ttl;
-            self.passed
-                .retain(|_, (_, at)| now.saturating_duration_since(*at) < ttl);
-            if self.passed.len() >= MAX_DEMANDS {
-                self.passed.clear();
-            }
-        }
-        self.passed
-            .insert(uid.to_owned(), (nodes.map(str::to_owned).collect(), now));
+        let nodes = nodes.map(str::to_owned).collect();
+        insert_bounded(&mut self.passed, uid, nodes, now, self.ttl);
     }
 
     /// Whether the filter passed `node` for the pod `uid` within the TTL.
