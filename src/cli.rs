@@ -92,6 +92,10 @@ pub struct ServeArgs {
     /// After SIGTERM, how long in-flight requests may take to finish.
     #[arg(long, env = "HEADROOM_DRAIN_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
+
+    /// Connections the TLS listener holds open at most; past it, new ones are closed at once.
+    #[arg(long, env = "HEADROOM_MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
 }
 
 #[derive(Debug, Subcommand)]

@@ -70,6 +70,7 @@ pub async fn run(config: Config, args: ServeArgs) -> anyhow::Result<()> {
         tls_reload_interval,
         drain_timeout,
         plan_interval,
+        max_connections,
     } = args;
 
     // Serving starts before the live source has synced: /readyz says when it has, and
@@ -150,7 +151,10 @@ pub async fn run(config: Config, args: ServeArgs) -> anyhow::Result<()> {
         tls,
         router,
         stop_rx.clone(),
-        drain_timeout,
+        server::Limits {
+            max_connections: max_connections as usize,
+            drain: drain_timeout,
+        },
     ));
     let mut admin_stop = stop_rx.clone();
     let admin_router = server::admin::admin_router(app.clone());

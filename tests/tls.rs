@@ -67,6 +67,10 @@ struct Running {
 }
 
 async fn start(dir: &Path) -> Running {
+    start_with(dir, 1024).await
+}
+
+async fn start_with(dir: &Path, max_connections: usize) -> Running {
     let cert = ReloadingCert::load(dir.join("tls.crt"), dir.join("tls.key")).unwrap();
     let tls = server::tls::server_config(cert.clone()).unwrap();
     let items = vec![support::node("n1"), support::csinode("n1", Some(28))];
@@ -84,7 +88,10 @@ async fn start(dir: &Path) -> Running {
         tls,
         router,
         stop_rx,
-        Duration::from_secs(10),
+        server::Limits {
+            max_connections,
+            drain: Duration::from_secs(10),
+        },
     ));
     Running {
         addr,
@@ -393,4 +400,39 @@ fn a_bundle_of_old_and_new_cas_verifies_both_leaves_and_keys_are_private() {
             )
             .unwrap_or_else(|e| panic!("{}: {e}", leaf.display()));
     }
+}
+
+#[tokio::test]
+async fn past_the_connection_limit_new_connections_are_closed_until_one_frees() {
+    support::install_crypto();
+    let dir = tempfile::tempdir().unwrap();
+    headroom::certs::write(dir.path(), vec!["localhost".into()]).unwrap();
+    let run = start_with(dir.path(), 2).await;
+    let config = Arc::new(support::tls_client_config(
+        &dir.path().join("ca.crt"),
+        &[b"http/1.1"],
+    ));
+    let connect = || {
+        let config = config.clone();
+        async move {
+            let tcp = tokio::net::TcpStream::connect(run.addr).await.unwrap();
+            tokio_rustls::TlsConnector::from(config)
+                .connect(ServerName::try_from("localhost").unwrap(), tcp)
+                .await
+        }
+    };
+    let first = connect().await.expect("first");
+    let _second = connect().await.expect("second");
+    assert!(
+        connect().await.is_err(),
+        "the third is closed during its handshake"
+    );
+    drop(first);
+    // The slot frees when the server sees the first close: the next handshake succeeds.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while connect().await.is_err() {
+        assert!(tokio::time::Instant::now() < deadline, "the slot never freed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = run.stop.send(true);
 }

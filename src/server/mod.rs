@@ -17,6 +17,20 @@ use tokio::{net::TcpListener, sync::watch};
 
 /// A TLS handshake that has not finished in this long is dropped (slowloris guard).
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// HTTP/2 keep-alive: a ping after this much silence, and the connection closed when it goes
+/// unanswered for `H2_PING_TIMEOUT` (a vanished peer must not hold a connection for ever).
+const H2_PING_INTERVAL: Duration = Duration::from_secs(60);
+const H2_PING_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What the TLS listener allows.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Open connections at most: past it, new ones are closed at once (file descriptors are a
+    /// resource a caller must not be able to exhaust).
+    pub max_connections: usize,
+    /// After stop, how long in-flight requests may take to finish.
+    pub drain: Duration,
+}
 
 /// Serves `router` over TLS until `stop` fires, then stops accepting and lets in-flight
 /// requests finish for up to `drain`; idle keep-alive connections are closed at once, so the
@@ -26,8 +40,13 @@ pub async fn serve_tls(
     tls: Arc<rustls::ServerConfig>,
     router: Router,
     mut stop: watch::Receiver<bool>,
-    drain: Duration,
+    limits: Limits,
 ) {
+    let Limits {
+        max_connections,
+        drain,
+    } = limits;
+    let slots = Arc::new(tokio::sync::Semaphore::new(max_connections));
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -35,7 +54,11 @@ pub async fn serve_tls(
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(5))
         .keep_alive(true);
-    builder.http2().timer(TokioTimer::new());
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(H2_PING_INTERVAL))
+        .keep_alive_timeout(H2_PING_TIMEOUT);
     let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
     loop {
@@ -51,6 +74,11 @@ pub async fn serve_tls(
             },
             _ = stop.changed() => break,
         };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, max_connections, "connection limit reached; closed");
+            drop(tcp);
+            continue;
+        };
         // Answers are small and wanted at once: a TLS record left behind by Nagle's algorithm
         // waits for the peer's delayed ACK (40 ms on Linux).
         if let Err(error) = tcp.set_nodelay(true) {
@@ -59,6 +87,8 @@ pub async fn serve_tls(
         let (acceptor, builder, router) = (acceptor.clone(), builder.clone(), router.clone());
         let watcher = graceful.watcher();
         tokio::spawn(async move {
+            // Held for the connection's life.
+            let _slot = slot;
             let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(error)) => return tracing::debug!(%peer, %error, "TLS handshake failed"),

@@ -36,6 +36,8 @@ pub const MAX_BODY: usize = 3 * 1024 * 1024;
 
 /// Without a `?timeout=`, the API server's default webhook timeout (10 s in v1).
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The API server's own maximum for a webhook call.
+const MAX_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub fn router(app: Arc<ReadModel>) -> Router {
     Router::new()
@@ -76,11 +78,14 @@ pub struct TimeoutQuery {
 
 /// The time left for work: the API server's timeout minus a margin for the answer to travel.
 pub fn budget(query: &TimeoutQuery) -> Duration {
+    // The API server never waits longer than 30 s; a caller asking for more asks for a
+    // connection held open at its pleasure.
     let total = query
         .timeout
         .as_deref()
         .and_then(|t| humantime::parse_duration(t).ok())
-        .unwrap_or(DEFAULT_TIMEOUT);
+        .unwrap_or(DEFAULT_TIMEOUT)
+        .min(MAX_TIMEOUT);
     total.saturating_sub((total / 5).min(Duration::from_millis(500)))
 }
 
@@ -457,6 +462,31 @@ fn side_effects(app: &ReadModel, review: &Review, verdict: &Verdict, admitted: A
                     result: "dropped".into(),
                 })
                 .inc();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_time_budget_follows_the_callers_timeout_capped_at_the_api_servers_30s() {
+        let q = |t: Option<&str>| TimeoutQuery {
+            timeout: t.map(str::to_owned),
+        };
+        let ms = Duration::from_millis;
+        // (asked, budget: the timeout less a fifth, at most 500 ms, for the answer's way back)
+        let rows = [
+            (None, ms(9_500)),
+            (Some("5s"), ms(4_500)),
+            (Some("1s"), ms(800)),
+            (Some("30s"), ms(29_500)),
+            (Some("1000000h"), ms(29_500)),
+            (Some("soon"), ms(9_500)),
+        ];
+        for (asked, want) in rows {
+            assert_eq!(budget(&q(asked)), want, "{asked:?}");
         }
     }
 }
