@@ -139,6 +139,7 @@ pub struct Config {
     pub triggers: Triggers,
     pub signals: Signals,
     pub scale_down: ScaleDown,
+    pub admission: Admission,
     /// Absent: dry-run, planned calls are logged and nothing is called.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub proxmox: Option<Proxmox>,
@@ -157,7 +158,26 @@ impl Default for Config {
             triggers: Triggers::default(),
             signals: Signals::default(),
             scale_down: ScaleDown::default(),
+            admission: Admission::default(),
             proxmox: None,
+        }
+    }
+}
+
+/// How admitted demand that nothing confirms is treated.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+pub struct Admission {
+    /// An admitted object the watch does not show within this long is forgotten. Until the
+    /// watch shows it (or the review came over an authenticated connection) it is no demand:
+    /// anyone who reaches the port can send a review.
+    pub confirm_within: Period,
+}
+
+impl Default for Admission {
+    fn default() -> Self {
+        Self {
+            confirm_within: Period(Duration::from_secs(30)),
         }
     }
 }

@@ -23,7 +23,13 @@ use crate::{
 struct Entry {
     demand: AdmittedDemand,
     at: Instant,
+    /// The review came over an authenticated connection (the API server vouched for it).
+    vouched: bool,
 }
+
+/// Admissions remembered at most: a flood of reviews for objects that never appear must not
+/// grow memory.
+const MAX_ADMITTED: usize = 10_000;
 
 /// Identifies the object an admission was for.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -56,18 +62,38 @@ impl AdmittedLedger {
         }
     }
 
-    pub fn record(&mut self, what: Admitted, demand: AdmittedDemand, now: Instant) {
-        if demand != AdmittedDemand::default() {
-            self.entries.insert(what, Entry { demand, at: now });
+    /// Records an admission; `vouched` when the review came over an authenticated connection.
+    pub fn record(&mut self, what: Admitted, demand: AdmittedDemand, vouched: bool, now: Instant) {
+        if demand == AdmittedDemand::default() {
+            return;
         }
+        if self.entries.len() >= MAX_ADMITTED {
+            let ttl = self.ttl;
+            self.entries
+                .retain(|_, e| now.saturating_duration_since(e.at) < ttl);
+            if self.entries.len() >= MAX_ADMITTED && !vouched {
+                return;
+            }
+        }
+        self.entries.insert(
+            what,
+            Entry {
+                demand,
+                at: now,
+                vouched,
+            },
+        );
     }
 
-    /// Drops entries that expired or whose object `seen` reports, and sums the rest.
+    /// Drops entries that expired or whose object `seen` reports, and sums the vouched rest:
+    /// an admission nobody vouches for is demand only once the watch shows its object (and
+    /// then the index counts it).
     pub fn total(&mut self, now: Instant, seen: impl Fn(&Admitted) -> bool) -> AdmittedDemand {
         self.entries
             .retain(|what, e| now.saturating_duration_since(e.at) < self.ttl && !seen(what));
         self.entries
             .values()
+            .filter(|e| e.vouched)
             .fold(AdmittedDemand::default(), |acc, e| AdmittedDemand {
                 block_volumes: acc.block_volumes + e.demand.block_volumes,
                 memory_bytes: acc.memory_bytes + e.demand.memory_bytes,
@@ -199,6 +225,7 @@ mod tests {
                 block_volumes: 1,
                 memory_bytes: 10,
             },
+            true,
             t0,
         );
         l.record(
@@ -207,9 +234,10 @@ mod tests {
                 block_volumes: 0,
                 memory_bytes: 5,
             },
+            true,
             t0 + Duration::from_secs(60),
         );
-        l.record(pod("nothing"), AdmittedDemand::default(), t0);
+        l.record(pod("nothing"), AdmittedDemand::default(), true, t0);
         assert_eq!(l.len(), 2, "zero demand is not recorded");
         assert_eq!(
             l.total(t0, |_| false),
@@ -229,6 +257,30 @@ mod tests {
             l.total(t0 + Duration::from_secs(180), |_| false),
             AdmittedDemand::default(),
             "p2 expired at 180s"
+        );
+        assert!(l.is_empty());
+    }
+
+    #[test]
+    fn demand_nobody_vouches_for_is_never_counted_and_never_grows_memory() {
+        let t0 = Instant::now();
+        let mut l = AdmittedLedger::new(Duration::from_secs(30));
+        let one = AdmittedDemand {
+            block_volumes: 1,
+            memory_bytes: 0,
+        };
+        for i in 0..(MAX_ADMITTED + 500) {
+            l.record(pod(&format!("fake-{i}")), one, false, t0);
+        }
+        assert_eq!(l.len(), MAX_ADMITTED, "bounded");
+        assert_eq!(l.total(t0, |_| false), AdmittedDemand::default());
+        // Vouched demand still gets in, and counts.
+        l.record(pod("real"), one, true, t0);
+        assert_eq!(l.total(t0, |_| false), one);
+        // Unconfirmed entries go after confirmWithin.
+        assert_eq!(
+            l.total(t0 + Duration::from_secs(30), |_| false),
+            AdmittedDemand::default()
         );
         assert!(l.is_empty());
     }
@@ -280,6 +332,7 @@ mod tests {
                 block_volumes: 1,
                 memory_bytes: 0,
             },
+            true,
             t0,
         );
         l.record(
@@ -288,6 +341,7 @@ mod tests {
                 block_volumes: 1,
                 memory_bytes: 0,
             },
+            true,
             t0,
         );
         assert_eq!(l.total(t0, |_| false).block_volumes, 1);

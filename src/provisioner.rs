@@ -1026,14 +1026,19 @@ pub async fn plan_loop(
     // The first tick runs as soon as every kind has listed: `/readyz` waits for its gauges.
     while !app.index.wait_synced(Duration::from_secs(3600)).await {}
     let mut first = true;
+    // A watched object arrives within milliseconds of its admission: planning follows the
+    // index, so demand is acted on as soon as it is confirmed.
+    let mut index_changes = app.index.subscribe();
     loop {
         if !std::mem::take(&mut first) {
             tokio::select! {
                 _ = tokio::time::sleep(every) => {}
                 _ = app.demand_changed.notified() => {}
                 changed = actuator.changed() => if changed.is_err() { return },
+                _ = index_changes.changed() => {}
             }
         }
+        index_changes.borrow_and_update();
         if !app.index.is_synced() {
             continue;
         }

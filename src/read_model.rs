@@ -24,9 +24,6 @@ use crate::{
     metrics::Metrics,
 };
 
-/// How long admitted demand waits for its object before it is forgotten.
-const ADMITTED_TTL: Duration = Duration::from_secs(180);
-
 /// How long a binding is held if the watch never shows its pod on the node.
 const BINDING_TTL: Duration = Duration::from_secs(300);
 
@@ -107,6 +104,7 @@ pub struct ReadModel {
 
 impl ReadModel {
     pub fn new(config: Config, index: SharedIndex, events: EventSink) -> Self {
+        let confirm_within = config.admission.confirm_within.0;
         Self {
             views: ViewCache {
                 settings: Settings::from(&config),
@@ -118,7 +116,7 @@ impl ReadModel {
             bindings: Mutex::new(BindingLedger::new(BINDING_TTL)),
             ghosts: RwLock::new((0, Reservations::new())),
             client: None,
-            ledger: Mutex::new(AdmittedLedger::new(ADMITTED_TTL)),
+            ledger: Mutex::new(AdmittedLedger::new(confirm_within)),
             metrics: Metrics::default(),
             events,
             actuator: watch::channel(ActuatorStatus::default()).1,
@@ -194,12 +192,16 @@ impl ReadModel {
         }
     }
 
-    pub fn record_admitted(&self, what: Admitted, demand: AdmittedDemand) {
+    /// Records an admission (`vouched`: it came over an authenticated connection).
+    pub fn record_admitted(&self, what: Admitted, demand: AdmittedDemand, vouched: bool) {
         self.ledger
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .record(what, demand, Instant::now());
-        self.demand_changed.notify_one();
+            .record(what, demand, vouched, Instant::now());
+        // Only vouched demand moves the projection; the watch wakes planning for the rest.
+        if vouched {
+            self.demand_changed.notify_one();
+        }
     }
 
     /// Replaces the ghost disks (CSI disks on worker VMs with no VolumeAttachment).
