@@ -247,7 +247,7 @@ fn main() {
         SharedIndex::from_state(state.clone()),
         sink,
     ));
-    let router = server::webhook::router(app.clone()).merge(server::extender::router(app));
+    let router = server::routes(app);
     let mut review = review;
     review["request"]["namespace"] = "ns7".into();
     review["request"]["object"] = object.clone();

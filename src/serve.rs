@@ -145,7 +145,7 @@ pub async fn run(config: Config, args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("binding {admin_listen}"))?;
     tracing::info!(listen = %tls_listener.local_addr()?, admin = %admin_listener.local_addr()?, "serving");
 
-    let router = server::webhook::router(app.clone()).merge(server::extender::router(app.clone()));
+    let router = server::routes(app.clone());
     let tls_server = tokio::spawn(server::serve_tls(
         tls_listener,
         tls,

@@ -498,8 +498,24 @@ async fn bad_extender_requests_get_their_status_and_the_server_keeps_serving() {
         )
         .await;
     assert_eq!(status, 400);
-    let (status, _) = h.post("/extender/nope", "{}", "application/json").await;
+    let (status, answer) = h.post("/extender/nope", "{}", "application/json").await;
     assert_eq!(status, 404);
+    assert_eq!(
+        answer["error"], "no route /extender/nope",
+        "a JSON body: {answer}"
+    );
+    let request = axum::http::Request::get("/extender/filter")
+        .body(axum::body::Body::empty())
+        .unwrap();
+    use tower::ServiceExt;
+    let response = headroom::server::routes(h.app.clone())
+        .oneshot(request)
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 405);
+    let body = axum::body::to_bytes(response.into_body(), 1 << 16).await.unwrap();
+    let body: Value = serde_json::from_slice(&body).expect("a JSON body");
+    assert_eq!(body["code"], 405, "{body}");
 }
 
 #[tokio::test]

@@ -22,6 +22,25 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const H2_PING_INTERVAL: Duration = Duration::from_secs(60);
 const H2_PING_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Every route of the TLS listener: the webhook's and the extender's, with JSON answers for
+/// unknown routes (404) and wrong methods (405), like every other error the listener gives.
+pub fn routes(app: Arc<crate::read_model::ReadModel>) -> Router {
+    use axum::http::StatusCode;
+    async fn not_found(uri: axum::http::Uri) -> webhook::HttpError {
+        webhook::HttpError::new(StatusCode::NOT_FOUND, format!("no route {}", uri.path()))
+    }
+    async fn not_allowed(method: axum::http::Method) -> webhook::HttpError {
+        webhook::HttpError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("{method} is not allowed here; the routes take POST"),
+        )
+    }
+    webhook::router(app.clone())
+        .merge(extender::router(app))
+        .fallback(not_found)
+        .method_not_allowed_fallback(not_allowed)
+}
+
 /// What the TLS listener allows.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {

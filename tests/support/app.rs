@@ -49,8 +49,7 @@ impl Harness {
             .header("content-type", content_type)
             .body(body.into())
             .unwrap();
-        let router =
-            server::webhook::router(self.app.clone()).merge(server::extender::router(self.app.clone()));
+        let router = server::routes(self.app.clone());
         let response = router.oneshot(request).await.unwrap();
         let status = response.status().as_u16();
         let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
