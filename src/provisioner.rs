@@ -12,7 +12,10 @@
 use std::{sync::Arc, time::Duration};
 
 use serde_json::Value;
-use tokio::{sync::watch, time::Instant};
+use tokio::{
+    sync::{mpsc, watch},
+    time::Instant,
+};
 
 pub use crate::decide::actuation::Planned;
 use crate::{
@@ -129,6 +132,18 @@ pub struct Actuator {
     leading: watch::Receiver<bool>,
     /// Where the last lease holder recorded its scale times.
     durable: Option<durable::Store>,
+    /// Joins waited for in their own tasks report here.
+    joins_tx: mpsc::UnboundedSender<Joined>,
+    joins: mpsc::UnboundedReceiver<Joined>,
+}
+
+/// A join that ended, reported by its task.
+struct Joined {
+    vm: Vm,
+    reason: String,
+    result: Result<(), ProvisionError>,
+    /// When its provision started.
+    started: Instant,
 }
 
 impl Actuator {
@@ -142,6 +157,7 @@ impl Actuator {
         clock: Clock,
     ) -> Self {
         let status = publish.borrow().clone();
+        let (joins_tx, joins) = mpsc::unbounded_channel();
         Self {
             pve: pve.map(Arc::new),
             app,
@@ -151,6 +167,8 @@ impl Actuator {
             publish,
             leading: watch::channel(true).1,
             durable: None,
+            joins_tx,
+            joins,
         }
     }
 
@@ -180,18 +198,8 @@ impl Actuator {
         self.publish.send_replace(self.status.clone());
     }
 
-    /// Counts a step and its duration under `result` ("ok" or an error kind).
     fn step(&self, step: &str, started: Instant, result: &str) {
-        let labels = StepLabels {
-            step: step.into(),
-            result: result.into(),
-        };
-        self.app.metrics.provision_steps.get_or_create(&labels).inc();
-        self.app
-            .metrics
-            .provision_step_duration
-            .get_or_create(&labels)
-            .observe(started.elapsed().as_secs_f64());
+        count_step(&self.app, step, started, result);
     }
 
     /// Uncordons what a drain left cordoned when its process died (lease holder only).
@@ -235,6 +243,10 @@ impl Actuator {
                 .filter(|_| self.status.queued() > 0)
                 .map(|at| at.since(self.clock.now()));
             tokio::select! {
+                Some(joined) = self.joins.recv() => {
+                    self.joined(joined).await;
+                    continue;
+                }
                 changed = plans.changed() => if changed.is_err() { return },
                 // Pick up what changed in Proxmox meanwhile (a restart elsewhere, an operator).
                 _ = tokio::time::sleep(REFRESH) => {
@@ -377,30 +389,71 @@ impl Actuator {
         in_flight(pve, self.proxmox()).await
     }
 
-    /// Starts queued intent `index` and carries it to a registered node or a counted failure.
+    /// Starts queued intent `index`: clone (or start a spare), configure, start. The join is
+    /// waited for in its own task, so the next intent's clone need not wait for this boot.
     async fn provision(&mut self, index: usize) {
         let reason = self.status.intents[index].reason.clone();
         self.status
             .progress(index, Phase::Cloning, None, self.clock.now());
         self.publish();
         let started = Instant::now();
-        let result = self.provision_one(index, &reason).await;
-        self.step(
-            "provision",
-            started,
-            outcome(result.as_ref().err().map(|(_, e)| e)),
-        );
-        match result {
-            Ok(name) => {
-                let detail = format!("added worker {name}: {reason}");
-                tracing::info!(%detail, "provisioner");
-                self.status.joined(index, &name, detail, self.clock.now());
+        match self.provision_one(index, &reason).await {
+            Ok(vm) => {
+                self.status
+                    .progress(index, Phase::Joining, Some(&vm.name), self.clock.now());
+                let (app, pve, joined) = (
+                    self.app.clone(),
+                    self.pve.clone().expect("not a dry run"),
+                    self.joins_tx.clone(),
+                );
+                tokio::spawn(async move {
+                    let result = join(&app, &pve, &vm).await;
+                    let _ = joined.send(Joined {
+                        vm,
+                        reason,
+                        result,
+                        started,
+                    });
+                });
             }
             Err((vm, e)) => {
+                self.step("provision", started, outcome(Some(&e)));
                 let detail = self.failed(vm.as_ref(), &e).await;
                 let left = vm.as_ref().map(|v| v.name.as_str());
                 self.status
                     .failed(index, e.reason(), left, detail, self.clock.now());
+            }
+        }
+        self.publish();
+    }
+
+    /// A join waited for in its own task ended.
+    async fn joined(&mut self, joined: Joined) {
+        let Joined {
+            vm,
+            reason,
+            result,
+            started,
+        } = joined;
+        self.step("provision", started, outcome(result.as_ref().err()));
+        let Some(index) = self
+            .status
+            .intents
+            .iter()
+            .position(|i| i.vm.as_deref() == Some(vm.name.as_str()))
+        else {
+            return;
+        };
+        match result {
+            Ok(()) => {
+                let detail = format!("added worker {}: {reason}", vm.name);
+                tracing::info!(%detail, "provisioner");
+                self.status.joined(index, &vm.name, detail, self.clock.now());
+            }
+            Err(e) => {
+                let detail = self.failed(Some(&vm), &e).await;
+                self.status
+                    .failed(index, e.reason(), Some(&vm.name), detail, self.clock.now());
             }
         }
         self.publish();
@@ -417,18 +470,27 @@ impl Actuator {
         &mut self,
         index: usize,
         reason: &str,
-    ) -> Result<String, (Option<Vm>, ProvisionError)> {
+    ) -> Result<Vm, (Option<Vm>, ProvisionError)> {
         let pve = self.pve.clone().expect("not a dry run");
         let vms = inventory::vms(&pve).await.map_err(|e| (None, e.into()))?;
-        // Re-check against Proxmox: work may already be in flight (another leader, an operator).
-        if let Some(vm) = vms
+        // Re-check against Proxmox: work may already be in flight (another leader, an operator)
+        // that none of our intents covers.
+        let ours: Vec<&str> = self
+            .status
+            .intents
             .iter()
-            .find(|v| v.has_tag(TAG_PROVISIONING) && !v.template && !v.has_tag(TAG_FAILED))
-        {
+            .filter_map(|i| i.vm.as_deref())
+            .collect();
+        if let Some(vm) = vms.iter().find(|v| {
+            v.has_tag(TAG_PROVISIONING)
+                && !v.template
+                && !v.has_tag(TAG_FAILED)
+                && !ours.contains(&v.name.as_str())
+        }) {
             let vm = vm.clone();
             self.set_phase(index, Phase::Starting, &vm.name);
-            self.finish(&vm).await.map_err(|e| (Some(vm.clone()), e))?;
-            return Ok(vm.name);
+            self.bring_up(&vm).await.map_err(|e| (Some(vm.clone()), e))?;
+            return Ok(vm);
         }
         let spares: Vec<&Vm> = vms
             .iter()
@@ -460,16 +522,18 @@ impl Actuator {
                 &spare.name,
                 format!("starting cold spare VM {} ({reason})", spare.vmid),
             );
-            self.finish(&spare).await.map_err(|e| (Some(spare.clone()), e))?;
-            return Ok(spare.name);
+            self.bring_up(&spare)
+                .await
+                .map_err(|e| (Some(spare.clone()), e))?;
+            return Ok(spare);
         }
         let vm = self
             .clone_worker(&pve, &vms, reason, refused)
             .await
             .map_err(|e| (None, e))?;
         self.set_phase(index, Phase::Starting, &vm.name);
-        self.finish(&vm).await.map_err(|e| (Some(vm.clone()), e))?;
-        Ok(vm.name)
+        self.bring_up(&vm).await.map_err(|e| (Some(vm.clone()), e))?;
+        Ok(vm)
     }
 
     /// Why `host` cannot run a VM of `memory` bytes (and, for a clone, store its disk on
@@ -509,11 +573,13 @@ impl Actuator {
         let p = self.proxmox();
         let mut best: Option<(&crate::config::ProxmoxHost, i64)> = None;
         for host in &p.hosts {
+            // One clone at a time per host (its storage lock); a VM already started and
+            // joining does not hold it.
             if vms
                 .iter()
-                .any(|v| v.node == host.name && v.has_tag(TAG_PROVISIONING))
+                .any(|v| v.node == host.name && v.has_tag(TAG_PROVISIONING) && !v.running())
             {
-                refused.push(format!("{}: a provision is in flight", host.name));
+                refused.push(format!("{}: a clone is in flight", host.name));
                 continue;
             }
             if let Some(why) = self
@@ -594,10 +660,16 @@ impl Actuator {
         })
     }
 
-    /// Drives an in-flight VM to a registered worker: (re)configure if stopped, start, wait
-    /// for its Node and its CSI registration, then drop the provisioning tag. Every step is
+    /// Drives an in-flight VM to a registered worker: brought up, then joined. Every step is
     /// safe to repeat.
     async fn finish(&self, vm: &Vm) -> Result<(), ProvisionError> {
+        self.bring_up(vm).await?;
+        let pve = self.pve.as_ref().expect("not a dry run");
+        join(&self.app, pve, vm).await
+    }
+
+    /// (Re)configures the VM if it is stopped and starts it.
+    async fn bring_up(&self, vm: &Vm) -> Result<(), ProvisionError> {
         let pve = self.pve.as_ref().expect("not a dry run");
         let p = self.proxmox();
         let base = format!("/nodes/{}/qemu/{}", vm.node, vm.vmid);
@@ -649,48 +721,7 @@ impl Actuator {
             self.step("start", started, outcome(result.as_ref().err()));
             result?;
         }
-        let started = Instant::now();
-        let result = self.wait_registered(&vm.name, p.join_timeout.0).await;
-        self.step("join", started, outcome(result.as_ref().err()));
-        result?;
-        self.set_tags(vm, &[TAG]).await?;
-        self.event(
-            &vm.name,
-            format!(
-                "worker {} (VM {}) joined: Ready, block driver registered",
-                vm.name, vm.vmid
-            ),
-        );
         Ok(())
-    }
-
-    /// Waits until the node is Ready and its CSINode lists the block driver with a count:
-    /// only then can it hold a block volume.
-    async fn wait_registered(&self, name: &str, timeout: Duration) -> Result<(), ProvisionError> {
-        let deadline = Instant::now() + timeout;
-        let driver = self.app.config.block_driver.as_str();
-        let mut changes = self.app.index.subscribe();
-        loop {
-            let registered = self.app.index.with_state(|s, _| {
-                s.nodes.get(name).is_some_and(|n| n.ready)
-                    && s.csi_nodes
-                        .get(name)
-                        .and_then(|c| c.drivers.get(driver))
-                        .is_some_and(Option::is_some)
-            });
-            if registered {
-                return Ok(());
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(ProvisionError::JoinTimeout {
-                    name: name.into(),
-                    timeout,
-                });
-            }
-            // Woken by any index change; the bound covers a quiet index.
-            let _ = tokio::time::timeout(left.min(Duration::from_secs(1)), changes.changed()).await;
-        }
     }
 
     /// A failed provision: counted once under its reason, told as an Event, and the VM it
@@ -750,21 +781,11 @@ impl Actuator {
 
     async fn set_tags(&self, vm: &Vm, ours: &[&str]) -> Result<(), ProvisionError> {
         let pve = self.pve.as_ref().expect("not a dry run");
-        let form = [("tags", tags(&self.proxmox().vm.tags, ours))];
-        let path = format!("/nodes/{}/qemu/{}/config", vm.node, vm.vmid);
-        waiting_out_locks(LOCK_PATIENCE, || pve.run_task(&path, &form, TASK_TIMEOUT)).await?;
-        Ok(())
+        set_tags(&self.app, pve, vm, ours).await
     }
 
     fn event(&self, node: &str, message: String) {
-        tracing::info!(node, %message, "provisioner event");
-        self.app.events.emit(PlannedEvent {
-            namespace: "default".into(),
-            kind: "Node".into(),
-            name: node.into(),
-            reason: "HeadroomProvisioning".into(),
-            message,
-        });
+        event(&self.app, node, message);
     }
 
     /// A Warning Event on each singleton about to be evicted: it is down until it runs again
@@ -846,6 +867,97 @@ impl Actuator {
                 }
             }
         }
+    }
+}
+
+/// Counts a step and its duration under `result` ("ok" or an error kind).
+fn count_step(app: &ReadModel, step: &str, started: Instant, result: &str) {
+    let labels = StepLabels {
+        step: step.into(),
+        result: result.into(),
+    };
+    app.metrics.provision_steps.get_or_create(&labels).inc();
+    app.metrics
+        .provision_step_duration
+        .get_or_create(&labels)
+        .observe(started.elapsed().as_secs_f64());
+}
+
+/// Sets the configured tags plus `ours` on `vm`.
+async fn set_tags(app: &ReadModel, pve: &PveClient, vm: &Vm, ours: &[&str]) -> Result<(), ProvisionError> {
+    let configured = app
+        .config
+        .proxmox
+        .as_ref()
+        .map(|p| p.vm.tags.as_slice())
+        .unwrap_or_default();
+    let form = [("tags", tags(configured, ours))];
+    let path = format!("/nodes/{}/qemu/{}/config", vm.node, vm.vmid);
+    waiting_out_locks(LOCK_PATIENCE, || pve.run_task(&path, &form, TASK_TIMEOUT)).await?;
+    Ok(())
+}
+
+fn event(app: &ReadModel, node: &str, message: String) {
+    tracing::info!(node, %message, "provisioner event");
+    app.events.emit(PlannedEvent {
+        namespace: "default".into(),
+        kind: "Node".into(),
+        name: node.into(),
+        reason: "HeadroomProvisioning".into(),
+        message,
+    });
+}
+
+/// Waits, within `joinTimeout`, for a started VM's node to register (Ready, and its CSINode
+/// listing the block driver with a count), then drops the provisioning tag.
+async fn join(app: &ReadModel, pve: &PveClient, vm: &Vm) -> Result<(), ProvisionError> {
+    let timeout = app
+        .config
+        .proxmox
+        .as_ref()
+        .map_or(Duration::from_secs(15 * 60), |p| p.join_timeout.0);
+    let started = Instant::now();
+    let result = wait_registered(app, &vm.name, timeout).await;
+    count_step(app, "join", started, outcome(result.as_ref().err()));
+    result?;
+    set_tags(app, pve, vm, &[TAG]).await?;
+    event(
+        app,
+        &vm.name,
+        format!(
+            "worker {} (VM {}) joined: Ready, block driver registered",
+            vm.name, vm.vmid
+        ),
+    );
+    Ok(())
+}
+
+/// Waits until the node is Ready and its CSINode lists the block driver with a count:
+/// only then can it hold a block volume.
+async fn wait_registered(app: &ReadModel, name: &str, timeout: Duration) -> Result<(), ProvisionError> {
+    let deadline = Instant::now() + timeout;
+    let driver = app.config.block_driver.as_str();
+    let mut changes = app.index.subscribe();
+    loop {
+        let registered = app.index.with_state(|s, _| {
+            s.nodes.get(name).is_some_and(|n| n.ready)
+                && s.csi_nodes
+                    .get(name)
+                    .and_then(|c| c.drivers.get(driver))
+                    .is_some_and(Option::is_some)
+        });
+        if registered {
+            return Ok(());
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(ProvisionError::JoinTimeout {
+                name: name.into(),
+                timeout,
+            });
+        }
+        // Woken by any index change; the bound covers a quiet index.
+        let _ = tokio::time::timeout(left.min(Duration::from_secs(1)), changes.changed()).await;
     }
 }
 

@@ -73,6 +73,10 @@ pub struct Scenario {
     /// VM clone/boot to Node Ready (the runbook's 3–5 minutes).
     #[serde(default = "default_boot")]
     pub vm_boot_time: Period,
+    /// The clone's share of `vmBootTime`: one clone at a time, the next may start once the
+    /// previous VM boots.
+    #[serde(default = "default_clone")]
+    pub clone_time: Period,
     /// A stopped cold spare to Node Ready: boot and join, no clone.
     #[serde(default = "default_spare_boot")]
     pub cold_spare_boot_time: Period,
@@ -98,6 +102,9 @@ fn default_boot() -> Period {
 }
 fn default_spare_boot() -> Period {
     Period(Duration::from_secs(120))
+}
+fn default_clone() -> Period {
+    Period(Duration::from_secs(60))
 }
 fn default_csi_delay() -> Period {
     Period(Duration::from_secs(10))
@@ -312,8 +319,10 @@ struct Sim<'a> {
     windows: Windows,
     /// The proactive side's actuator state, driven by the production state machine.
     status: ActuatorStatus,
-    /// The one provision under way (proactive).
-    provision: Option<Provision>,
+    /// Provisions under way (proactive): one cloning at most, any number booting.
+    provisions: Vec<Provision>,
+    /// The actuator generation the last plan was made on: a change asks for a fresh plan.
+    planned_on: u64,
     /// The one drain under way (proactive).
     drain: Option<Drain>,
     /// Failures the scenario injects into the next provision attempts.
@@ -333,10 +342,11 @@ struct Sim<'a> {
     last_scale_up: Option<u64>,
 }
 
-/// A provision the world carries out: the VM joins at `ready_at`, its CSI registers at
-/// `registered_at`.
+/// A provision the world carries out: the clone ends (the VM boots) at `booting_at`, the Node
+/// is Ready at `ready_at`, its CSI registers at `registered_at`.
 struct Provision {
     vm: String,
+    booting_at: u64,
     ready_at: u64,
     registered_at: u64,
 }
@@ -375,7 +385,8 @@ pub fn run(scenario: &Scenario, state: ClusterState, config: &Config, policy: Po
         },
         windows: Windows::default(),
         status: ActuatorStatus::default(),
-        provision: None,
+        provisions: Vec::new(),
+        planned_on: u64::MAX,
         drain: None,
         faults: Default::default(),
         failures_caused: 0,
@@ -431,12 +442,15 @@ pub fn run(scenario: &Scenario, state: ClusterState, config: &Config, policy: Po
         // The scheduler runs first: kproximate reacts to pods it could not place, and
         // headroom's projection sees new claims pending either way.
         changed |= sim.schedule(t);
-        if t % TICK == 0 || (created && policy == Policy::Proactive) {
+        // headroom plans again whenever its actuator's state changed (a VM joining, a failure),
+        // as the planning loop does; kproximate polls.
+        let replan = policy == Policy::Proactive && (created || sim.status.generation != sim.planned_on);
+        if t % TICK == 0 || replan {
             sim.autoscale(t, scenario);
         }
         sim.check_stranded(t);
         let busy = !sim.booting.is_empty()
-            || sim.provision.is_some()
+            || !sim.provisions.is_empty()
             || sim.drain.is_some()
             || sim.status.retry_at.is_some()
             || sim.waiting.keys().any(|id| !sim.stuck.contains(id));
@@ -725,6 +739,7 @@ impl Sim<'_> {
             self.start_drain(t, scenario, &node, &reason);
         }
         self.start_next(t, scenario);
+        self.planned_on = self.status.generation;
     }
 
     fn violation(&mut self, t: u64, what: String) {
@@ -757,17 +772,23 @@ impl Sim<'_> {
             *free -= memory;
         }
         let reason = self.status.intents[index].reason.clone();
-        let (name, boot, how) = match self.spares.pop() {
-            Some(spare) => (spare, scenario.cold_spare_boot_time, "cold spare started"),
-            None => (self.free_name(), scenario.vm_boot_time, "cloned"),
+        let (name, boot, clone, how) = match self.spares.pop() {
+            Some(spare) => (spare, scenario.cold_spare_boot_time, 0, "cold spare started"),
+            None => {
+                let clone = scenario.clone_time.0.min(scenario.vm_boot_time.0).as_secs();
+                (self.free_name(), scenario.vm_boot_time, clone, "cloned")
+            }
         };
         self.status.progress(index, Phase::Starting, Some(&name), at(t));
         let ready_at = t + boot.0.as_secs();
-        self.provision = Some(Provision {
+        self.provisions.push(Provision {
             vm: name.clone(),
+            booting_at: t + clone,
             ready_at,
             registered_at: ready_at + scenario.csi_registration_delay.0.as_secs(),
         });
+        // A started spare boots at once: it is joining from now on.
+        self.progress(t);
         self.report.scale_ups += 1;
         self.last_scale_up = Some(t);
         self.report
@@ -788,40 +809,42 @@ impl Sim<'_> {
                 !self.state.nodes.contains_key(n)
                     && !self.spares.contains(n)
                     && !self.booting.iter().any(|(_, b)| b == n)
-                    && self.provision.as_ref().is_none_or(|p| &p.vm != n)
+                    && !self.provisions.iter().any(|p| &p.vm == n)
             })
             .expect("unbounded")
     }
 
-    /// The provision and the drain under way move on; true when the cluster changed.
+    /// The provisions and the drain under way move on; true when the cluster changed.
     fn progress(&mut self, t: u64) -> bool {
         let mut changed = false;
-        if let Some(p) = &self.provision {
-            let (vm, ready_at, registered_at) = (p.vm.clone(), p.ready_at, p.registered_at);
+        let due: Vec<(String, u64, u64, u64)> = self
+            .provisions
+            .iter()
+            .map(|p| (p.vm.clone(), p.booting_at, p.ready_at, p.registered_at))
+            .collect();
+        for (vm, booting_at, ready_at, registered_at) in due {
+            let intent = |s: &ActuatorStatus| {
+                s.intents
+                    .iter()
+                    .position(|i| i.vm.as_deref() == Some(vm.as_str()))
+            };
+            if t >= booting_at
+                && let Some(i) = intent(&self.status)
+                && self.status.intents[i].phase != Phase::Joining
+            {
+                self.status.progress(i, Phase::Joining, None, at(t));
+            }
             if t >= ready_at && !self.state.nodes.contains_key(&vm) {
                 self.join(&vm, None);
-                if let Some(i) = self
-                    .status
-                    .intents
-                    .iter()
-                    .position(|i| i.vm.as_deref() == Some(&vm))
-                {
-                    self.status.progress(i, Phase::Joining, None, at(t));
-                }
                 self.report.timeline.push((t, format!("{vm} Ready")));
                 changed = true;
             }
             if t >= registered_at {
                 self.join(&vm, Some(self.hard_cap()));
-                if let Some(i) = self
-                    .status
-                    .intents
-                    .iter()
-                    .position(|i| i.vm.as_deref() == Some(&vm))
-                {
+                if let Some(i) = intent(&self.status) {
                     self.status.joined(i, &vm, format!("added worker {vm}"), at(t));
                 }
-                self.provision = None;
+                self.provisions.retain(|p| p.vm != vm);
                 self.report
                     .timeline
                     .push((t, format!("{vm}: block driver registered")));
@@ -980,14 +1003,11 @@ impl Sim<'_> {
             demand_at_scale_down: self.status.demand_at_scale_down,
             ..Default::default()
         };
-        if let Some(p) = &self.provision {
-            status.resume(
-                std::slice::from_ref(&p.vm),
-                VmCapacity::from_config(self.config),
-                at(t),
-            );
-            if self.state.nodes.contains_key(&p.vm) {
-                status.progress(0, Phase::Joining, None, at(t));
+        let in_flight: Vec<String> = self.provisions.iter().map(|p| p.vm.clone()).collect();
+        status.resume(&in_flight, VmCapacity::from_config(self.config), at(t));
+        for (i, p) in self.provisions.iter().enumerate() {
+            if t >= p.booting_at {
+                status.progress(i, Phase::Joining, None, at(t));
             }
         }
         // A drain dies with the process: the node is uncordoned, what moved stays moved.

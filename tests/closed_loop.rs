@@ -166,6 +166,7 @@ fn run(case: &Case) -> Report {
         config: None,
         duration: secs(4 * 3600),
         vm_boot_time: secs(case.boot),
+        clone_time: secs(case.boot / 3),
         cold_spare_boot_time: secs(case.boot / 2),
         csi_registration_delay: secs(case.csi_delay),
         drain_time: secs(case.drain),

@@ -207,11 +207,15 @@ impl ActuatorStatus {
         }
     }
 
-    /// The queued intent to start now, if one may: a plan on the current state was taken,
-    /// nothing else is being provisioned, and no backoff is pending.
+    /// The queued intent to start now, if one may: a plan on the current state was taken, no
+    /// other VM is being cloned or started (one clone at a time; VMs already joining do not
+    /// hold it), and no backoff is pending.
     pub fn next_to_start(&self, now: Timestamp) -> Option<usize> {
         if !self.confirmed
-            || self.intents.iter().any(|i| i.phase != Phase::Queued)
+            || self
+                .intents
+                .iter()
+                .any(|i| matches!(i.phase, Phase::Cloning | Phase::Starting))
             || self.retry_at.is_some_and(|at| at > now)
         {
             return None;
@@ -225,8 +229,9 @@ impl ActuatorStatus {
         self.bump();
     }
 
-    /// Intent `index` moved on (its VM chosen, cloning, starting, joining). Our own progress
-    /// needs no new plan, but others must see it.
+    /// Intent `index` moved on (its VM chosen, cloning, starting, joining). Others must see
+    /// it; our own progress needs no new plan, except that a VM left to join frees the way for
+    /// the next queued one, which starts only once a plan made on this state still wants it.
     pub fn progress(&mut self, index: usize, phase: Phase, vm: Option<&str>, now: Timestamp) {
         if let Some(intent) = self.intents.get_mut(index) {
             if intent.phase == Phase::Queued {
@@ -238,7 +243,7 @@ impl ActuatorStatus {
             }
         }
         self.bump();
-        self.confirmed = true;
+        self.confirmed = phase != Phase::Joining;
     }
 
     /// Intent `index` ended in a registered worker `vm`.
@@ -492,6 +497,24 @@ mod tests {
         };
         assert_eq!(s.accept(&nothing, VM, T0, false), Accepted::Nothing);
         assert_eq!(s.next_to_start(T0), Some(0), "still wanted: it starts");
+    }
+
+    #[test]
+    fn the_next_clone_starts_while_the_previous_vm_joins_once_a_fresh_plan_wants_it() {
+        let mut s = ActuatorStatus::default();
+        s.accept(&up(0, 2), VM, T0, false);
+        s.progress(0, Phase::Cloning, None, T0);
+        s.progress(0, Phase::Starting, Some("k8s-node7"), T0);
+        assert_eq!(s.next_to_start(T0), None, "one clone at a time");
+        s.progress(0, Phase::Joining, None, T0);
+        assert_eq!(s.next_to_start(T0), None, "a plan made now must still want it");
+        let nothing = Planned {
+            basis: s.generation,
+            plan: Plan::Nothing,
+        };
+        s.accept(&nothing, VM, T0, false);
+        assert_eq!(s.next_to_start(T0), Some(1), "cloned while k8s-node7 joins");
+        assert_eq!(s.incoming_vms(), 2);
     }
 
     #[test]
