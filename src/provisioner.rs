@@ -22,7 +22,7 @@ use crate::{
     clock::Clock,
     config::{Proxmox, ScaleDownAction},
     decide::{
-        actuation::{Accepted, ActuatorStatus, FailureReason, Intent, OutcomeKind, Phase},
+        actuation::{Accepted, ActuatorStatus, FailureReason, OutcomeKind, Phase},
         planner::Plan,
         projection::{VmCapacity, Windows},
         tick::{self, TickInput},
@@ -327,7 +327,7 @@ impl Actuator {
         if self.status.intents.iter().any(|i| i.phase != Phase::Queued) {
             return Ok(self.status.incoming_vms());
         }
-        let in_flight = self.in_flight(&pve).await?;
+        let in_flight = in_flight(&pve, self.proxmox(), vms).await?;
         if in_flight.is_empty() {
             return Ok(self.status.incoming_vms());
         }
@@ -383,10 +383,6 @@ impl Actuator {
                 kind: "provisioned".into(),
             })
             .set(memory);
-    }
-
-    async fn in_flight(&self, pve: &PveClient) -> Result<Vec<Vm>, ProvisionError> {
-        in_flight(pve, self.proxmox()).await
     }
 
     /// Starts queued intent `index`: clone (or start a spare), configure, start. The join is
@@ -503,8 +499,8 @@ impl Actuator {
                 .host_fits(&pve, &spare.node, vm_memory(self.proxmox()), None)
                 .await
             {
-                Ok(None) => {}
-                Ok(Some(why)) => {
+                Ok(Ok(_free)) => {}
+                Ok(Err(why)) => {
                     refused.push(format!("cold spare {}: {why}", spare.name));
                     continue;
                 }
@@ -536,19 +532,19 @@ impl Actuator {
         Ok(vm)
     }
 
-    /// Why `host` cannot run a VM of `memory` bytes (and, for a clone, store its disk on
-    /// `storage`), or `None` when it can.
+    /// Whether `host` can run a VM of `memory` bytes (and, for a clone, store its disk on
+    /// `storage`): its free memory when it can, why not when it cannot.
     async fn host_fits(
         &self,
         pve: &PveClient,
         host: &str,
         memory: i64,
         storage: Option<&str>,
-    ) -> Result<Option<String>, ProvisionError> {
+    ) -> Result<Result<i64, String>, ProvisionError> {
         let need = memory + self.proxmox().host_memory_reserve_mi_b as i64 * 1024 * 1024;
         let free = inventory::host_free_memory(pve, host).await?;
         if free < need {
-            return Ok(Some(format!(
+            return Ok(Err(format!(
                 "{host}: {} MiB free, need {} MiB",
                 free >> 20,
                 need >> 20
@@ -557,9 +553,9 @@ impl Actuator {
         if let Some(storage) = storage
             && inventory::storage_available(pve, host, storage).await? <= 0
         {
-            return Ok(Some(format!("{host}: storage {storage} is full")));
+            return Ok(Err(format!("{host}: storage {storage} is full")));
         }
-        Ok(None)
+        Ok(Ok(free))
     }
 
     /// Picks host, VMID and name and full-clones the template; returns the new (stopped) VM.
@@ -582,14 +578,16 @@ impl Actuator {
                 refused.push(format!("{}: a clone is in flight", host.name));
                 continue;
             }
-            if let Some(why) = self
+            let free = match self
                 .host_fits(pve, &host.name, vm_memory(p), Some(&host.storage))
                 .await?
             {
-                refused.push(why);
-                continue;
-            }
-            let free = inventory::host_free_memory(pve, &host.name).await?;
+                Ok(free) => free,
+                Err(why) => {
+                    refused.push(why);
+                    continue;
+                }
+            };
             if best.is_none_or(|(_, f)| free > f) {
                 best = Some((host, free));
             }
@@ -993,12 +991,13 @@ fn tags(configured: &[String], ours: &[&str]) -> String {
     all.join(";")
 }
 
-/// VMs headroom started provisioning and has not finished: tagged, or (killed between clone
-/// and configure) untagged but carrying headroom's description in its VMID range.
-pub async fn in_flight(pve: &PveClient, p: &Proxmox) -> Result<Vec<Vm>, ProvisionError> {
+/// Of `vms` (as `/cluster/resources` showed them), those headroom started provisioning and has
+/// not finished: tagged, or (killed between clone and configure) untagged but carrying
+/// headroom's description in its VMID range.
+pub async fn in_flight(pve: &PveClient, p: &Proxmox, vms: Vec<Vm>) -> Result<Vec<Vm>, ProvisionError> {
     let [lo, hi] = p.vm.vmid_range;
     let mut out = Vec::new();
-    for vm in inventory::vms(pve).await? {
+    for vm in vms {
         if vm.template || vm.has_tag(TAG_FAILED) {
             continue;
         }
@@ -1084,20 +1083,10 @@ pub fn resumed_status(
     in_flight: &[Vm],
     now: crate::decide::time::Timestamp,
 ) -> ActuatorStatus {
-    let capacity = VmCapacity::from_config(config);
-    ActuatorStatus {
-        intents: in_flight
-            .iter()
-            .map(|vm| Intent {
-                vm: Some(vm.name.clone()),
-                phase: Phase::Starting,
-                capacity,
-                reason: "resumed after a restart".into(),
-                since: now,
-            })
-            .collect(),
-        ..Default::default()
-    }
+    let names: Vec<String> = in_flight.iter().map(|v| v.name.clone()).collect();
+    let mut status = ActuatorStatus::default();
+    status.resume(&names, VmCapacity::from_config(config), now);
+    status
 }
 
 /// What `status` shows from Proxmox: provisions in flight and ghost disks per node.
@@ -1108,7 +1097,7 @@ pub async fn observe(
     let pve = client(p)?;
     let vms = inventory::vms(&pve).await?;
     let ghosts = inventory::ghost_disks(&pve, &vms, attached).await?;
-    Ok((in_flight(&pve, p).await?, ghosts))
+    Ok((in_flight(&pve, p, vms).await?, ghosts))
 }
 
 /// Where the plan loop keeps its windows: the store, and whether this replica may write it.

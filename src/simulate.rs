@@ -339,7 +339,6 @@ struct Sim<'a> {
     last_demand_at: Option<u64>,
     /// When each removal started.
     removals: Vec<u64>,
-    last_scale_up: Option<u64>,
 }
 
 /// A provision the world carries out: the clone ends (the VM boots) at `booting_at`, the Node
@@ -398,7 +397,6 @@ pub fn run(scenario: &Scenario, state: ClusterState, config: &Config, policy: Po
         evicted: BTreeMap::new(),
         last_demand_at: None,
         removals: Vec::new(),
-        last_scale_up: None,
     };
     let end = scenario.duration.0.as_secs();
     let mut creations: Vec<(u64, &CreatePods, u32)> = Vec::new();
@@ -652,7 +650,6 @@ impl Sim<'_> {
                 .timeline
                 .push((t, format!("scale-up: {name} cloned ({why})")));
         }
-        self.last_scale_up = Some(t);
     }
 
     fn autoscale(&mut self, t: u64, scenario: &Scenario) {
@@ -790,7 +787,6 @@ impl Sim<'_> {
         // A started spare boots at once: it is joining from now on.
         self.progress(t);
         self.report.scale_ups += 1;
-        self.last_scale_up = Some(t);
         self.report
             .timeline
             .push((t, format!("scale-up: {name} {how} ({reason})")));
@@ -967,15 +963,9 @@ impl Sim<'_> {
         if self.policy != Policy::Proactive {
             return;
         }
-        let placed: Vec<(String, String)> = self
-            .evicted
-            .keys()
-            .filter(|id| !self.waiting.contains_key(*id))
-            .cloned()
-            .collect();
-        for id in placed {
-            self.evicted.remove(&id);
-        }
+        // Placed again: no longer waiting.
+        let waiting = &self.waiting;
+        self.evicted.retain(|id, _| waiting.contains_key(id));
         let stranded: Vec<((String, String), (u64, String))> = self
             .evicted
             .iter()

@@ -5,7 +5,10 @@
 //! removal is simulated first and refused when the smaller cluster would fire a trigger, push
 //! a node past its soft cap or memory threshold, or strand a pod.
 
-use std::time::Duration;
+use std::{
+    collections::{BTreeSet, HashMap},
+    time::Duration,
+};
 
 use serde::Serialize;
 
@@ -103,11 +106,12 @@ fn first_fit(mut needs: Vec<Fit>, bins: &mut Vec<Fit>, new: Option<Fit>) -> Opti
     Some(opened)
 }
 
-fn pod_fit(view: &ClusterView, pod: &PodInfo) -> Fit {
+/// What `pod` asks of a node, its block volumes being `keys`.
+fn pod_fit(pod: &PodInfo, keys: &BTreeSet<String>) -> Fit {
     Fit {
         memory: pod.memory_request,
         cpu: pod.cpu_request_millis,
-        slots: pod_block_keys(view, pod).len() as i64,
+        slots: keys.len() as i64,
     }
 }
 
@@ -173,7 +177,7 @@ pub fn size(
         if view.schedulable().any(|n| takes_it(&n)) {
             continue;
         }
-        let need = pod_fit(view, pod);
+        let need = pod_fit(pod, &keys);
         if shape.holds(&need) {
             unfit.push(need);
         } else {
@@ -359,10 +363,20 @@ struct Removable {
 fn removable_node(input: &PlanInput<'_>) -> Result<Removable, Refusals> {
     let p = input.placement;
     let config = input.config;
-    let mut replicas: std::collections::HashMap<u64, usize> = Default::default();
-    for pod in input.state.pods.values().filter(|p| !p.terminal && p.owner != 0) {
-        *replicas.entry(pod.owner).or_default() += 1;
+    // One pass over the pods: replicas per controller, and what a drain would evict per node.
+    let mut replicas: HashMap<u64, usize> = HashMap::new();
+    let mut evicted: HashMap<&str, Vec<&PodInfo>> = HashMap::new();
+    for pod in input.state.pods.values().filter(|p| !p.terminal) {
+        if pod.owner != 0 {
+            *replicas.entry(pod.owner).or_default() += 1;
+        }
+        if let Some(node) = pod.node_name.as_deref()
+            && pod.controller.evicted_by_drain()
+        {
+            evicted.entry(node).or_default().push(pod);
+        }
     }
+    let before = Totals::of(input.view);
     // Others may fill up to the scale-up threshold, not past it (that would flap).
     let memory_ceiling = config.triggers.memory_request_ratio.map_or(1.0, |t| t.above);
     let mut candidates: Vec<&NodeUsage> = input
@@ -374,14 +388,7 @@ fn removable_node(input: &PlanInput<'_>) -> Result<Removable, Refusals> {
     let mut refusals = Vec::new();
     for candidate in candidates {
         let name = candidate.name.as_str();
-        let pods: Vec<&PodInfo> = input
-            .state
-            .pods
-            .values()
-            .filter(|pod| {
-                !pod.terminal && pod.node_name.as_deref() == Some(name) && pod.controller.evicted_by_drain()
-            })
-            .collect();
+        let pods: &[&PodInfo] = evicted.get(name).map_or(&[], Vec::as_slice);
         if let Some(why) = pods.iter().find_map(|pod| immovable(input.state, pod, name)) {
             refusals.push(format!("{name}: {why}"));
             continue;
@@ -408,7 +415,10 @@ fn removable_node(input: &PlanInput<'_>) -> Result<Removable, Refusals> {
                 slots: p.free_slots(n),
             })
             .collect();
-        let needs: Vec<Fit> = pods.iter().map(|pod| pod_fit(input.view, pod)).collect();
+        let needs: Vec<Fit> = pods
+            .iter()
+            .map(|pod| pod_fit(pod, &pod_block_keys(input.view, pod)))
+            .collect();
         let moved_slots: i64 = needs.iter().map(|n| n.slots).sum();
         if others.is_empty() || first_fit(needs, &mut rooms, None).is_none() {
             refusals.push(format!(
@@ -419,7 +429,6 @@ fn removable_node(input: &PlanInput<'_>) -> Result<Removable, Refusals> {
             continue;
         }
         // The cluster without it: its room and memory gone, its volumes on the others.
-        let before = Totals::of(input.view);
         let fullest_after = others
             .iter()
             .zip(&rooms)

@@ -215,10 +215,29 @@ struct Evaluator<'a> {
 }
 
 impl Evaluator<'_> {
+    /// A trigger or signal: held since it started to hold.
     fn check(&mut self, name: &'static str, holds: bool, r#for: Period, reason: String) -> Check {
+        self.check_from(name, holds, r#for, reason, None)
+    }
+
+    /// A scale-down condition: held since it started to hold, and no earlier than the last
+    /// removal.
+    fn check_scale_down(&mut self, name: &'static str, holds: bool, r#for: Period, reason: String) -> Check {
+        let from = self.scale_down_from;
+        self.check_from(name, holds, r#for, reason, from)
+    }
+
+    fn check_from(
+        &mut self,
+        name: &'static str,
+        holds: bool,
+        r#for: Period,
+        reason: String,
+        not_before: Option<Timestamp>,
+    ) -> Check {
         let since = self.windows.observe(name, holds, self.now);
-        let since = match (since, self.scale_down_from) {
-            (Some(s), Some(from)) if name.starts_with("scaleDown.") => Some(s.max(from)),
+        let since = match (since, not_before) {
+            (Some(s), Some(from)) => Some(s.max(from)),
             (s, _) => s,
         };
         let held = since.map(|s| self.now.since(s));
@@ -324,7 +343,7 @@ pub fn evaluate(
     let sd = &config.scale_down;
     let mut scale_down = Vec::new();
     if let Some(c) = sd.max_node_block_volumes {
-        scale_down.push(ev.check(
+        scale_down.push(ev.check_scale_down(
             "scaleDown.maxNodeBlockVolumes",
             p.max_node_block_volumes <= c.at_most,
             sd.r#for,
@@ -335,7 +354,7 @@ pub fn evaluate(
         ));
     }
     if let Some(c) = sd.memory_request_ratio {
-        scale_down.push(ev.check(
+        scale_down.push(ev.check_scale_down(
             "scaleDown.memoryRequestRatio",
             p.memory_request_ratio < c.below,
             sd.r#for,
@@ -347,7 +366,7 @@ pub fn evaluate(
         ));
     }
     if let Some(c) = sd.memory_limit_ratio {
-        scale_down.push(ev.check(
+        scale_down.push(ev.check_scale_down(
             "scaleDown.memoryLimitRatio",
             p.memory_limit_ratio < c.below,
             sd.r#for,
