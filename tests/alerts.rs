@@ -154,10 +154,7 @@ async fn a_real_prometheus_scraping_headroom_sees_the_denial_alert_go_pending() 
 
     // Every metric the rules name is exported (ghost disks need Proxmox: the provisioner tests
     // assert `headroom_ghost_disks{node=…}` there).
-    let metrics = reqwest::get(format!("http://127.0.0.1:{admin}/metrics"))
-        .await
-        .unwrap()
-        .text()
+    let metrics = support::get_text(&format!("http://127.0.0.1:{admin}/metrics"))
         .await
         .unwrap();
     // … and every metric the Grafana dashboard queries.

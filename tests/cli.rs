@@ -316,10 +316,7 @@ async fn serve_on_the_seed_snapshot_answers_over_tls_and_stops_on_sigterm() {
         .await
         .unwrap();
     assert_eq!(ready.status(), 200);
-    let metrics = reqwest::get(format!("http://127.0.0.1:{admin}/metrics"))
-        .await
-        .unwrap()
-        .text()
+    let metrics = support::get_text(&format!("http://127.0.0.1:{admin}/metrics"))
         .await
         .unwrap();
     assert!(metrics.contains("headroom_admission_requests_total{kind=\"Pod\",operation=\"CREATE\",verdict=\"allow\",reason=\"patched\"} 1"), "{metrics}");
@@ -327,10 +324,7 @@ async fn serve_on_the_seed_snapshot_answers_over_tls_and_stops_on_sigterm() {
     // The planning loop publishes the cluster gauges on each evaluation.
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
     let metrics = loop {
-        let text = reqwest::get(format!("http://127.0.0.1:{admin}/metrics"))
-            .await
-            .unwrap()
-            .text()
+        let text = support::get_text(&format!("http://127.0.0.1:{admin}/metrics"))
             .await
             .unwrap();
         if text.contains("headroom_node_block_volumes{") {
@@ -486,10 +480,7 @@ async fn readyz_turns_200_only_with_the_first_ticks_gauges_published() {
         assert!(tokio::time::Instant::now() < deadline, "never ready");
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
-    let metrics = reqwest::get(format!("http://127.0.0.1:{admin}/metrics"))
-        .await
-        .unwrap()
-        .text()
+    let metrics = support::get_text(&format!("http://127.0.0.1:{admin}/metrics"))
         .await
         .unwrap();
     assert!(

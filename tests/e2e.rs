@@ -61,10 +61,9 @@ fn serve(api: &ApiServer, config: &Path, dir: &Path) -> (tokio::process::Child, 
 
 /// The admin port's /metrics text (empty while it is not up).
 async fn metrics(admin: &str) -> String {
-    match reqwest::get(format!("http://{admin}/metrics")).await {
-        Ok(r) => r.text().await.unwrap_or_default(),
-        Err(_) => String::new(),
-    }
+    get_text(&format!("http://{admin}/metrics"))
+        .await
+        .unwrap_or_default()
 }
 
 #[tokio::test]

@@ -1,18 +1,12 @@
-//! The planning loop: admitted demand that crosses a trigger becomes a plan at once, and
-//! admissions do not re-plan more often than every 250 ms. On a paused clock.
+//! The planning loop: a review alone plans nothing, a watched claim that crosses a trigger
+//! becomes a plan at once; a pod no worker can hold is told once; `status` and `serve` plan the
+//! same on the same inputs. On a paused clock where time matters.
 
 mod support;
 
 use std::time::Duration;
 
-use headroom::{
-    clock::Clock,
-    config::Config,
-    decide::{planner::Plan, projection::Windows, time::Timestamp},
-    index::Object,
-    model::ClaimInfo,
-    provisioner::{self, Planned},
-};
+use headroom::{config::Config, decide::planner::Plan, index::Object, model::ClaimInfo};
 use support::{app::Harness, *};
 use tokio::time::Instant;
 
@@ -28,16 +22,7 @@ fn pvc_review(name: &str) -> serde_json::Value {
 async fn fake_reviews_plan_nothing_and_a_watched_claim_is_planned_at_once() {
     // Two workers at 22 of 24: 4 free slots, and freeBlockSlots fires below 4.
     let harness = Harness::new(cluster(&[22, 22]), Config::default());
-    let (tx, mut plans) = tokio::sync::watch::channel(Planned::default());
-    tokio::spawn(provisioner::plan_loop(
-        harness.app.clone(),
-        harness.app.actuator.clone(),
-        tx,
-        Windows::default(),
-        Clock::starting_at(Timestamp(1_780_000_000_000)),
-        Duration::from_secs(10),
-        None,
-    ));
+    let (_loop, mut plans) = harness.plan_loop(Duration::from_secs(10));
     // The first tick runs at once (its gauges make /readyz 200): nothing to do yet.
     plans.changed().await.unwrap();
     assert_eq!(
@@ -82,16 +67,7 @@ async fn a_pod_no_worker_can_hold_is_told_once_and_never_cloned_for() {
     let mut items = cluster(&[2, 2]);
     items.push(pod("ai", "llama-70b", None, &[], "48Gi"));
     let mut harness = Harness::new(items, Config::default());
-    let (tx, mut plans) = tokio::sync::watch::channel(Planned::default());
-    tokio::spawn(provisioner::plan_loop(
-        harness.app.clone(),
-        harness.app.actuator.clone(),
-        tx,
-        Windows::default(),
-        Clock::starting_at(Timestamp(1_780_000_000_000)),
-        Duration::from_secs(10),
-        None,
-    ));
+    let (_loop, mut plans) = harness.plan_loop(Duration::from_secs(10));
     for _ in 0..3 {
         plans.changed().await.unwrap();
         let planned = plans.borrow_and_update().clone();
@@ -132,16 +108,7 @@ fn status_plan(items: &[serde_json::Value], config: &str) -> serde_json::Value {
 /// What `serve`'s planning loop plans first on the same inputs.
 async fn serve_plan(items: &[serde_json::Value], config: &str) -> serde_json::Value {
     let harness = Harness::new(items.to_vec(), Config::parse("config.yaml", config).unwrap());
-    let (tx, mut plans) = tokio::sync::watch::channel(Planned::default());
-    let task = tokio::spawn(provisioner::plan_loop(
-        harness.app.clone(),
-        harness.app.actuator.clone(),
-        tx,
-        Windows::default(),
-        Clock::starting_at(Timestamp(1_780_000_000_000)),
-        Duration::from_millis(10),
-        None,
-    ));
+    let (task, mut plans) = harness.plan_loop(Duration::from_millis(10));
     plans.changed().await.unwrap();
     let plan = plans.borrow_and_update().plan.clone();
     task.abort();

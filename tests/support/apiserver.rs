@@ -501,16 +501,17 @@ impl ApiServer {
         self.store.lock().unwrap().place_evicted = true;
     }
 
+    /// `f` of the objects of `kind` (key → object), under the store's lock.
+    fn collection<T>(&self, kind: &str, f: impl FnOnce(Option<&BTreeMap<String, Value>>) -> T) -> T {
+        let (_, path, _, _) = collection_of(kind);
+        f(self.store.lock().unwrap().objects.get(path))
+    }
+
     /// Every object of `kind`.
     pub fn all(&self, kind: &str) -> Vec<Value> {
-        let (_, path, _, _) = collection_of(kind);
-        self.store
-            .lock()
-            .unwrap()
-            .objects
-            .get(path)
-            .map(|m| m.values().cloned().collect())
-            .unwrap_or_default()
+        self.collection(kind, |m| {
+            m.map(|m| m.values().cloned().collect()).unwrap_or_default()
+        })
     }
 
     fn place_again(&self, pod: &Value) {
@@ -568,13 +569,7 @@ impl ApiServer {
 
     /// The current object of `kind` named `key` (`namespace/name`, or `/name` when cluster-scoped).
     pub fn get(&self, kind: &str, key: &str) -> Option<Value> {
-        let (_, path, _, _) = collection_of(kind);
-        self.store
-            .lock()
-            .unwrap()
-            .objects
-            .get(path)
-            .and_then(|m| m.get(key).cloned())
+        self.collection(kind, |m| m.and_then(|m| m.get(key).cloned()))
     }
 }
 

@@ -4,10 +4,16 @@ use std::sync::Arc;
 
 use axum::{body::Body, http::Request};
 use headroom::{
+    clock::Clock,
     config::Config,
-    decide::actuation::ActuatorStatus,
+    decide::{
+        actuation::{ActuatorStatus, Planned},
+        projection::Windows,
+        time::Timestamp,
+    },
     events::{EventSink, PlannedEvent},
     index::SharedIndex,
+    provisioner,
     read_model::ReadModel,
     server,
 };
@@ -63,6 +69,25 @@ impl Harness {
         let (status, answer) = self.post(path, body.to_string(), "application/json").await;
         assert_eq!(status, 200, "{path}: {answer}");
         answer
+    }
+
+    /// Runs the planning loop (serve's, every `every`) on this headroom, its clock at a fixed
+    /// moment, nothing persisted; returns the task and where its plans arrive.
+    pub fn plan_loop(
+        &self,
+        every: std::time::Duration,
+    ) -> (tokio::task::JoinHandle<()>, watch::Receiver<Planned>) {
+        let (tx, plans) = watch::channel(Planned::default());
+        let task = tokio::spawn(provisioner::plan_loop(
+            self.app.clone(),
+            self.app.actuator.clone(),
+            tx,
+            Windows::default(),
+            Clock::starting_at(Timestamp(1_780_000_000_000)),
+            every,
+            None,
+        ));
+        (task, plans)
     }
 
     pub fn event(&mut self) -> Option<PlannedEvent> {

@@ -215,3 +215,8 @@ pub fn kubelets(
         }
     })
 }
+
+/// The body of a GET of `url` (plain HTTP: the admin port, Prometheus).
+pub async fn get_text(url: &str) -> reqwest::Result<String> {
+    reqwest::get(url).await?.text().await
+}
