@@ -110,10 +110,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Status { source, output } => {
-            let (index, watches) = headroom::serve::load_index(&source).await?;
-            if let Some(w) = watches {
+            let loaded = headroom::serve::load_index(&source).await?;
+            if let Some(w) = &loaded.watches {
                 w.abort();
             }
+            let index = loaded.index;
             // Proxmox is read without holding the index: only the attachment facts are taken.
             let observed = match &config.proxmox {
                 Some(p) => {
@@ -137,7 +138,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             let clock = headroom::clock::Clock::system();
             let mut actuator = headroom::provisioner::resumed_status(&config, &in_flight, clock.now());
             // The windows and scale times serve persisted: the same inputs as its next tick.
-            let record = headroom::serve::load_durable(&source).await;
+            let record = headroom::serve::load_durable(loaded.client.as_ref()).await;
             record.merge_status(&mut actuator);
             let mut windows = record.windows;
             let mut report = index.with_state(|s, _| {

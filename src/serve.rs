@@ -19,15 +19,26 @@ use crate::{
     source::{file, live},
 };
 
-/// The index from the snapshot file, or from live watches once every kind has listed (the
-/// watch task is returned so the caller decides whether it keeps running).
-pub async fn load_index(source: &SourceArgs) -> anyhow::Result<(SharedIndex, Option<JoinHandle<()>>)> {
+/// A loaded cluster source: the index, and for a live cluster its watches and client.
+pub struct Loaded {
+    pub index: SharedIndex,
+    /// The watch task (the caller decides whether it keeps running).
+    pub watches: Option<JoinHandle<()>>,
+    pub client: Option<kube::Client>,
+}
+
+/// The index from the snapshot file, or from live watches once every kind has listed.
+pub async fn load_index(source: &SourceArgs) -> anyhow::Result<Loaded> {
     if let Some(path) = &source.snapshot {
-        return Ok((SharedIndex::from_state(file::load(path)?), None));
+        return Ok(Loaded {
+            index: SharedIndex::from_state(file::load(path)?),
+            watches: None,
+            client: None,
+        });
     }
     let client = live::client(source.kubeconfig.as_deref()).await?;
     let index = SharedIndex::default();
-    let watches = tokio::spawn(live::watch_all(client, index.clone()));
+    let watches = tokio::spawn(live::watch_all(client.clone(), index.clone()));
     if !index.wait_synced(source.sync_timeout).await {
         watches.abort();
         let missing: Vec<_> = index.unsynced().iter().map(|k| k.as_str()).collect();
@@ -37,27 +48,31 @@ pub async fn load_index(source: &SourceArgs) -> anyhow::Result<(SharedIndex, Opt
             source.sync_timeout
         );
     }
-    Ok((index, Some(watches)))
+    Ok(Loaded {
+        index,
+        watches: Some(watches),
+        client: Some(client),
+    })
 }
 
-/// The windows and scale times the lease holder recorded (none for a snapshot, or when they
-/// cannot be read: then every window counts from now, as the warning says).
-pub async fn load_durable(source: &SourceArgs) -> Durable {
-    if source.snapshot.is_some() {
+/// The namespace headroom runs in (`$POD_NAMESPACE`): its Lease and its windows live there.
+fn own_namespace() -> String {
+    std::env::var("POD_NAMESPACE").unwrap_or_else(|_| "headroom-system".into())
+}
+
+/// The windows and scale times the lease holder recorded: none without a live cluster, or
+/// when they cannot be read (then every window counts from now, as the warning says).
+pub async fn load_durable(client: Option<&kube::Client>) -> Durable {
+    let Some(client) = client else {
         return Durable::default();
-    }
-    let namespace = std::env::var("POD_NAMESPACE").unwrap_or_else(|_| "headroom-system".into());
-    let loaded = match live::client(source.kubeconfig.as_deref()).await {
-        Ok(client) => durable::Store::new(client, &namespace)
-            .load()
-            .await
-            .map_err(anyhow::Error::from),
-        Err(e) => Err(anyhow::Error::from(e)),
     };
-    loaded.unwrap_or_else(|error| {
-        tracing::warn!(%error, "reading the persisted windows failed; counting them from now");
-        Durable::default()
-    })
+    durable::Store::new(client.clone(), &own_namespace())
+        .load()
+        .await
+        .unwrap_or_else(|error| {
+            tracing::warn!(%error, "reading the persisted windows failed; counting them from now");
+            Durable::default()
+        })
 }
 
 pub async fn run(config: Config, args: ServeArgs) -> anyhow::Result<()> {
@@ -113,15 +128,9 @@ pub async fn run(config: Config, args: ServeArgs) -> anyhow::Result<()> {
     let (events, event_rx) = EventSink::new();
     // Windows and scale times as the last process left them: a restart does not start a
     // `for:` window again.
-    let namespace = std::env::var("POD_NAMESPACE").unwrap_or_else(|_| "headroom-system".into());
+    let namespace = own_namespace();
     let store = client.clone().map(|c| durable::Store::new(c, &namespace));
-    let record = match &store {
-        Some(store) => store.load().await.unwrap_or_else(|error| {
-            tracing::warn!(%error, "reading the persisted windows failed; starting them now");
-            Durable::default()
-        }),
-        None => Durable::default(),
-    };
+    let record = load_durable(client.as_ref()).await;
     let mut initial = ActuatorStatus::default();
     record.merge_status(&mut initial);
     // The actuator is the one writer of its status; handlers and the planner read it.
