@@ -69,10 +69,16 @@ pub struct NodeUsage {
 impl NodeUsage {
     /// Block slots left under the soft cap (0 when at or over it, or not block-ready).
     pub fn free_slots(&self) -> i64 {
+        self.slots_left(self.block_volumes)
+    }
+
+    /// Block slots left under the soft cap with `used` volumes held: 0 at or over it, and 0
+    /// while the node is not block-ready (the one rule for every count of free slots).
+    pub fn slots_left(&self, used: i64) -> i64 {
         if !self.block_ready {
             return 0;
         }
-        (self.soft_cap - self.block_volumes).max(0)
+        (self.soft_cap - used).max(0)
     }
 }
 

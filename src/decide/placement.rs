@@ -35,10 +35,7 @@ impl<'a> Placement<'a> {
 
     /// Slots left under the soft cap on `node` (0 at or over it, or not block-ready).
     pub fn free_slots(&self, node: &NodeUsage) -> i64 {
-        if !node.block_ready {
-            return 0;
-        }
-        (node.soft_cap - self.block_volumes(node)).max(0)
+        node.slots_left(self.block_volumes(node))
     }
 
     /// The slots `keys` would take on a node: those not already held there (watched or
