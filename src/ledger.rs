@@ -118,8 +118,9 @@ pub struct BindingLedger {
     bindings: HashMap<NsName, (String, BTreeSet<String>, Instant)>,
     /// Block volume keys of pods seen by filter/prioritize (bind carries only the pod's name).
     demands: HashMap<String, (BTreeSet<String>, Instant)>,
-    /// Nodes the filter passed, by pod UID: bind places a pod only on one of these.
-    passed: HashMap<String, (BTreeSet<String>, Instant)>,
+    /// Nodes the filter passed (as name hashes: 5,000 names per filter call must not mean
+    /// 5,000 allocations), by pod UID: bind places a pod only on one of these.
+    passed: HashMap<String, (Vec<u64>, Instant)>,
     ttl: Duration,
 }
 
@@ -161,15 +162,15 @@ impl BindingLedger {
 
     /// Remembers the nodes the filter passed for a pod (by UID).
     pub fn filtered<'a>(&mut self, uid: &str, nodes: impl Iterator<Item = &'a str>, now: Instant) {
-        let nodes = nodes.map(str::to_owned).collect();
+        let nodes = nodes.map(crate::model::name_hash).collect();
         insert_bounded(&mut self.passed, uid, nodes, now, self.ttl);
     }
 
     /// Whether the filter passed `node` for the pod `uid` within the TTL.
     pub fn passed(&self, uid: &str, node: &str, now: Instant) -> bool {
-        self.passed
-            .get(uid)
-            .is_some_and(|(nodes, at)| now.saturating_duration_since(*at) < self.ttl && nodes.contains(node))
+        self.passed.get(uid).is_some_and(|(nodes, at)| {
+            now.saturating_duration_since(*at) < self.ttl && nodes.contains(&crate::model::name_hash(node))
+        })
     }
 
     /// What a pod needs, as last seen by filter or prioritize.

@@ -430,10 +430,15 @@ impl TryFrom<&Pod> for PodInfo {
     }
 }
 
-/// A stable, non-zero hash of a controller's UID (FNV-1a).
-pub fn owner_hash(uid: &str) -> u64 {
-    let hash = uid.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+/// A stable, non-zero 64-bit hash of a name (FNV-1a): cheap to keep many of.
+pub fn name_hash(name: &str) -> u64 {
+    let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     });
     hash.max(1)
+}
+
+/// A controller's UID as kept on its pods.
+pub fn owner_hash(uid: &str) -> u64 {
+    name_hash(uid)
 }
