@@ -8,8 +8,11 @@ Each run starts a fresh fakepve (a template VM 2000 on pve1) and `headroom serve
 of 2 workers at 22 block volumes each (4 free slots under the soft cap of 24: freeBlockSlots
 `below: 4` does not fire). Once headroom is ready and its start-up reads of Proxmox are done,
 one PVC CREATE AdmissionReview for a new block claim goes to /validate over an open TLS
-connection. Admitting it leaves 3 free slots: the trigger fires on the projection, the planner
-wakes, the actuator reads Proxmox and clones. fakepve stamps every request it receives; printed
+connection that presents the API server's client certificate (`tls.clientCAFile` is set, so the
+review is vouched for: demand at once, as a watched PVC would be within milliseconds; an
+anonymous review is no demand until the watch shows its claim). Admitting it leaves 3 free
+slots: the trigger fires on the projection, the planner wakes, the actuator reads Proxmox and
+clones. fakepve stamps every request it receives; printed
 per run: the admission's round trip, then the first request after it was sent and the clone POST,
 both measured from the moment before the admission was sent. The default plan interval (10 s)
 stays: only the admission can make the call come sooner.
@@ -82,7 +85,8 @@ async def one_run(tmp, review):
     open(config, "w").write(
         f"proxmox:\n  url: {pve.url}\n  tokenFile: {token}\n  caFile: {certfile}\n"
         "  hosts: [{name: pve1, template: 2000, storage: local-lvm}]\n"
-        "  vm: {memoryMiB: 2048}\n  hostMemoryReserveMiB: 512\n")
+        "  vm: {memoryMiB: 2048}\n  hostMemoryReserveMiB: 512\n"
+        f"tls:\n  clientCAFile: {os.path.join(tmp, 'certs', 'ca.crt')}\n  allowedClientNames: [kube-apiserver]\n")
     listen, admin = free_port(), free_port()
     serve = subprocess.Popen(
         [BIN, "serve", "--snapshot", os.path.join(tmp, "cluster.json"), "--config", config,
@@ -106,6 +110,8 @@ async def one_run(tmp, review):
         await wait_for(lambda: log.at and time.monotonic() - log.at[-1] > 1.0, 30, "start-up reads")
         ctx = ssl.create_default_context(cafile=os.path.join(tmp, "certs", "ca.crt"))
         ctx.check_hostname = False  # the chain is verified; the SANs are the Service's names
+        ctx.load_cert_chain(os.path.join(tmp, "certs", "kube-apiserver.crt"),
+                            os.path.join(tmp, "certs", "kube-apiserver.key"))
         conn = http.client.HTTPSConnection("127.0.0.1", listen, context=ctx, timeout=10)
         conn.connect()
         seen = len(log)
@@ -138,7 +144,7 @@ async def main():
         with tempfile.TemporaryDirectory(prefix="headroom-trigger-") as tmp:
             snapshot(os.path.join(tmp, "cluster.json"))
             subprocess.run([BIN, "certs", "--service", "headroom", "--namespace", "headroom", "--out",
-                            os.path.join(tmp, "certs")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+                            os.path.join(tmp, "certs"), "--client", "kube-apiserver"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
             r = await one_run(tmp, review)
             results.append(r)
             print(f"run {i + 1}: admission answered in {r[0] * 1000:.1f} ms; first Proxmox request "

@@ -1,4 +1,5 @@
-//! `headroom certs`: a CA and a serving certificate for the webhook Service (rcgen).
+//! `headroom certs`: a CA, a serving certificate for the webhook Service, and client
+//! certificates for the callers (the API server, kube-scheduler), with rcgen.
 
 use std::path::{Path, PathBuf};
 
@@ -29,6 +30,29 @@ pub struct Written {
     pub cert: PathBuf,
     pub key: PathBuf,
     pub ca_bundle: String,
+    pub clients: Vec<ClientPair>,
+}
+
+/// A client certificate and its key.
+#[derive(Debug, Clone)]
+pub struct ClientPair {
+    pub name: String,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// The file stem for a client name: `system:kube-scheduler` becomes `system-kube-scheduler`
+/// (a Secret key allows only letters, digits, `-`, `_` and `.`).
+pub fn file_stem(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect()
 }
 
 /// The DNS names the API server may use to reach the Service.
@@ -53,13 +77,15 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Writes `ca.crt`, `tls.crt` and `tls.key` for `names` into `dir` (created if missing).
+/// Writes `ca.crt`, `tls.crt` and `tls.key` for `names` into `dir` (created if missing), and
+/// for each of `clients` a client certificate with that common name, `<stem>.crt` and
+/// `<stem>.key`, issued by the same CA (so `tls.clientCAFile` can be `ca.crt`).
 ///
 /// Each CA gets a subject of its own (a random suffix) and a random serial: during a rotation
 /// a bundle holds the old CA and the new one, and a verifier that picks an issuer by subject
 /// must not pick the wrong one. The leaf names its issuer's key (Authority Key Identifier),
 /// which is what OpenSSL, rustls and Go match on. The key is written 0600, atomically.
-pub fn write(dir: &Path, names: Vec<String>) -> Result<Written, CertsError> {
+pub fn write(dir: &Path, names: Vec<String>, clients: &[String]) -> Result<Written, CertsError> {
     let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
     let id: [u8; 8] = random()?;
     ca_params
@@ -85,12 +111,31 @@ pub fn write(dir: &Path, names: Vec<String>) -> Result<Written, CertsError> {
     let key = KeyPair::generate()?;
     let cert = params.signed_by(&key, &issuer)?;
 
+    let mut pairs = Vec::with_capacity(clients.len());
+    for name in clients {
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params.distinguished_name.push(DnType::CommonName, name.clone());
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.use_authority_key_identifier_extension = true;
+        params.serial_number = Some(rcgen::SerialNumber::from_slice(&random::<16>()?));
+        let key = KeyPair::generate()?;
+        let cert = params.signed_by(&key, &issuer)?;
+        let stem = file_stem(name);
+        pairs.push(ClientPair {
+            name: name.clone(),
+            cert: write_file(dir, &format!("{stem}.crt"), &cert.pem(), 0o644)?,
+            key: write_file(dir, &format!("{stem}.key"), &key.serialize_pem(), 0o600)?,
+        });
+    }
+
     let ca_pem = ca_cert.pem();
     Ok(Written {
         ca: write_file(dir, "ca.crt", &ca_pem, 0o644)?,
         cert: write_file(dir, "tls.crt", &cert.pem(), 0o644)?,
         key: write_file(dir, "tls.key", &key.serialize_pem(), 0o600)?,
         ca_bundle: base64::engine::general_purpose::STANDARD.encode(ca_pem),
+        clients: pairs,
     })
 }
 

@@ -102,7 +102,8 @@ pub struct ServeArgs {
 pub enum Command {
     /// Serve the webhook, the extender and the admin port.
     Serve(ServeArgs),
-    /// Write a CA and a serving certificate for the webhook Service; print the caBundle.
+    /// Write a CA, a serving certificate for the webhook Service and any client certificates;
+    /// print the caBundle.
     Certs {
         #[arg(long, default_value = "headroom")]
         service: String,
@@ -110,6 +111,10 @@ pub enum Command {
         namespace: String,
         #[arg(long)]
         out: PathBuf,
+        /// Also issue a client certificate with this common name (repeatable): the API
+        /// server's and kube-scheduler's, for `tls.clientCAFile` and `tls.allowedClientNames`.
+        #[arg(long = "client", value_name = "NAME")]
+        clients: Vec<String>,
     },
     /// Print the per-node capacity table and the cluster projection, then exit.
     Status {

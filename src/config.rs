@@ -140,6 +140,7 @@ pub struct Config {
     pub signals: Signals,
     pub scale_down: ScaleDown,
     pub admission: Admission,
+    pub tls: Tls,
     /// Absent: dry-run, planned calls are logged and nothing is called.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub proxmox: Option<Proxmox>,
@@ -159,6 +160,7 @@ impl Default for Config {
             signals: Signals::default(),
             scale_down: ScaleDown::default(),
             admission: Admission::default(),
+            tls: Tls::default(),
             proxmox: None,
         }
     }
@@ -180,6 +182,20 @@ impl Default for Admission {
             confirm_within: Period(Duration::from_secs(30)),
         }
     }
+}
+
+/// Who may call the webhook and extender port.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+pub struct Tls {
+    /// A PEM CA bundle. When set, `/mutate`, `/validate` and `/extender/*` require a client
+    /// certificate it issued, carrying one of `allowedClientNames`; the admin port is unaffected.
+    #[serde(rename = "clientCAFile", skip_serializing_if = "Option::is_none")]
+    pub client_ca_file: Option<String>,
+    /// Common names or DNS SANs of the callers: the API server's webhook client certificate
+    /// and kube-scheduler's extender client certificate.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub allowed_client_names: Vec<String>,
 }
 
 /// Scale-up triggers; a trigger set to `null` is disabled.
@@ -475,6 +491,23 @@ impl Config {
         }
         if self.scoring.block_weight + self.scoring.memory_weight == 0 {
             return fail("scoring", "blockWeight and memoryWeight cannot both be 0".into());
+        }
+        match (&self.tls.client_ca_file, self.tls.allowed_client_names.is_empty()) {
+            (Some(_), true) => {
+                return fail(
+                    "tls.allowedClientNames",
+                    "list the client names to allow (the API server's and the scheduler's): \
+                     a CA such as the cluster's also issues every kubelet a certificate"
+                        .into(),
+                );
+            }
+            (None, false) => {
+                return fail(
+                    "tls.clientCAFile",
+                    "allowedClientNames needs the CA that issued those client certificates".into(),
+                );
+            }
+            _ => {}
         }
         if let Some(p) = &self.proxmox {
             if !p.url.starts_with("https://") {

@@ -63,14 +63,25 @@ async fn run(args: Args) -> anyhow::Result<()> {
             service,
             namespace,
             out,
+            clients,
         } => {
-            let written = headroom::certs::write(&out, headroom::certs::service_names(&service, &namespace))?;
+            let names = headroom::certs::service_names(&service, &namespace);
+            let written = headroom::certs::write(&out, names, &clients)?;
             eprintln!(
-                "wrote {}, {} and {}; caBundle:",
+                "wrote {}, {} and {}",
                 written.ca.display(),
                 written.cert.display(),
                 written.key.display()
             );
+            for pair in &written.clients {
+                eprintln!(
+                    "wrote {} and {} (client {:?})",
+                    pair.cert.display(),
+                    pair.key.display(),
+                    pair.name
+                );
+            }
+            eprintln!("caBundle:");
             println!("{}", written.ca_bundle);
             Ok(())
         }

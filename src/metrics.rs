@@ -187,6 +187,70 @@ impl ClusterGauges {
     }
 }
 
+/// The TLS listener's connections: how many are open, and why handshakes or accepts were
+/// refused (a closed set, every value exported from the start).
+#[derive(Debug, Clone, Default)]
+pub struct ConnectionMetrics {
+    open: Gauge,
+    refused: Family<RejectLabels, Counter>,
+}
+
+impl ConnectionMetrics {
+    pub const REFUSALS: [&'static str; 6] = [
+        "limit",
+        "handshake-timeout",
+        "no-certificate",
+        "untrusted-certificate",
+        "name-not-allowed",
+        "handshake",
+    ];
+
+    fn register(&self, r: &mut Registry) {
+        for reason in Self::REFUSALS {
+            self.refused
+                .get_or_create(&RejectLabels {
+                    reason: reason.into(),
+                })
+                .get();
+        }
+        r.register(
+            "connections_open",
+            "Connections the TLS listener holds open",
+            self.open.clone(),
+        );
+        r.register(
+            "connections_refused",
+            "Connections the TLS listener closed before any request, by reason",
+            self.refused.clone(),
+        );
+    }
+
+    /// Counts a refusal; `reason` is one of `REFUSALS`.
+    pub fn refused(&self, reason: &'static str) {
+        debug_assert!(Self::REFUSALS.contains(&reason), "{reason}");
+        self.refused
+            .get_or_create(&RejectLabels {
+                reason: reason.into(),
+            })
+            .inc();
+    }
+
+    /// Counts a connection open until the guard drops.
+    pub fn open(&self) -> OpenConnection {
+        self.open.inc();
+        OpenConnection(self.open.clone())
+    }
+}
+
+/// One open connection, counted while it lives.
+pub struct OpenConnection(Gauge);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 /// Every metric, registered once at start-up.
 pub struct Metrics {
     registry: Mutex<Registry>,
@@ -209,6 +273,7 @@ pub struct Metrics {
     pub worker_vms: Family<StateLabels, Gauge>,
     pub provisioned: Family<ResourceLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     pub synced: Gauge,
+    pub connections: ConnectionMetrics,
 }
 
 /// Seconds buckets from 50 µs to ~3 s: admission answers live in the sub-millisecond range,
@@ -327,6 +392,8 @@ impl Default for Metrics {
             "1 once every watched kind has been listed",
             synced.clone(),
         );
+        let connections = ConnectionMetrics::default();
+        connections.register(&mut registry);
         let build = Family::<Vec<(String, String)>, Gauge>::default();
         build
             .get_or_create(&vec![("version".into(), env!("CARGO_PKG_VERSION").into())])
@@ -350,6 +417,7 @@ impl Default for Metrics {
             worker_vms,
             provisioned,
             synced,
+            connections,
         }
     }
 }

@@ -15,7 +15,10 @@ use crate::{
     index::SharedIndex,
     provisioner::{Actuator, Persistence, Planned},
     read_model::ReadModel,
-    server::{self, tls::ReloadingCert},
+    server::{
+        self,
+        tls::{ClientTrust, Reload, ReloadingCert},
+    },
     source::{file, live},
 };
 
@@ -112,7 +115,7 @@ pub async fn run(config: Config, args: ServeArgs) -> anyhow::Result<()> {
                 "127.0.0.1".to_owned(),
                 "headroom".to_owned(),
             ];
-            let written = crate::certs::write(&dir, names)?;
+            let written = crate::certs::write(&dir, names, &[])?;
             println!(
                 "headroom: no --tls-cert/--tls-key; serving a throw-away certificate from {} (CA: {})",
                 written.cert.display(),
@@ -123,7 +126,17 @@ pub async fn run(config: Config, args: ServeArgs) -> anyhow::Result<()> {
         _ => bail!("--tls-cert and --tls-key are required when serving a live cluster"),
     };
     let reloading = ReloadingCert::load(cert, key)?;
-    let tls = server::tls::server_config(reloading.clone())?;
+    let mut reloads: Vec<Arc<dyn Reload>> = vec![reloading.clone()];
+    let clients = match &config.tls.client_ca_file {
+        Some(ca) => {
+            let trust = ClientTrust::load(ca.into(), config.tls.allowed_client_names.clone())?;
+            reloads.push(trust.clone());
+            tracing::info!(ca = %ca, allowed = ?config.tls.allowed_client_names, "client certificates required");
+            Some(trust)
+        }
+        None => None,
+    };
+    let tls = server::tls::server_config(reloading, clients)?;
 
     let (events, event_rx) = EventSink::new();
     // Windows and scale times as the last process left them: a restart does not start a
@@ -160,10 +173,8 @@ pub async fn run(config: Config, args: ServeArgs) -> anyhow::Result<()> {
         tls,
         router,
         stop_rx.clone(),
-        server::Limits {
-            max_connections: max_connections as usize,
-            drain: drain_timeout,
-        },
+        server::Limits::new(max_connections as usize, drain_timeout),
+        app.metrics.connections.clone(),
     ));
     let mut admin_stop = stop_rx.clone();
     let admin_router = server::admin::admin_router(app.clone());
@@ -175,7 +186,7 @@ pub async fn run(config: Config, args: ServeArgs) -> anyhow::Result<()> {
             .with_graceful_shutdown(stopped)
             .await
     });
-    tokio::spawn(reloading.watch(tls_reload_interval, stop_rx.clone()));
+    tokio::spawn(server::tls::watch(reloads, tls_reload_interval, stop_rx.clone()));
     let events_task = tokio::spawn(events::run_worker(
         event_rx,
         client.clone(),

@@ -167,3 +167,66 @@ fn the_base_is_hardened_and_ships_the_rules_and_the_scheduler_config() {
     assert_eq!(extender["managedResources"][0]["ignoredByScheduler"], true);
     assert_eq!(scheduler["percentageOfNodesToScore"], 100);
 }
+
+/// The control-plane files for client authentication agree with the webhooks they are for and
+/// with the file names `headroom certs --client` writes.
+#[test]
+fn the_apiserver_presents_its_client_certificate_to_the_webhook_service() {
+    let docs = render("cert-manager");
+    let data = &find(&docs, "ConfigMap", "headroom-apiserver-config")["data"];
+    let parse = |key: &str| -> Value { serde_saphyr::from_str(data[key].as_str().unwrap()).unwrap() };
+    let admission = parse("admission-config.yaml");
+    let kubeconfig = parse("webhook-kubeconfig.yaml");
+
+    let mut plugins: Vec<&str> = admission["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            assert_eq!(
+                p["configuration"]["kubeConfigFile"],
+                "/etc/kubernetes/headroom/webhook-kubeconfig.yaml"
+            );
+            p["name"].as_str().unwrap()
+        })
+        .collect();
+    plugins.sort();
+    assert_eq!(
+        plugins,
+        ["MutatingAdmissionWebhook", "ValidatingAdmissionWebhook"]
+    );
+
+    // kube-apiserver picks the user whose name is the Service's DNS name (port 443 implied).
+    let user = &kubeconfig["users"][0];
+    for kind in ["MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"] {
+        let service = &find(&docs, kind, "headroom")["webhooks"][0]["clientConfig"]["service"];
+        assert_eq!(service["port"], 443);
+        assert_eq!(
+            user["name"].as_str().unwrap(),
+            format!(
+                "{}.{}.svc",
+                service["name"].as_str().unwrap(),
+                service["namespace"].as_str().unwrap()
+            ),
+            "{kind}"
+        );
+    }
+    let stem = headroom::certs::file_stem("kube-apiserver");
+    assert_eq!(
+        user["user"]["client-certificate"],
+        format!("/etc/kubernetes/headroom/{stem}.crt")
+    );
+    assert_eq!(
+        user["user"]["client-key"],
+        format!("/etc/kubernetes/headroom/{stem}.key")
+    );
+
+    // The scheduler's (commented) client certificate lines name what `certs` writes.
+    let scheduler =
+        find(&docs, "ConfigMap", "headroom-scheduler-config")["data"]["kube-scheduler-config.yaml"]
+            .as_str()
+            .unwrap();
+    let stem = headroom::certs::file_stem("system:kube-scheduler");
+    assert!(scheduler.contains(&format!("# certFile: /etc/kubernetes/headroom/{stem}.crt")));
+    assert!(scheduler.contains(&format!("# keyFile: /etc/kubernetes/headroom/{stem}.key")));
+}

@@ -33,7 +33,7 @@ fn config(pve: &FakePve, dir: &Path, extra: &str) -> std::path::PathBuf {
 /// `headroom serve` on the stand-in API server and fakepve with `config`; returns the process
 /// and its admin address.
 fn serve(api: &ApiServer, config: &Path, dir: &Path) -> (tokio::process::Child, String) {
-    let certs = headroom::certs::write(&dir.join("tls"), vec!["localhost".into()]).unwrap();
+    let certs = headroom::certs::write(&dir.join("tls"), vec!["localhost".into()], &[]).unwrap();
     let admin = format!("127.0.0.1:{}", free_port());
     let child = tokio::process::Command::new(BIN)
         .arg("--config")

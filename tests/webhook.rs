@@ -275,6 +275,20 @@ async fn unconfirmed_admissions_count_for_nothing_and_turn_no_legitimate_claim_a
         assert_eq!(admit(&h, "/validate", &fake).await["allowed"], true);
     }
     assert_eq!(h.app.admitted().block_volumes, 0, "nobody vouched for them");
+    // The same review over a connection whose client certificate was checked is demand at once,
+    // before any watch shows the claim.
+    let mut vouched = pvc_review("proxmox-lvm");
+    vouched["request"]["name"] = json!("data-immich-0");
+    let (status, _) = h
+        .post_as(
+            headroom::server::Caller::Authenticated,
+            "/validate",
+            vouched.to_string(),
+            "application/json",
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(h.app.admitted().block_volumes, 1, "the API server vouched for it");
     let mut real = pvc_review("proxmox-lvm");
     real["request"]["name"] = json!("data-vaultwarden-2");
     assert_eq!(admit(&h, "/validate", &real).await["allowed"], true);

@@ -14,7 +14,7 @@ use std::{
 use axum::{
     Router,
     body::Body,
-    extract::{Query, State},
+    extract::State,
     http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
     routing::post,
@@ -23,7 +23,7 @@ use k8s_openapi::api::core::v1::{Binding, ObjectReference, Pod};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use serde_json::{Value, json};
 
-use super::webhook::{HttpError, TimeoutQuery, Timer, budget, read_body};
+use super::http::{Budget, HttpError, Timer, read_body};
 use crate::read_model::ReadModel;
 use crate::{
     decide::{
@@ -173,11 +173,11 @@ fn parse_args(bytes: &[u8]) -> Result<Request, HttpError> {
 
 async fn read(
     verb: &Timer<'_>,
-    q: &TimeoutQuery,
+    budget: Budget,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Vec<u8>, Response> {
-    read_body(headers, body, budget(q))
+    read_body(headers, body, budget)
         .await
         .map(|b| b.to_vec())
         .map_err(|e| verb.bad(e))
@@ -186,11 +186,11 @@ async fn read(
 /// Reads and parses ExtenderArgs (filter and prioritize), or the error answer.
 async fn read_args(
     verb: &Timer<'_>,
-    q: &TimeoutQuery,
+    budget: Budget,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Request, Response> {
-    let bytes = read(verb, q, headers, body).await?;
+    let bytes = read(verb, budget, headers, body).await?;
     parse_args(&bytes).map_err(|e| verb.bad(e))
 }
 
@@ -209,12 +209,12 @@ fn demand_of(app: &ReadModel, placement: Placement<'_>, req: &Request) -> BlockD
 
 async fn filter(
     State(app): State<Arc<ReadModel>>,
-    Query(q): Query<TimeoutQuery>,
+    budget: Budget,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
     let verb = Timer::start(&app, "extender_filter");
-    let req = match read_args(&verb, &q, &headers, body).await {
+    let req = match read_args(&verb, budget, &headers, body).await {
         Ok(r) => r,
         Err(response) => return response,
     };
@@ -275,12 +275,12 @@ async fn filter(
 
 async fn prioritize(
     State(app): State<Arc<ReadModel>>,
-    Query(q): Query<TimeoutQuery>,
+    budget: Budget,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
     let verb = Timer::start(&app, "extender_prioritize");
-    let req = match read_args(&verb, &q, &headers, body).await {
+    let req = match read_args(&verb, budget, &headers, body).await {
         Ok(r) => r,
         Err(response) => return response,
     };
@@ -298,14 +298,9 @@ async fn prioritize(
     axum::Json(list).into_response()
 }
 
-async fn bind(
-    State(app): State<Arc<ReadModel>>,
-    Query(q): Query<TimeoutQuery>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
+async fn bind(State(app): State<Arc<ReadModel>>, budget: Budget, headers: HeaderMap, body: Body) -> Response {
     let verb = Timer::start(&app, "extender_bind");
-    let bytes = match read(&verb, &q, &headers, body).await {
+    let bytes = match read(&verb, budget, &headers, body).await {
         Ok(b) => b,
         Err(r) => return r,
     };

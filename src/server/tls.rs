@@ -1,5 +1,6 @@
-//! TLS for the webhook and extender listener: rustls, TLS 1.2+, ALPN h2 and http/1.1, and a
-//! certificate that is re-read when its files change, without dropping connections.
+//! TLS for the webhook and extender listener: rustls, TLS 1.2+, ALPN h2 and http/1.1, a
+//! certificate that is re-read when its files change, without dropping connections, and the
+//! optional client-certificate check that lets only the API server and the scheduler call.
 //!
 //! Each handshake asks the resolver for the current key, so a swap takes effect on the next
 //! connection while open ones keep theirs. Change detection re-reads the *paths* and compares
@@ -14,9 +15,14 @@ use std::{
 };
 
 use rustls::{
-    ServerConfig,
-    pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject},
-    server::{ClientHello, ResolvesServerCert},
+    CertificateError, DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig, SignatureScheme,
+    client::danger::HandshakeSignatureValid,
+    crypto::CryptoProvider,
+    pki_types::{CertificateDer, PrivateKeyDer, UnixTime, pem::PemObject},
+    server::{
+        ClientHello, ResolvesServerCert, WebPkiClientVerifier,
+        danger::{ClientCertVerified, ClientCertVerifier},
+    },
     sign::CertifiedKey,
 };
 
@@ -32,6 +38,38 @@ pub enum TlsError {
     Pem { path: String, reason: String },
     #[error("TLS setup: {0}")]
     Rustls(#[from] rustls::Error),
+    #[error("{path}: {reason}")]
+    ClientCa { path: String, reason: String },
+}
+
+/// Something read from files that can change under a running server.
+pub trait Reload: Send + Sync + 'static {
+    /// Re-reads the files; swaps when they changed and parse. Returns whether it swapped. A
+    /// half-written or broken file keeps what is in use and is reported.
+    fn reload(&self) -> Result<bool, TlsError>;
+    /// The file, for the log.
+    fn source(&self) -> &Path;
+}
+
+/// Polls `what` every `every` until `stop` fires.
+pub async fn watch(
+    what: Vec<Arc<dyn Reload>>,
+    every: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.changed() => return,
+        }
+        for item in &what {
+            match item.reload() {
+                Ok(true) => tracing::info!(file = %item.source().display(), "reloaded"),
+                Ok(false) => {}
+                Err(error) => tracing::warn!(%error, "not reloaded; keeping the one in use"),
+            }
+        }
+    }
 }
 
 /// Serves the certificate currently on disk.
@@ -94,10 +132,10 @@ impl ReloadingCert {
             key,
         }))
     }
+}
 
-    /// Re-reads the files; swaps the certificate when they changed and parse. Returns whether
-    /// it swapped. A half-written or mismatched pair keeps the old certificate and is reported.
-    pub fn reload(&self) -> Result<bool, TlsError> {
+impl Reload for ReloadingCert {
+    fn reload(&self) -> Result<bool, TlsError> {
         let (c, k) = (read(&self.cert)?, read(&self.key)?);
         let d = digest(&c, &k);
         if self.current.read().unwrap_or_else(|e| e.into_inner()).0 == d {
@@ -108,19 +146,8 @@ impl ReloadingCert {
         Ok(true)
     }
 
-    /// Polls the files every `every` until `stop` fires.
-    pub async fn watch(self: Arc<Self>, every: Duration, mut stop: tokio::sync::watch::Receiver<bool>) {
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(every) => {}
-                _ = stop.changed() => return,
-            }
-            match self.reload() {
-                Ok(true) => tracing::info!(cert = %self.cert.display(), "serving certificate reloaded"),
-                Ok(false) => {}
-                Err(error) => tracing::warn!(%error, "certificate not reloaded; keeping the current one"),
-            }
-        }
+    fn source(&self) -> &Path {
+        &self.cert
     }
 }
 
@@ -130,13 +157,172 @@ impl ResolvesServerCert for ReloadingCert {
     }
 }
 
-/// The server config: ring provider, TLS 1.2 and 1.3, ALPN h2 then http/1.1.
-pub fn server_config(cert: Arc<ReloadingCert>) -> Result<Arc<ServerConfig>, TlsError> {
+/// Who may call the listener: clients whose certificate chains to the CA in `ca_file` and
+/// names one of `allowed` (CN or a DNS SAN). Anyone else fails the handshake: no certificate,
+/// an untrusted one, or a name not on the list (alert `access_denied`).
+///
+/// The API server's and the scheduler's client certificates are often issued by the cluster
+/// CA, which also issued every kubelet's: trusting the CA alone would let any node call, so
+/// the names are required.
+#[derive(Debug)]
+pub struct ClientTrust {
+    ca_file: PathBuf,
+    allowed: Vec<String>,
+    provider: Arc<CryptoProvider>,
+    current: RwLock<(u64, Arc<dyn ClientCertVerifier>)>,
+}
+
+fn client_verifier(
+    path: &Path,
+    pem: &[u8],
+    provider: &Arc<CryptoProvider>,
+) -> Result<Arc<dyn ClientCertVerifier>, TlsError> {
+    let fail = |reason: String| TlsError::ClientCa {
+        path: path.display().to_string(),
+        reason,
+    };
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(pem) {
+        let cert = cert.map_err(|e| fail(format!("not a PEM certificate bundle: {e}")))?;
+        roots
+            .add(cert)
+            .map_err(|e| fail(format!("not a usable CA certificate: {e}")))?;
+    }
+    if roots.is_empty() {
+        return Err(fail("no certificate in file".into()));
+    }
+    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .build()
+        .map_err(|e| fail(format!("cannot verify clients with it: {e}")))
+}
+
+impl ClientTrust {
+    /// Loads the CA bundle once; fails when it is missing, empty or not PEM certificates.
+    pub fn load(ca_file: PathBuf, allowed: Vec<String>) -> Result<Arc<Self>, TlsError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let pem = read(&ca_file)?;
+        let verifier = client_verifier(&ca_file, &pem, &provider)?;
+        Ok(Arc::new(Self {
+            current: RwLock::new((digest(&pem, &[]), verifier)),
+            ca_file,
+            allowed,
+            provider,
+        }))
+    }
+
+    fn verifier(&self) -> Arc<dyn ClientCertVerifier> {
+        self.current.read().unwrap_or_else(|e| e.into_inner()).1.clone()
+    }
+
+    /// The certificate's names that the list allows, or why it is refused.
+    fn allows(&self, end_entity: &CertificateDer<'_>) -> Result<(), String> {
+        let names = certificate_names(end_entity)?;
+        if names.iter().any(|n| self.allowed.contains(n)) {
+            Ok(())
+        } else {
+            Err(format!(
+                "client certificate names {names:?}; none is in tls.allowedClientNames {:?}",
+                self.allowed
+            ))
+        }
+    }
+}
+
+/// The subject's common names and the DNS subject alternative names of a certificate.
+pub fn certificate_names(der: &[u8]) -> Result<Vec<String>, String> {
+    use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+    let (_, cert) = X509Certificate::from_der(der).map_err(|e| format!("unreadable certificate: {e}"))?;
+    let mut names: Vec<String> = cert
+        .subject()
+        .iter_common_name()
+        .filter_map(|cn| cn.as_str().ok().map(str::to_owned))
+        .collect();
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        names.extend(san.value.general_names.iter().filter_map(|n| match n {
+            GeneralName::DNSName(dns) => Some((*dns).to_owned()),
+            _ => None,
+        }));
+    }
+    Ok(names)
+}
+
+impl Reload for ClientTrust {
+    fn reload(&self) -> Result<bool, TlsError> {
+        let pem = read(&self.ca_file)?;
+        let d = digest(&pem, &[]);
+        if self.current.read().unwrap_or_else(|e| e.into_inner()).0 == d {
+            return Ok(false);
+        }
+        let verifier = client_verifier(&self.ca_file, &pem, &self.provider)?;
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = (d, verifier);
+        Ok(true)
+    }
+
+    fn source(&self) -> &Path {
+        &self.ca_file
+    }
+}
+
+impl ClientCertVerifier for ClientTrust {
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        // No hints: the CA can be swapped under us, and with an empty list a client sends the
+        // certificate it has (RFC 8446 4.2.4; Go and OpenSSL both do).
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let verified = self
+            .verifier()
+            .verify_client_cert(end_entity, intermediates, now)?;
+        self.allows(end_entity).map_err(|reason| {
+            tracing::warn!(%reason, "client refused");
+            rustls::Error::InvalidCertificate(CertificateError::ApplicationVerificationFailure)
+        })?;
+        Ok(verified)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.verifier().verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.verifier().verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.verifier().supported_verify_schemes()
+    }
+}
+
+/// The server config: ring provider, TLS 1.2 and 1.3, ALPN h2 then http/1.1, and client
+/// certificates required when `clients` is set.
+pub fn server_config(
+    cert: Arc<ReloadingCert>,
+    clients: Option<Arc<ClientTrust>>,
+) -> Result<Arc<ServerConfig>, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
-        .with_no_client_auth()
-        .with_cert_resolver(cert);
+    let builder = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?;
+    let mut config = match clients {
+        Some(trust) => builder.with_client_cert_verifier(trust),
+        None => builder.with_no_client_auth(),
+    }
+    .with_cert_resolver(cert);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }

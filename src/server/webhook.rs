@@ -4,13 +4,13 @@
 //! wrong content type); every readable review gets HTTP 200 with an AdmissionReview v1 answer
 //! echoing the request's uid. Work is bounded by the `?timeout=` the API server appends.
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use axum::{
-    Router,
-    body::{Body, Bytes},
-    extract::{Query, State},
-    http::{HeaderMap, StatusCode, header},
+    Extension, Router,
+    body::Body,
+    extract::State,
+    http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
     routing::post,
 };
@@ -20,6 +20,10 @@ use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::{
+    Caller,
+    http::{Budget, HttpError, Timer, read_body},
+};
 use crate::{
     decide::{
         admission::{self, Outcome, Verdict},
@@ -27,17 +31,9 @@ use crate::{
         projection::AdmittedDemand,
     },
     ledger::Admitted,
-    metrics::{AdmissionLabels, RouteLabels},
+    metrics::AdmissionLabels,
 };
 use crate::{events::PlannedEvent, read_model::ReadModel};
-
-/// The largest body accepted, as upstream's PSA webhook and controller-runtime do.
-pub const MAX_BODY: usize = 3 * 1024 * 1024;
-
-/// Without a `?timeout=`, the API server's default webhook timeout (10 s in v1).
-const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
-/// The API server's own maximum for a webhook call.
-const MAX_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub fn router(app: Arc<ReadModel>) -> Router {
     Router::new()
@@ -46,83 +42,6 @@ pub fn router(app: Arc<ReadModel>) -> Router {
         // The trivial floor for benchmarks: TLS and HTTP only, no decision.
         .route("/healthz", axum::routing::get(|| async { "ok\n" }))
         .with_state(app)
-}
-
-/// An answer that is not an AdmissionReview: the request could not be read.
-#[derive(Debug)]
-pub struct HttpError {
-    pub status: StatusCode,
-    pub message: String,
-}
-
-impl HttpError {
-    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            message: message.into(),
-        }
-    }
-}
-
-impl IntoResponse for HttpError {
-    fn into_response(self) -> Response {
-        let body = json!({"error": self.message, "code": self.status.as_u16()});
-        (self.status, axum::Json(body)).into_response()
-    }
-}
-
-#[derive(Debug, Deserialize)]
-pub struct TimeoutQuery {
-    timeout: Option<String>,
-}
-
-/// The time left for work: the API server's timeout minus a margin for the answer to travel.
-pub fn budget(query: &TimeoutQuery) -> Duration {
-    // The API server never waits longer than 30 s; a caller asking for more asks for a
-    // connection held open at its pleasure.
-    let total = query
-        .timeout
-        .as_deref()
-        .and_then(|t| humantime::parse_duration(t).ok())
-        .unwrap_or(DEFAULT_TIMEOUT)
-        .min(MAX_TIMEOUT);
-    total.saturating_sub((total / 5).min(Duration::from_millis(500)))
-}
-
-/// Checks the content type and reads at most `MAX_BODY` bytes within `budget`.
-pub async fn read_body(headers: &HeaderMap, body: Body, budget: Duration) -> Result<Bytes, HttpError> {
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let essence = content_type.split(';').next().unwrap_or("").trim();
-    if !essence.eq_ignore_ascii_case("application/json") {
-        return Err(HttpError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            format!("content type must be application/json, got {content_type:?}"),
-        ));
-    }
-    if let Some(len) = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
-        && len > MAX_BODY
-    {
-        return Err(HttpError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("body of {len} bytes is over the {MAX_BODY}-byte limit"),
-        ));
-    }
-    match tokio::time::timeout(budget, axum::body::to_bytes(body, MAX_BODY)).await {
-        Ok(Ok(bytes)) => Ok(bytes),
-        Ok(Err(_)) => Err(HttpError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("body over the {MAX_BODY}-byte limit"),
-        )),
-        Err(_) => Err(HttpError::new(
-            StatusCode::REQUEST_TIMEOUT,
-            "body not received before the request's timeout",
-        )),
-    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -223,47 +142,6 @@ fn answer(uid: &str, verdict: Option<&Outcome>, patch: &[PatchOperation]) -> Res
         .into_response()
 }
 
-/// Times a route (on drop) and counts its unreadable requests; shared by every route.
-pub(super) struct Timer<'a> {
-    app: &'a ReadModel,
-    route: &'static str,
-    start: std::time::Instant,
-}
-
-impl<'a> Timer<'a> {
-    pub(super) fn start(app: &'a ReadModel, route: &'static str) -> Self {
-        Self {
-            app,
-            route,
-            start: std::time::Instant::now(),
-        }
-    }
-
-    pub(super) fn bad(&self, e: HttpError) -> Response {
-        self.app
-            .metrics
-            .bad_requests
-            .get_or_create(&RouteLabels {
-                route: self.route.into(),
-            })
-            .inc();
-        tracing::debug!(route = self.route, status = e.status.as_u16(), error = %e.message, "bad request");
-        e.into_response()
-    }
-}
-
-impl Drop for Timer<'_> {
-    fn drop(&mut self) {
-        self.app
-            .metrics
-            .request_duration
-            .get_or_create(&RouteLabels {
-                route: self.route.into(),
-            })
-            .observe(self.start.elapsed().as_secs_f64());
-    }
-}
-
 fn count(app: &ReadModel, review: &Review, verdict: &str, reason: &str) {
     // The request names its kind and operation: only a closed set becomes a label value, or
     // made-up kinds would grow /metrics without bound.
@@ -307,13 +185,11 @@ fn skipped(app: &ReadModel, review: &Review) -> Option<Response> {
 
 async fn read_review(
     timer: &Timer<'_>,
-    q: &TimeoutQuery,
+    budget: Budget,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Review, Response> {
-    let bytes = read_body(headers, body, budget(q))
-        .await
-        .map_err(|e| timer.bad(e))?;
+    let bytes = read_body(headers, body, budget).await.map_err(|e| timer.bad(e))?;
     let review = parse_review(&bytes).map_err(|e| timer.bad(e))?;
     if in_scope(&review) && review.object.is_null() {
         return Err(timer.bad(HttpError::new(
@@ -326,12 +202,12 @@ async fn read_review(
 
 async fn mutate(
     State(app): State<Arc<ReadModel>>,
-    Query(q): Query<TimeoutQuery>,
+    budget: Budget,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
     let timer = Timer::start(&app, "mutate");
-    let review = match read_review(&timer, &q, &headers, body).await {
+    let review = match read_review(&timer, budget, &headers, body).await {
         Ok(r) => r,
         Err(resp) => return resp,
     };
@@ -362,12 +238,14 @@ async fn mutate(
 
 async fn validate(
     State(app): State<Arc<ReadModel>>,
-    Query(q): Query<TimeoutQuery>,
+    caller: Option<Extension<Caller>>,
+    budget: Budget,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
     let timer = Timer::start(&app, "validate");
-    let review = match read_review(&timer, &q, &headers, body).await {
+    let caller = caller.map(|Extension(c)| c).unwrap_or_default();
+    let review = match read_review(&timer, budget, &headers, body).await {
         Ok(r) => r,
         Err(resp) => return resp,
     };
@@ -419,14 +297,20 @@ async fn validate(
             },
         )
     };
-    side_effects(&app, &review, &verdict, admitted);
+    side_effects(&app, caller, &review, &verdict, admitted);
     count(&app, &review, verdict.label(), verdict.reason);
     answer(&review.uid, Some(&verdict.outcome), &[])
 }
 
 /// Feeds admitted demand to the projection and records warnings and denials as Events;
 /// a dry run causes nothing.
-fn side_effects(app: &ReadModel, review: &Review, verdict: &Verdict, admitted: AdmittedDemand) {
+fn side_effects(
+    app: &ReadModel,
+    caller: Caller,
+    review: &Review,
+    verdict: &Verdict,
+    admitted: AdmittedDemand,
+) {
     if review.dry_run {
         return;
     }
@@ -445,8 +329,9 @@ fn side_effects(app: &ReadModel, review: &Review, verdict: &Verdict, admitted: A
                 name: review.name.clone(),
             },
         };
-        // No review is authenticated yet (client certificates are to come): nothing vouches.
-        app.record_admitted(what, admitted, false);
+        // Only a caller whose client certificate was checked vouches for what it admits:
+        // anyone else who reaches the port could send reviews for objects that never exist.
+        app.record_admitted(what, admitted, caller == Caller::Authenticated);
     }
     if let Outcome::Warn(message) | Outcome::Deny(message) = &verdict.outcome {
         let event = PlannedEvent {
@@ -463,31 +348,6 @@ fn side_effects(app: &ReadModel, review: &Review, verdict: &Verdict, admitted: A
                     result: "dropped".into(),
                 })
                 .inc();
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_time_budget_follows_the_callers_timeout_capped_at_the_api_servers_30s() {
-        let q = |t: Option<&str>| TimeoutQuery {
-            timeout: t.map(str::to_owned),
-        };
-        let ms = Duration::from_millis;
-        // (asked, budget: the timeout less a fifth, at most 500 ms, for the answer's way back)
-        let rows = [
-            (None, ms(9_500)),
-            (Some("5s"), ms(4_500)),
-            (Some("1s"), ms(800)),
-            (Some("30s"), ms(29_500)),
-            (Some("1000000h"), ms(29_500)),
-            (Some("soon"), ms(9_500)),
-        ];
-        for (asked, want) in rows {
-            assert_eq!(budget(&q(asked)), want, "{asked:?}");
         }
     }
 }

@@ -51,8 +51,21 @@ impl Harness {
 
     /// Posts `body` to `path` on the TLS listener's routes; returns status and JSON body.
     pub async fn post(&self, path: &str, body: impl Into<Body>, content_type: &str) -> (u16, Value) {
+        self.post_as(server::Caller::Anonymous, path, body, content_type)
+            .await
+    }
+
+    /// Posts as the listener would for a connection whose handshake proved `caller`.
+    pub async fn post_as(
+        &self,
+        caller: server::Caller,
+        path: &str,
+        body: impl Into<Body>,
+        content_type: &str,
+    ) -> (u16, Value) {
         let request = Request::post(path)
             .header("content-type", content_type)
+            .extension(caller)
             .body(body.into())
             .unwrap();
         let router = server::routes(self.app.clone());

@@ -126,17 +126,42 @@ pub fn list(items: impl IntoIterator<Item = Value>) -> Value {
 
 /// A rustls client config trusting the CA in `ca` (PEM), offering `alpn`.
 pub fn tls_client_config(ca: &std::path::Path, alpn: &[&[u8]]) -> rustls::ClientConfig {
-    use rustls::pki_types::{CertificateDer, pem::PemObject};
+    tls_client_config_as(ca, alpn, None)
+}
+
+/// A client certificate and its key, as files.
+pub struct Identity<'a> {
+    pub cert: &'a std::path::Path,
+    pub key: &'a std::path::Path,
+}
+
+/// A rustls client trusting only `ca`, presenting `identity` when the server asks for one.
+pub fn tls_client_config_as(
+    ca: &std::path::Path,
+    alpn: &[&[u8]],
+    identity: Option<Identity<'_>>,
+) -> rustls::ClientConfig {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_file_iter(ca).expect("CA file") {
         roots.add(cert.expect("CA certificate")).expect("usable CA");
     }
     let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+    let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .expect("TLS versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_root_certificates(roots);
+    let mut config = match identity {
+        None => config.with_no_client_auth(),
+        Some(Identity { cert, key }) => {
+            let chain = CertificateDer::pem_file_iter(cert)
+                .expect("client certificate file")
+                .collect::<Result<Vec<_>, _>>()
+                .expect("client certificate");
+            let key = PrivateKeyDer::from_pem_file(key).expect("client key");
+            config.with_client_auth_cert(chain, key).expect("client identity")
+        }
+    };
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     config
 }
