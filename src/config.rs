@@ -636,6 +636,21 @@ proxmox:
                 "`proxmox.url`",
                 "https",
             ),
+            (
+                "tls: {clientCAFile: /etc/kubernetes/pki/ca.crt}",
+                "`tls.allowedClientNames`",
+                "every kubelet",
+            ),
+            (
+                "tls: {allowedClientNames: [kube-apiserver]}",
+                "`tls.clientCAFile`",
+                "needs the CA",
+            ),
+            (
+                "tls: {clientCaFile: ca.crt}",
+                "`tls.clientCaFile`",
+                "unknown field",
+            ),
         ];
         for (text, key, reason) in cases {
             let err = Config::parse("cfg.yaml", text).unwrap_err().to_string();

@@ -505,3 +505,91 @@ fn serve_seed(plan_interval: &str, port: u16, admin: u16) -> tokio::process::Chi
         .spawn()
         .unwrap()
 }
+
+/// The composition root wires `tls:` from the config file: with a client CA set, `serve` turns
+/// away a caller without a certificate in the handshake and answers the API server's.
+#[tokio::test]
+async fn serve_with_tls_client_ca_requires_the_callers_certificates() {
+    support::install_crypto();
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    let status = std::process::Command::new(BIN)
+        .args([
+            "certs",
+            "--service",
+            "localhost",
+            "--client",
+            "kube-apiserver",
+            "--out",
+        ])
+        .arg(&certs)
+        .output()
+        .unwrap()
+        .status;
+    assert!(status.success());
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "tls:\n  clientCAFile: {}\n  allowedClientNames: [kube-apiserver]\n",
+            certs.join("ca.crt").display()
+        ),
+    )
+    .unwrap();
+    let (port, admin) = (support::free_port(), support::free_port());
+    let _child = tokio::process::Command::new(BIN)
+        .args(["serve", "--snapshot", SEED, "--config"])
+        .arg(&config)
+        .arg("--tls-cert")
+        .arg(certs.join("tls.crt"))
+        .arg("--tls-key")
+        .arg(certs.join("tls.key"))
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
+        .env_remove("HEADROOM_CONFIG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let client = |identity: bool| {
+        let (cert, key) = (certs.join("kube-apiserver.crt"), certs.join("kube-apiserver.key"));
+        let identity = identity.then_some(support::Identity {
+            cert: &cert,
+            key: &key,
+        });
+        reqwest::Client::builder()
+            .use_preconfigured_tls(support::tls_client_config_as(
+                &certs.join("ca.crt"),
+                &[b"http/1.1"],
+                identity,
+            ))
+            .build()
+            .unwrap()
+    };
+    let review = include_str!("data/admission/pod-create.json");
+    let post = |client: reqwest::Client| async move {
+        client
+            .post(format!("https://localhost:{port}/validate?timeout=5s"))
+            .header("content-type", "application/json")
+            .body(review)
+            .send()
+            .await
+    };
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    let answer = loop {
+        match post(client(true)).await {
+            Ok(r) => break r,
+            Err(e) => {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "serve never answered: {e:?}"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    };
+    assert_eq!(answer.status(), 200);
+    let refused = post(client(false)).await.expect_err("no certificate");
+    assert!(!refused.is_status(), "refused in the handshake: {refused:?}");
+}

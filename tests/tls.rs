@@ -764,3 +764,35 @@ async fn unreadable_bodies_get_json_answers_over_both_protocols_and_http1_closes
     }
     let _ = run.stop.send(true);
 }
+
+/// The client CA is re-read like the serving pair: a rotated CA takes effect, a broken file
+/// keeps the one in use.
+#[test]
+fn the_client_ca_is_reread_when_its_file_changes() {
+    use rustls::{
+        pki_types::{CertificateDer, UnixTime, pem::PemObject},
+        server::danger::ClientCertVerifier,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (old, new) = (dir.path().join("old"), dir.path().join("new"));
+    let apiserver = ["kube-apiserver".to_owned()];
+    headroom::certs::write(&old, vec!["localhost".into()], &apiserver).unwrap();
+    headroom::certs::write(&new, vec!["localhost".into()], &apiserver).unwrap();
+    let ca = dir.path().join("client-ca.crt");
+    std::fs::copy(old.join("ca.crt"), &ca).unwrap();
+    let trust = ClientTrust::load(ca.clone(), apiserver.to_vec()).unwrap();
+    let accepts = |issued_by: &Path| {
+        let leaf = CertificateDer::from_pem_file(issued_by.join("kube-apiserver.crt")).unwrap();
+        trust.verify_client_cert(&leaf, &[], UnixTime::now()).is_ok()
+    };
+    assert!(accepts(&old) && !accepts(&new));
+    assert!(!trust.reload().unwrap(), "unchanged");
+
+    std::fs::write(&ca, "not a certificate").unwrap();
+    assert!(trust.reload().is_err());
+    assert!(accepts(&old), "a broken file keeps the CA in use");
+
+    std::fs::copy(new.join("ca.crt"), &ca).unwrap();
+    assert!(trust.reload().unwrap());
+    assert!(accepts(&new) && !accepts(&old));
+}
