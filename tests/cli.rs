@@ -493,13 +493,29 @@ async fn readyz_turns_200_only_with_the_first_ticks_gauges_published() {
 /// `headroom serve` on the seed snapshot with the example config (stdout piped: it prints
 /// where its throw-away certificate is).
 fn serve_seed(plan_interval: &str, port: u16, admin: u16) -> tokio::process::Child {
+    let args = ["--config", CONFIG, "--plan-interval", plan_interval];
+    spawn_serve(
+        &args.map(std::ffi::OsStr::new),
+        port,
+        admin,
+        std::process::Stdio::piped(),
+    )
+}
+
+/// `headroom serve --snapshot SEED` with `args`, listening on `port` and `admin`.
+fn spawn_serve(
+    args: &[&std::ffi::OsStr],
+    port: u16,
+    admin: u16,
+    stdout: std::process::Stdio,
+) -> tokio::process::Child {
     tokio::process::Command::new(BIN)
-        .args(["serve", "--snapshot", SEED, "--config", CONFIG])
-        .args(["--plan-interval", plan_interval])
+        .args(["serve", "--snapshot", SEED])
+        .args(args)
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
         .env_remove("HEADROOM_CONFIG")
-        .stdout(std::process::Stdio::piped())
+        .stdout(stdout)
         .stderr(std::process::Stdio::null())
         .kill_on_drop(true)
         .spawn()
@@ -537,21 +553,16 @@ async fn serve_with_tls_client_ca_requires_the_callers_certificates() {
     )
     .unwrap();
     let (port, admin) = (support::free_port(), support::free_port());
-    let _child = tokio::process::Command::new(BIN)
-        .args(["serve", "--snapshot", SEED, "--config"])
-        .arg(&config)
-        .arg("--tls-cert")
-        .arg(certs.join("tls.crt"))
-        .arg("--tls-key")
-        .arg(certs.join("tls.key"))
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
-        .env_remove("HEADROOM_CONFIG")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let (cert, key) = (certs.join("tls.crt"), certs.join("tls.key"));
+    let args = [
+        "--config".as_ref(),
+        config.as_os_str(),
+        "--tls-cert".as_ref(),
+        cert.as_os_str(),
+        "--tls-key".as_ref(),
+        key.as_os_str(),
+    ];
+    let _child = spawn_serve(&args, port, admin, std::process::Stdio::null());
     let client = |identity: bool| {
         let (cert, key) = (certs.join("kube-apiserver.crt"), certs.join("kube-apiserver.key"));
         let identity = identity.then_some(support::Identity {
