@@ -105,6 +105,7 @@ fn synthetic(nodes: usize, pods: usize, claims: usize) -> ClusterState {
                 inline_handle: None,
                 attached: true,
                 detaching: false,
+                attach_error: false,
             },
         );
     }

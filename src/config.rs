@@ -140,6 +140,7 @@ pub struct Config {
     pub signals: Signals,
     pub scale_down: ScaleDown,
     pub admission: Admission,
+    pub cleanup: Cleanup,
     pub tls: Tls,
     /// Absent: dry-run, planned calls are logged and nothing is called.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -160,6 +161,7 @@ impl Default for Config {
             signals: Signals::default(),
             scale_down: ScaleDown::default(),
             admission: Admission::default(),
+            cleanup: Cleanup::default(),
             tls: Tls::default(),
             proxmox: None,
         }
@@ -180,6 +182,23 @@ impl Default for Admission {
     fn default() -> Self {
         Self {
             confirm_within: Period(Duration::from_secs(30)),
+        }
+    }
+}
+
+/// What headroom cleans up by itself (the runbook's manual steps).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+pub struct Cleanup {
+    /// Remove VolumeAttachments left on a Node that is gone and whose VM Proxmox shows
+    /// stopped or absent (finalizers cleared, then deleted). Needs the `proxmox:` section.
+    pub stale_attachments: bool,
+}
+
+impl Default for Cleanup {
+    fn default() -> Self {
+        Self {
+            stale_attachments: true,
         }
     }
 }
@@ -384,6 +403,10 @@ pub struct VmShape {
     pub name_pattern: String,
     pub vmid_range: [u32; 2],
     pub tags: Vec<String>,
+    /// Addresses for new workers, e.g. `["10.0.20.107-10.0.20.199"]`: `{ip}` in
+    /// `cloudInit.ipconfig0` takes the first one no Node and no VM's `ipconfig0` uses.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ip_pool: Vec<String>,
     /// Cloud-init for new workers (the template's own cloud-init snippet does the join).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cloud_init: Option<CloudInit>,
@@ -397,7 +420,8 @@ pub struct CloudInit {
     pub user: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub ssh_keys: Vec<String>,
-    /// e.g. `ip=dhcp` or `ip=10.0.20.{n}/22,gw=10.0.20.1` (`{n}` is the worker number).
+    /// e.g. `ip=dhcp`, `ip={ip}/22,gw=10.0.20.1` (`{ip}` from `ipPool`) or
+    /// `ip=10.0.20.{n}/22,gw=10.0.20.1` (`{n}` is the worker number).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ipconfig0: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -412,6 +436,7 @@ impl Default for VmShape {
             name_pattern: "k8s-node{n}".into(),
             vmid_range: [207, 299],
             tags: vec!["headroom".into()],
+            ip_pool: Vec::new(),
             cloud_init: None,
         }
     }
@@ -537,6 +562,25 @@ impl Config {
             }
             if !p.vm.name_pattern.contains("{n}") {
                 return fail("proxmox.vm.namePattern", "must contain {n}".into());
+            }
+            let pool = crate::decide::addresses::IpPool::parse(&p.vm.ip_pool)
+                .map_err(|reason| ("proxmox.vm.ipPool".to_owned(), reason))?;
+            let wants_ip =
+                p.vm.cloud_init
+                    .as_ref()
+                    .and_then(|c| c.ipconfig0.as_deref())
+                    .is_some_and(|ip| ip.contains("{ip}"));
+            if wants_ip && pool.is_empty() {
+                return fail(
+                    "proxmox.vm.ipPool",
+                    "cloudInit.ipconfig0 uses {ip}: list the addresses to take it from".into(),
+                );
+            }
+            if !wants_ip && !pool.is_empty() {
+                return fail(
+                    "proxmox.vm.cloudInit.ipconfig0",
+                    "ipPool is set: write {ip} where the address goes, e.g. ip={ip}/22,gw=10.0.20.1".into(),
+                );
             }
         }
         Ok(())

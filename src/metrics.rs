@@ -63,6 +63,7 @@ pub struct ResourceLabels {
 #[derive(Default)]
 pub struct ClusterGauges {
     pub node_block_volumes: Family<NodeLabels, Gauge>,
+    pub node_failing_to_attach: Family<NodeLabels, Gauge>,
     pub node_soft_cap: Family<NodeLabels, Gauge>,
     pub node_hard_cap: Family<NodeLabels, Gauge>,
     pub free_block_slots: Gauge,
@@ -83,6 +84,11 @@ impl ClusterGauges {
             "node_block_volumes",
             "Block volumes holding a LUN on the node",
             self.node_block_volumes.clone(),
+        );
+        r.register(
+            "node_block_volumes_failing",
+            "Block volumes whose attachment to the node failed (no LUN; their pods wait)",
+            self.node_failing_to_attach.clone(),
         );
         r.register(
             "node_block_soft_cap",
@@ -142,6 +148,9 @@ impl ClusterGauges {
         for n in &view.nodes {
             let l = NodeLabels { node: n.name.clone() };
             self.node_block_volumes.get_or_create(&l).set(n.block_volumes);
+            self.node_failing_to_attach
+                .get_or_create(&l)
+                .set(n.failing_to_attach);
             self.node_soft_cap.get_or_create(&l).set(n.soft_cap);
             self.node_hard_cap.get_or_create(&l).set(n.hard_cap);
         }
@@ -267,6 +276,8 @@ pub struct Metrics {
     /// Pending pods no worker VM of the configured shape can hold.
     pub oversized_pods: Gauge,
     pub ghost_disks: Family<NodeLabels, Gauge>,
+    /// Stale VolumeAttachments removed (result: removed, failed).
+    pub stale_attachments: Family<ResultLabels, Counter>,
     pub cluster: ClusterGauges,
     /// kproximate's "provisioned" gauges: worker VMs headroom manages, by state, and their
     /// configured cores and memory.
@@ -372,6 +383,19 @@ impl Default for Metrics {
             "CSI disks in a worker VM's config with no VolumeAttachment (they hold a LUN)",
             ghost_disks.clone(),
         );
+        let stale_attachments = Family::<ResultLabels, Counter>::default();
+        for result in ["removed", "failed"] {
+            stale_attachments
+                .get_or_create(&ResultLabels {
+                    result: result.into(),
+                })
+                .get();
+        }
+        registry.register(
+            "stale_attachments",
+            "VolumeAttachments of deleted nodes whose VM is down, removed by headroom, by result",
+            stale_attachments.clone(),
+        );
         let cluster = ClusterGauges::default();
         cluster.register(&mut registry);
         let worker_vms = Family::<StateLabels, Gauge>::default();
@@ -413,6 +437,7 @@ impl Default for Metrics {
             incoming_vms,
             oversized_pods,
             ghost_disks,
+            stale_attachments,
             cluster,
             worker_vms,
             provisioned,

@@ -9,8 +9,10 @@
 //! storage). What is in flight is read back from Proxmox (tags, description), so a restarted
 //! headroom resumes a half-done provision instead of starting a second one.
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::BTreeSet, net::Ipv4Addr, sync::Arc, time::Duration};
 
+use k8s_openapi::api::storage::v1::VolumeAttachment;
+use kube::api::{DeleteParams, Patch, PatchParams};
 use serde_json::Value;
 use tokio::{
     sync::{mpsc, watch},
@@ -23,13 +25,15 @@ use crate::{
     config::{Proxmox, ScaleDownAction},
     decide::{
         actuation::{Accepted, ActuatorStatus, FailureReason, OutcomeKind, Phase},
+        addresses::{IpPool, ipconfig_address},
+        cleanup,
         planner::Plan,
         projection::{VmCapacity, Windows},
         tick::{self, TickInput},
     },
     durable::{self, Durable},
     events::PlannedEvent,
-    metrics::{RejectLabels, StepLabels},
+    metrics::{RejectLabels, ResultLabels, StepLabels},
     proxmox::{
         client::{Auth, PveClient, PveError, Secret, encode_ssh_keys, waiting_out_locks},
         inventory::{self, DESCRIPTION_MARKER, TAG, TAG_FAILED, TAG_PROVISIONING, TAG_SPARE, Vm},
@@ -62,6 +66,12 @@ pub enum ProvisionError {
     Credentials { path: String, reason: String },
     #[error("kubernetes: {0}")]
     Kube(String),
+    /// What a new worker was to take (its VMID, name or address) was taken meanwhile.
+    #[error("{0}")]
+    Taken(String),
+    /// The config cannot describe this worker (e.g. `{n}` for a name outside the pattern).
+    #[error("{0}")]
+    Config(String),
 }
 
 impl ProvisionError {
@@ -81,7 +91,8 @@ impl ProvisionError {
             ProvisionError::NoCapacity(_) => FailureReason::NoCapacity,
             ProvisionError::JoinTimeout { .. } => FailureReason::JoinTimeout,
             ProvisionError::Credentials { .. } => FailureReason::Credentials,
-            ProvisionError::Kube(_) => FailureReason::Api,
+            ProvisionError::Kube(_) | ProvisionError::Config(_) => FailureReason::Api,
+            ProvisionError::Taken(_) => FailureReason::Transient,
         }
     }
 }
@@ -323,6 +334,7 @@ impl Actuator {
         if !*self.leading.borrow() {
             return Ok(0);
         }
+        self.remove_stale_attachments(&vms).await;
         // Only while nothing of ours runs: a provision in progress is tagged too.
         if self.status.intents.iter().any(|i| i.phase != Phase::Queued) {
             return Ok(self.status.incoming_vms());
@@ -611,6 +623,20 @@ impl Actuator {
             .map(|n| p.vm.name_pattern.replace("{n}", &n.to_string()))
             .find(|name| !vms.iter().any(|v| &v.name == name) && !known_nodes.contains(name))
             .expect("an unbounded range has a free name");
+        // No clone without an address for it (configure takes it, and checks it again).
+        self.address_for(pve, None).await?;
+        // Read again right before cloning: a VM made by hand since the first read must not be
+        // cloned over, nor share its name (the runbook's clone script aborts the same way).
+        if let Some(v) = inventory::vms(pve)
+            .await?
+            .into_iter()
+            .find(|v| v.vmid == vmid || v.name == name)
+        {
+            return Err(ProvisionError::Taken(format!(
+                "VM {} ({}) on {} appeared before the clone of {name} as {vmid}; not cloning",
+                v.vmid, v.name, v.node
+            )));
+        }
         self.event(
             &name,
             format!(
@@ -658,6 +684,127 @@ impl Actuator {
         })
     }
 
+    /// Removes the VolumeAttachments of deleted Nodes whose VM is down (`cleanup.staleAttachments`):
+    /// finalizers cleared, then deleted, each with an Event. Only on a synced index, where a
+    /// Node missing from it is gone.
+    async fn remove_stale_attachments(&self, vms: &[Vm]) {
+        let Some(client) = self.kube.clone() else { return };
+        if !self.app.config.cleanup.stale_attachments || !self.app.index.is_synced() {
+            return;
+        }
+        let running: BTreeSet<&str> = vms
+            .iter()
+            .filter(|v| v.running())
+            .map(|v| v.name.as_str())
+            .collect();
+        let stale = self
+            .app
+            .index
+            .with_state(|s, _| cleanup::stale_attachments(s, &self.app.config.block_driver, &running));
+        let api: kube::Api<VolumeAttachment> = kube::Api::all(client);
+        for va in stale {
+            let unblock = serde_json::json!({"metadata": {"finalizers": null}});
+            let removed = async {
+                api.patch(&va.name, &PatchParams::default(), &Patch::Merge(&unblock))
+                    .await?;
+                api.delete(&va.name, &DeleteParams::default()).await.map(|_| ())
+            }
+            .await;
+            let result = match removed {
+                // Gone already: someone (the attach-detach controller, an operator) was first.
+                Ok(()) => "removed",
+                Err(kube::Error::Api(s)) if s.code == 404 => "removed",
+                Err(error) => {
+                    tracing::warn!(attachment = %va.name, node = %va.node, %error, "removing a stale VolumeAttachment failed");
+                    "failed"
+                }
+            };
+            self.app
+                .metrics
+                .stale_attachments
+                .get_or_create(&ResultLabels {
+                    result: result.into(),
+                })
+                .inc();
+            if result == "removed" {
+                tracing::info!(attachment = %va.name, node = %va.node, "stale VolumeAttachment removed");
+                self.app.events.emit(PlannedEvent {
+                    namespace: "default".into(),
+                    kind: "VolumeAttachment".into(),
+                    name: va.name.clone(),
+                    reason: "HeadroomStaleAttachment".into(),
+                    message: format!(
+                        "removed: node {} is gone and its VM is not running in Proxmox, so nothing can detach it",
+                        va.node
+                    ),
+                });
+            }
+        }
+    }
+
+    /// `cloudInit.ipconfig0` for `vm`: `{n}` its worker number, `{ip}` an address of the pool.
+    async fn ipconfig0(&self, pve: &PveClient, vm: &Vm, template: &str) -> Result<String, ProvisionError> {
+        let p = self.proxmox();
+        let mut ipconfig = template.to_owned();
+        if ipconfig.contains("{n}") {
+            let n = worker_number(&p.vm.name_pattern, &vm.name).ok_or_else(|| {
+                ProvisionError::Config(format!(
+                    "VM {} ({}) does not match namePattern {:?}, so ipconfig0's {{n}} has no value; \
+                     give it an ipconfig0 of its own or use ipPool and {{ip}}",
+                    vm.vmid, vm.name, p.vm.name_pattern
+                ))
+            })?;
+            ipconfig = ipconfig.replace("{n}", n);
+        }
+        if ipconfig.contains("{ip}")
+            && let Some(address) = self.address_for(pve, Some(vm)).await?
+        {
+            ipconfig = ipconfig.replace("{ip}", &address.to_string());
+        }
+        Ok(ipconfig)
+    }
+
+    /// An address of `proxmox.vm.ipPool` that no Node and no other VM (templates included)
+    /// uses: the one `vm` already has when it is free, else the first free one. `None` when no
+    /// pool is configured; an error when the pool is exhausted.
+    async fn address_for(
+        &self,
+        pve: &PveClient,
+        vm: Option<&Vm>,
+    ) -> Result<Option<Ipv4Addr>, ProvisionError> {
+        let p = self.proxmox();
+        let pool = IpPool::parse(&p.vm.ip_pool).map_err(ProvisionError::Config)?;
+        if pool.is_empty() {
+            return Ok(None);
+        }
+        let mut taken: BTreeSet<Ipv4Addr> = self
+            .app
+            .index
+            .with_state(|s, _| s.nodes.values().flat_map(|n| n.internal_ips.clone()).collect());
+        let mut own = None;
+        for other in inventory::vms(pve).await? {
+            let config = inventory::config(pve, &other).await?;
+            let address = config
+                .get("ipconfig0")
+                .and_then(Value::as_str)
+                .and_then(ipconfig_address);
+            match vm {
+                Some(vm) if vm.vmid == other.vmid => own = address,
+                _ => taken.extend(address),
+            }
+        }
+        if let Some(own) = own.filter(|a| pool.contains(*a) && !taken.contains(a)) {
+            return Ok(Some(own));
+        }
+        pool.next_free(&taken).map(Some).ok_or_else(|| {
+            ProvisionError::NoCapacity(format!(
+                "proxmox.vm.ipPool {:?} has no free address ({} taken by Nodes and VMs)",
+                p.vm.ip_pool,
+                taken.len()
+            ))
+        })
+    }
+
     /// Drives an in-flight VM to a registered worker: brought up, then joined. Every step is
     /// safe to repeat.
     async fn finish(&self, vm: &Vm) -> Result<(), ProvisionError> {
@@ -682,16 +829,23 @@ impl Actuator {
             if !vm.has_tag(TAG_SPARE) && !vm.has_tag(TAG) {
                 form.push(("description", format!("{DESCRIPTION_MARKER}: {}", vm.name)));
             }
-            if let Some(ci) = &p.vm.cloud_init {
-                let n = worker_number(&p.vm.name_pattern, &vm.name).unwrap_or_default();
+            // A VM headroom did not clone (a spare made by hand) keeps the cloud-init it has;
+            // one without gets ours. Clones carry the marker in their description.
+            let current = inventory::config(pve, vm).await?;
+            let cloned = current
+                .get("description")
+                .and_then(Value::as_str)
+                .is_some_and(|d| d.starts_with(DESCRIPTION_MARKER));
+            let keeps_its_own = !cloned && current.contains_key("ipconfig0");
+            if let Some(ci) = p.vm.cloud_init.as_ref().filter(|_| !keeps_its_own) {
                 if let Some(user) = &ci.user {
                     form.push(("ciuser", user.clone()));
                 }
                 if !ci.ssh_keys.is_empty() {
                     form.push(("sshkeys", encode_ssh_keys(&ci.ssh_keys)));
                 }
-                if let Some(ip) = &ci.ipconfig0 {
-                    form.push(("ipconfig0", ip.replace("{n}", n)));
+                if let Some(template) = &ci.ipconfig0 {
+                    form.push(("ipconfig0", self.ipconfig0(pve, vm, template).await?));
                 }
                 if let Some(ns) = &ci.nameserver {
                     form.push(("nameserver", ns.clone()));

@@ -1228,6 +1228,7 @@ impl Sim<'_> {
                     inline_handle: None,
                     attached: true,
                     detaching: false,
+                    attach_error: false,
                 },
             );
         }

@@ -210,6 +210,19 @@ impl StatusReport {
                 sched_text(n),
             );
         }
+        let failing: Vec<String> = self
+            .nodes
+            .iter()
+            .filter(|n| n.failing_to_attach > 0)
+            .map(|n| format!("{} {}", n.name, n.failing_to_attach))
+            .collect();
+        if !failing.is_empty() {
+            let _ = writeln!(
+                out,
+                "failing to attach (no LUN; their pods wait in ContainerCreating): {}",
+                failing.join(", ")
+            );
+        }
         let c = &self.cluster;
         let _ = writeln!(out);
         let _ = writeln!(

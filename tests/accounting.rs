@@ -85,6 +85,29 @@ fn accounting_rules() {
             want_dormant: 0,
         },
         Case {
+            name: "an attachment that failed (no free lun) holds no LUN, even with its pod there",
+            objects: cat(vec![
+                bound_claim("a", "c1", "proxmox-lvm"),
+                vec![
+                    no_free_lun(attachment("va1", BLOCK, "n1", "pv-c1", false)),
+                    pod("a", "p1", Some("n1"), &["c1"], "1Gi"),
+                ],
+            ]),
+            want_nodes: (0, 0),
+            want_pending: 0,
+            want_dormant: 0,
+        },
+        Case {
+            name: "an attach error that was then attached holds its LUN",
+            objects: cat(vec![
+                bound_claim("a", "c1", "proxmox-lvm"),
+                vec![no_free_lun(attachment("va1", BLOCK, "n1", "pv-c1", true))],
+            ]),
+            want_nodes: (1, 0),
+            want_pending: 0,
+            want_dormant: 0,
+        },
+        Case {
             name: "VolumeAttachment of another attacher does not count",
             objects: cat(vec![
                 bound_claim("a", "c1", "nfs"),
@@ -255,6 +278,45 @@ fn accounting_rules() {
         }
     }
     assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
+
+/// An attachment as external-attacher leaves it after "no free lun found".
+fn no_free_lun(mut va: Value) -> Value {
+    va["status"]["attachError"] = json!({
+        "message": "rpc error: code = Internal desc = failed to attach volume: no free lun found",
+        "time": "2026-05-26T08:14:03Z"
+    });
+    va
+}
+
+#[test]
+fn a_node_never_counts_more_volumes_than_its_vm_has_luns_and_failures_apart() {
+    // 32 attachments on n1, as the seed incident's node showed: 29 attached, 3 failing.
+    let mut objects = Vec::new();
+    for i in 0..32 {
+        objects.extend(bound_claim("a", &format!("c{i}"), "proxmox-lvm"));
+        let va = attachment(&format!("va{i}"), BLOCK, "n1", &format!("pv-c{i}"), i < 29);
+        objects.push(if i < 29 { va } else { no_free_lun(va) });
+    }
+    let view = view_of(objects.clone(), &Reservations::new());
+    let n1 = view.node("n1").unwrap();
+    assert_eq!((n1.block_volumes, n1.failing_to_attach), (29, 3));
+    assert_eq!(
+        claims_in(&view, ClaimState::OnNode),
+        32,
+        "still on the node, not pending"
+    );
+
+    // Even if the data says more are attached (a stale status), the VM holds at most 29.
+    for va in objects.iter_mut().filter(|o| o["kind"] == "VolumeAttachment") {
+        va["status"] = json!({"attached": true});
+    }
+    let view = view_of(objects, &Reservations::new());
+    let n1 = view.node("n1").unwrap();
+    assert_eq!(
+        (n1.block_volumes, n1.failing_to_attach),
+        (accounting::LUNS_PER_VM, 0)
+    );
 }
 
 #[test]

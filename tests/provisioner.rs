@@ -36,13 +36,16 @@ struct Rig {
     _dir: tempfile::TempDir,
 }
 
-fn config_for(pve: &FakePve, dir: &std::path::Path) -> Config {
+/// The workers' cloud-init of most tests: `{n}` numbering.
+const NUMBERED: &str = "cloudInit: {user: ops, sshKeys: [\"ssh-ed25519 AAAAC3Nz+x/y= ops@laptop\"], ipconfig0: \"ip=10.0.20.{n}/22,gw=10.0.20.1\"}";
+
+fn config_for(pve: &FakePve, dir: &std::path::Path, addressing: &str) -> Config {
     let token = dir.join("pve-token");
     std::fs::write(&token, format!("{}\n", pve.token)).unwrap();
     let yaml = format!(
         "proxmox:\n  url: {}\n  tokenFile: {}\n  fingerprint: \"{}\"\n  hosts: [{{name: pve1, template: 2000, storage: local-lvm}}]\n  \
          vm: {{cores: 4, memoryMiB: 2048, namePattern: \"k8s-node{{n}}\", vmidRange: [207, 299], tags: [headroom],\n       \
-         cloudInit: {{user: ops, sshKeys: [\"ssh-ed25519 AAAAC3Nz+x/y= ops@laptop\"], ipconfig0: \"ip=10.0.20.{{n}}/22,gw=10.0.20.1\"}}}}\n  \
+         {addressing}}}\n  \
          hostMemoryReserveMiB: 1024\n  joinTimeout: 60s\n  maxNodes: 10\nscaleDown: {{drainTimeout: 2s}}\n",
         pve.url,
         token.display(),
@@ -55,6 +58,11 @@ impl Rig {
     /// fakepve with a template, a stand-in API server with two full workers, headroom's
     /// state watching it.
     async fn new() -> Self {
+        Self::addressed(NUMBERED).await
+    }
+
+    /// The same, with `addressing` (cloudInit, ipPool) in `proxmox.vm`.
+    async fn addressed(addressing: &str) -> Self {
         // Logs show with a failing test only (the test writer is captured).
         let _ = tracing_subscriber::fmt()
             .with_env_filter("headroom=debug")
@@ -67,7 +75,7 @@ impl Rig {
             api.apply(item);
         }
         let dir = tempfile::tempdir().unwrap();
-        let config = config_for(&pve, dir.path());
+        let config = config_for(&pve, dir.path(), addressing);
         let index = SharedIndex::default();
         tokio::spawn(live::watch_all(api.client(), index.clone()));
         assert!(index.wait_synced(Duration::from_secs(20)).await);
@@ -300,6 +308,131 @@ async fn a_cold_spare_is_started_before_anything_is_cloned() {
     assert_eq!(workers.len(), 1);
     assert_eq!(workers[0]["status"], "running");
     assert_eq!(workers[0]["config"]["tags"], "headroom");
+}
+
+#[tokio::test]
+async fn the_ip_pool_gives_a_new_worker_an_address_no_node_and_no_vm_uses() {
+    let mut rig = Rig::addressed(
+        "ipPool: [10.0.20.107-10.0.20.110], cloudInit: {ipconfig0: \"ip={ip}/22,gw=10.0.20.1\"}",
+    )
+    .await;
+    // .107 is a Node's InternalIP, .108 a hand-made VM's ipconfig0.
+    let mut taken = node("gpu-1");
+    taken["status"]["addresses"] = json!([{"type": "InternalIP", "address": "10.0.20.107"},
+                                          {"type": "Hostname", "address": "gpu-1"}]);
+    rig.api.apply(taken);
+    rig.pve
+        .cmd(
+            json!({"op": "add_vm", "vmid": 150, "name": "nas", "status": "running",
+            "config": {"memory": "1024", "cores": 1, "ipconfig0": "ip=10.0.20.108/22,gw=10.0.20.1"}}),
+        )
+        .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while rig.app.index.with_state(|s, _| !s.nodes.contains_key("gpu-1")) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the watch never showed gpu-1"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let kubelets = rig.kubelets();
+    rig.run(scale_up(), finished).await;
+    kubelets.abort();
+    let workers = rig.workers().await;
+    let new = workers
+        .iter()
+        .find(|v| v["name"] == "k8s-node1")
+        .expect("a new worker");
+    assert_eq!(new["config"]["ipconfig0"], "ip=10.0.20.109/22,gw=10.0.20.1");
+}
+
+#[tokio::test]
+async fn a_hand_made_spare_keeps_its_own_cloud_init() {
+    let mut rig = Rig::new().await;
+    // Not named after the pattern: `{n}` has no value for it, and it needs none.
+    rig.pve
+        .cmd(
+            json!({"op": "add_vm", "vmid": 190, "name": "spare-a", "status": "stopped",
+            "config": {"tags": "headroom-spare", "memory": "2048", "cores": 4,
+                       "ipconfig0": "ip=10.0.20.150/22,gw=10.0.20.1", "ciuser": "admin"}}),
+        )
+        .await;
+    let kubelets = rig.kubelets();
+    let notes = details(&rig.run(scale_up(), finished).await);
+    kubelets.abort();
+    assert!(
+        notes.iter().any(|n| n.starts_with("added worker spare-a")),
+        "{notes:?}"
+    );
+    let workers = rig.workers().await;
+    let spare = workers.iter().find(|v| v["name"] == "spare-a").unwrap();
+    assert_eq!(spare["status"], "running");
+    assert_eq!(spare["config"]["ipconfig0"], "ip=10.0.20.150/22,gw=10.0.20.1");
+    assert_eq!(spare["config"]["ciuser"], "admin");
+}
+
+#[tokio::test]
+async fn attachments_of_a_gone_node_go_only_once_its_vm_is_down() {
+    let mut rig = Rig::new().await;
+    // k8s-node4 was removed while its VM was off: its attachment is stuck with the
+    // external-attacher's finalizer. k8s-node6's Node is gone too, but its VM runs (a reboot,
+    // a re-join): nothing is certain there yet.
+    rig.pve
+        .cmd(json!({"op": "add_vm", "vmid": 204, "name": "k8s-node4", "status": "stopped", "config": {"memory": "2048"}}))
+        .await;
+    rig.pve
+        .cmd(json!({"op": "add_vm", "vmid": 206, "name": "k8s-node6", "status": "running", "config": {"memory": "2048"}}))
+        .await;
+    let stuck = |name: &str, node: &str| {
+        let mut va = attachment(name, BLOCK, node, &format!("pv-{name}"), true);
+        va["metadata"]["finalizers"] = json!(["external-attacher/csi-proxmox-sinextra-dev"]);
+        va["metadata"]["deletionTimestamp"] = json!("2026-05-26T08:00:00Z");
+        va
+    };
+    rig.api.apply(stuck("va-node4", "k8s-node4"));
+    rig.api.apply(stuck("va-node6", "k8s-node6"));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while rig
+        .app
+        .index
+        .with_state(|s, _| !s.attachments.contains_key("va-node6"))
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the watch never showed the attachments"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let before: usize = rig.app.index.with_state(|s, _| s.attachments.len());
+
+    // A follower reads, but removes nothing.
+    let (follower, _) = rig.actuator();
+    let (_lead, not_leading) = watch::channel(false);
+    follower.with_leadership(not_leading).refresh().await.unwrap();
+    assert!(rig.api.get("VolumeAttachment", "/va-node4").is_some());
+
+    rig.actuator().0.refresh().await.unwrap();
+    assert!(
+        rig.api.get("VolumeAttachment", "/va-node4").is_none(),
+        "finalizer cleared and deleted"
+    );
+    assert!(rig.api.get("VolumeAttachment", "/va-node6").is_some());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while rig.app.index.with_state(|s, _| s.attachments.len()) != before - 1 {
+        assert!(tokio::time::Instant::now() < deadline, "only va-node4 goes");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let event = rig.events.lock().unwrap().try_recv().expect("an Event");
+    assert_eq!(
+        (event.kind.as_str(), event.name.as_str()),
+        ("VolumeAttachment", "va-node4")
+    );
+    assert!(
+        rig.app
+            .metrics
+            .encode()
+            .contains("headroom_stale_attachments_total{result=\"removed\"} 1")
+    );
 }
 
 /// The states Proxmox is left in when the actuator dies after each step.

@@ -5,6 +5,10 @@
 //! pods, and reservations made outside the watch (extender bindings, ghost disks). A volume key
 //! is the PV's CSI volume handle, so one volume seen through an attachment and a pod counts
 //! once; a claim not yet bound to a PV is keyed by the claim itself.
+//!
+//! A volume whose attachment failed (an attach error, not attached — "no free lun found") holds
+//! no LUN: it is counted apart as failing to attach, and a node never counts more volumes than
+//! its VM has LUNs.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
@@ -34,6 +38,9 @@ impl From<&Config> for Settings {
     }
 }
 
+/// The SCSI LUNs proxmox-csi tries on a VM (1–29): no VM holds more block volumes.
+pub const LUNS_PER_VM: i64 = 29;
+
 /// Volume keys held on nodes by something the watches do not show (yet): node → keys.
 pub type Reservations = BTreeMap<String, BTreeSet<String>>;
 
@@ -59,6 +66,9 @@ pub struct NodeUsage {
     /// Its CSINode lists the block driver with an attach count. Until then the node is
     /// joining: the plugin cannot attach there yet, so it offers no block slots.
     pub block_ready: bool,
+    /// Volumes whose attachment to this node failed (attach error, not attached): they hold no
+    /// LUN, and their pods wait in ContainerCreating.
+    pub failing_to_attach: i64,
     /// Distinct volumes held by this node's pods: what evicting them all could free.
     #[serde(skip)]
     pub pod_volumes: i64,
@@ -268,8 +278,10 @@ pub fn account(state: &ClusterState, settings: &Settings, reservations: &Reserva
         .map(|n| (n.name.as_str(), new_usage(state, settings, n)))
         .collect();
     let mut held: HashMap<&str, BTreeSet<String>> = HashMap::new();
+    let mut failing: HashMap<&str, BTreeSet<String>> = HashMap::new();
 
-    // 1. VolumeAttachments of the block driver, whatever their state: each holds a LUN.
+    // 1. VolumeAttachments of the block driver: attached, attaching or detaching, each holds a
+    //    LUN; one that failed to attach holds none.
     for va in state
         .attachments
         .values()
@@ -280,7 +292,8 @@ pub fn account(state: &ClusterState, settings: &Settings, reservations: &Reserva
             (None, Some(handle)) => handle.clone(),
             (None, None) => format!("va:{}", va.name),
         };
-        held.entry(va.node_name.as_str()).or_default().insert(key);
+        let into = if va.failing() { &mut failing } else { &mut held };
+        into.entry(va.node_name.as_str()).or_default().insert(key);
     }
 
     // 2. Block claims of non-terminal pods on a node (attachment or not), plus resources.
@@ -317,14 +330,27 @@ pub fn account(state: &ClusterState, settings: &Settings, reservations: &Reserva
     }
 
     let mut key_nodes: HashMap<String, Vec<String>> = HashMap::new();
-    for (node, keys) in held {
-        for k in &keys {
+    for (node, mut keys) in held {
+        // The pod of a failing attachment names the volume too; it still holds no LUN.
+        let failed = failing.remove(node).unwrap_or_default();
+        keys.retain(|k| !failed.contains(k));
+        for k in keys.iter().chain(&failed) {
             key_nodes.entry(k.clone()).or_default().push(node.to_owned());
         }
         if let Some(usage) = per_node.get_mut(node) {
-            usage.block_volumes = keys.len() as i64;
+            usage.block_volumes = (keys.len() as i64).min(LUNS_PER_VM);
+            usage.failing_to_attach = failed.len() as i64;
             usage.pod_volumes = pod_held.get(node).map_or(0, |k| k.len() as i64);
             usage.volume_keys = keys;
+        }
+    }
+    // Failing attachments on nodes that hold nothing else.
+    for (node, failed) in failing {
+        for k in &failed {
+            key_nodes.entry(k.clone()).or_default().push(node.to_owned());
+        }
+        if let Some(usage) = per_node.get_mut(node) {
+            usage.failing_to_attach = failed.len() as i64;
         }
     }
 
@@ -395,6 +421,7 @@ fn new_usage(state: &ClusterState, settings: &Settings, node: &NodeInfo) -> Node
         gpus: node.gpus,
         pods: 0,
         block_ready: registered.is_some(),
+        failing_to_attach: 0,
         pod_volumes: 0,
         volume_keys: BTreeSet::new(),
     }

@@ -5,7 +5,9 @@
 
 pub mod accounting;
 pub mod actuation;
+pub mod addresses;
 pub mod admission;
+pub mod cleanup;
 pub mod extender;
 pub mod placement;
 pub mod planner;

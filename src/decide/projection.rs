@@ -436,6 +436,7 @@ mod tests {
             gpus: 0,
             pods: 0,
             block_ready: true,
+            failing_to_attach: 0,
             pod_volumes: block,
             volume_keys: Default::default(),
         }

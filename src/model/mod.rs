@@ -49,6 +49,9 @@ pub struct NodeInfo {
     /// Allocatable `nvidia.com/gpu`, or 1 when only the GPU-present label is set.
     pub gpus: i64,
     pub provider_id: Option<String>,
+    /// `status.addresses` of type InternalIP: taken when a worker's address is chosen.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub internal_ips: Vec<std::net::Ipv4Addr>,
 }
 
 /// The block driver's published attach limit on one node (the hard cap).
@@ -160,6 +163,17 @@ pub struct AttachmentInfo {
     pub inline_handle: Option<String>,
     pub attached: bool,
     pub detaching: bool,
+    /// `status.attachError` is set (e.g. "no free lun found"): while it is not attached, the
+    /// volume holds no LUN on the node.
+    #[serde(default)]
+    pub attach_error: bool,
+}
+
+impl AttachmentInfo {
+    /// Failing to attach: an attach error and not attached. It holds no LUN.
+    pub fn failing(&self) -> bool {
+        self.attach_error && !self.attached
+    }
 }
 
 fn is_true(s: &str) -> bool {
@@ -210,6 +224,13 @@ impl TryFrom<&Node> for NodeInfo {
             cpu_allocatable_millis: quantity(allocatable, "cpu", 1000)?,
             gpus,
             provider_id: spec.and_then(|s| s.provider_id.clone()),
+            internal_ips: status
+                .and_then(|s| s.addresses.as_ref())
+                .into_iter()
+                .flatten()
+                .filter(|a| a.type_ == "InternalIP")
+                .filter_map(|a| a.address.parse().ok())
+                .collect(),
         })
     }
 }
@@ -307,6 +328,7 @@ impl From<&VolumeAttachment> for AttachmentInfo {
             inline_handle: inline.map(|c| c.volume_handle.clone()),
             attached: va.status.as_ref().is_some_and(|s| s.attached),
             detaching: va.metadata.deletion_timestamp.is_some(),
+            attach_error: va.status.as_ref().is_some_and(|s| s.attach_error.is_some()),
         }
     }
 }

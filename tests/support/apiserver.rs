@@ -250,11 +250,13 @@ async fn handle(
     if req.method() == axum::http::Method::POST && path.ends_with("/binding") {
         return bind(server, &path, req).await;
     }
-    if is_node_write(&path, &req) {
+    if let Some((collection, name)) = cluster_write(&path, &req) {
+        let (collection, name) = (collection, name.to_owned());
+        let delete = req.method() == axum::http::Method::DELETE;
         let body = axum::body::to_bytes(req.into_body(), 1 << 20)
             .await
             .unwrap_or_default();
-        return node_write_apply(&server, &path, body.to_vec());
+        return cluster_write_apply(&server, delete, collection, &name, body.to_vec());
     }
     if req.method() == axum::http::Method::POST && path.ends_with("/eviction") {
         return evict(&server, &path);
@@ -397,45 +399,68 @@ impl ApiServer {
     }
 }
 
-/// PATCH (merge) or DELETE of `/api/v1/nodes/{name}`.
-fn is_node_write(path: &str, req: &Request) -> bool {
-    let is_node = path
-        .strip_prefix("/api/v1/nodes/")
-        .is_some_and(|n| !n.contains('/'));
-    is_node && (req.method() == axum::http::Method::PATCH || req.method() == axum::http::Method::DELETE)
+/// The cluster-scoped collections that take PATCH (merge) and DELETE here.
+const WRITABLE: [&str; 2] = ["/api/v1/nodes", "/apis/storage.k8s.io/v1/volumeattachments"];
+
+/// PATCH (merge) or DELETE of a Node or a VolumeAttachment: its collection and name.
+fn cluster_write<'a>(path: &'a str, req: &Request) -> Option<(&'static str, &'a str)> {
+    let write = req.method() == axum::http::Method::PATCH || req.method() == axum::http::Method::DELETE;
+    WRITABLE.iter().find_map(|collection| {
+        let name = path.strip_prefix(collection)?.strip_prefix('/')?;
+        (write && !name.contains('/')).then_some((*collection, name))
+    })
 }
 
-fn node_write_apply(server: &ApiServer, path: &str, body: Vec<u8>) -> Response {
-    let name = path.trim_start_matches("/api/v1/nodes/");
+/// Applies a merge PATCH or a DELETE as the API server does with finalizers: a DELETE of an
+/// object that has finalizers only sets its deletionTimestamp; it goes once a PATCH leaves it
+/// with none.
+fn cluster_write_apply(
+    server: &ApiServer,
+    delete: bool,
+    collection: &str,
+    name: &str,
+    body: Vec<u8>,
+) -> Response {
     let current = server
         .store
         .lock()
         .unwrap()
         .objects
-        .get("/api/v1/nodes")
+        .get(collection)
         .and_then(|m| m.get(&format!("/{name}")).cloned());
-    let Some(mut node) = current else {
+    let Some(mut object) = current else {
         return status_response(
             StatusCode::NOT_FOUND,
             "NotFound",
-            &format!("nodes \"{name}\" not found"),
+            &format!("\"{name}\" not found"),
         );
     };
-    if body.is_empty()
-        || serde_json::from_slice::<Value>(&body)
-            .map(|b| b.get("spec").is_none())
-            .unwrap_or(true)
-    {
-        // DELETE (its body, if any, is DeleteOptions).
-        server.delete(&node);
-        server.store.lock().unwrap().node_deletes.push(name.to_owned());
-        return axum::Json(json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}))
-            .into_response();
+    let finalized = |o: &Value| {
+        o["metadata"]["finalizers"]
+            .as_array()
+            .is_none_or(|f| f.is_empty())
+    };
+    if delete {
+        if finalized(&object) {
+            server.delete(&object);
+            if collection == "/api/v1/nodes" {
+                server.store.lock().unwrap().node_deletes.push(name.to_owned());
+            }
+            return axum::Json(json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}))
+                .into_response();
+        }
+        object["metadata"]["deletionTimestamp"] = json!("2026-06-05T09:12:00Z");
+        server.apply(object.clone());
+        return axum::Json(object).into_response();
     }
     let patch: Value = serde_json::from_slice(&body).unwrap();
-    json_patch::merge(&mut node, &patch);
-    server.apply(node.clone());
-    axum::Json(node).into_response()
+    json_patch::merge(&mut object, &patch);
+    if object["metadata"].get("deletionTimestamp").is_some() && finalized(&object) {
+        server.delete(&object);
+    } else {
+        server.apply(object.clone());
+    }
+    axum::Json(object).into_response()
 }
 
 /// A copy of a pod or a VolumeAttachment named `<name>-r`, on `node`.

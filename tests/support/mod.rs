@@ -199,9 +199,9 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// Registers a Ready Node for every running worker VM fakepve shows, and its CSINode (the block
-/// driver with a count) `csi_delay` later: what kubeadm join and proxmox-csi's node plugin do.
-/// Runs until aborted.
+/// Registers a Ready Node for every running worker VM fakepve shows (named `k8s-node…`, or
+/// `spare-…` for hand-made spares), and its CSINode (the block driver with a count)
+/// `csi_delay` later: what kubeadm join and proxmox-csi's node plugin do. Runs until aborted.
 pub fn kubelets(
     api: apiserver::ApiServer,
     pve: &fakepve::FakePve,
@@ -224,7 +224,7 @@ pub fn kubelets(
                 for vm in vms {
                     let name = vm["name"].as_str().unwrap_or_default().to_owned();
                     if vm["status"] == "running"
-                        && name.starts_with("k8s-node")
+                        && (name.starts_with("k8s-node") || name.starts_with("spare-"))
                         && joined.insert(name.clone())
                     {
                         api.apply(node(&name));
