@@ -2,7 +2,7 @@
 //!
 //! Built from a `ClusterView` and an `Evaluation`; rendering is pure so it is tested as text.
 
-use std::fmt::Write;
+use std::{collections::BTreeMap, fmt::Write};
 
 use serde::Serialize;
 
@@ -11,7 +11,7 @@ use crate::{
     decide::{
         accounting::{self, ClaimState, ClusterView, NodeUsage, Reservations, Settings},
         actuation::ActuatorStatus,
-        planner::{Plan, Sizing},
+        planner::{self, Plan, Sizing},
         projection::{AdmittedDemand, Check, Evaluation, Windows},
         tick::{self, Tick, TickInput},
         time::Timestamp,
@@ -30,6 +30,9 @@ pub struct StatusReport {
     pub signals: Vec<Check>,
     pub scale_down: Vec<Check>,
     pub provisioner: ProvisionerSummary,
+    /// Per node, what a drain would break or hurt (the runbook's survey before a removal).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub drain_blockers: BTreeMap<String, planner::DrainBlockers>,
 }
 
 /// The cluster line.
@@ -70,8 +73,8 @@ pub struct ProvisionerSummary {
 }
 
 impl StatusReport {
-    /// The report of one tick's result on `view`.
-    pub fn build(view: &ClusterView, config: &Config, tick: Tick) -> Self {
+    /// The report of one tick's result on `view` of `state`.
+    pub fn build(state: &ClusterState, view: &ClusterView, config: &Config, tick: Tick) -> Self {
         let Tick {
             projection: p,
             evaluation:
@@ -118,6 +121,7 @@ impl StatusReport {
                 in_flight: Vec::new(),
                 error: None,
             },
+            drain_blockers: planner::drain_blockers(state, view),
         }
     }
 
@@ -158,7 +162,7 @@ impl StatusReport {
             windows,
             now,
         );
-        Self::build(&view, config, tick)
+        Self::build(state, &view, config, tick)
     }
 
     pub fn to_json(&self) -> String {
@@ -281,6 +285,36 @@ impl StatusReport {
         }
         if let Some(e) = &p.error {
             let _ = writeln!(out, "  {e}");
+        }
+        if !self.drain_blockers.is_empty() {
+            let _ = writeln!(
+                out,
+                "\ndrain blockers (what draining the node would break or hurt):"
+            );
+            for (node, b) in &self.drain_blockers {
+                if b.gpus > 0 {
+                    let _ = writeln!(out, "  {node}: GPU node ({} GPU); never removed", b.gpus);
+                }
+                for why in &b.cannot_move {
+                    let _ = writeln!(out, "  {node}: cannot move: {why}");
+                }
+                if !b.singletons.is_empty() {
+                    // Homelab workloads are mostly single replicas: name a few, count the rest.
+                    let shown: Vec<&str> = b.singletons.iter().take(4).map(String::as_str).collect();
+                    let more = b.singletons.len() - shown.len();
+                    let tail = if more > 0 {
+                        format!(" and {more} more")
+                    } else {
+                        String::new()
+                    };
+                    let _ = writeln!(
+                        out,
+                        "  {node}: {} singleton(s), down while they move: {}{tail}",
+                        b.singletons.len(),
+                        shown.join(", ")
+                    );
+                }
+            }
         }
         out
     }

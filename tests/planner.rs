@@ -460,3 +460,55 @@ fn singletons_are_named_before_a_removal_or_refuse_it() {
         t.scale_down_refusals
     );
 }
+
+/// `status`'s drain survey: per node, what a drain would break (no controller, a pinned
+/// volume) or hurt (a singleton's downtime, a GPU node's work); nodes with none are absent.
+#[test]
+fn the_drain_survey_names_what_a_drain_would_break_or_hurt() {
+    let replica = |name: &str, node: &str| {
+        with(pod("apps", name, Some(node), &[], "64Mi"), |p| {
+            p["metadata"]["ownerReferences"][0]["uid"] = json!("uid-web");
+        })
+    };
+    let mut items = vec![
+        with(node("n1"), |n| {
+            n["status"]["allocatable"]["nvidia.com/gpu"] = json!("1")
+        }),
+        node("n2"),
+        node("n3"),
+        storage_class("local-path", "rancher.io/local-path", false),
+        json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "metadata": {"name": "cache", "namespace": "apps"},
+            "spec": {"storageClassName": "local-path", "volumeName": "pv-cache"}}),
+        json!({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": "pv-cache"},
+            "spec": {"hostPath": {"path": "/opt/local-path/cache"},
+                     "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
+                         {"key": "kubernetes.io/hostname", "operator": "In", "values": ["n2"]}]}]}}}}),
+        // Two replicas of one controller: nobody's blocker.
+        replica("web-0", "n2"),
+        replica("web-1", "n3"),
+        pod("apps", "db-0", Some("n2"), &[], "64Mi"),
+        pod("apps", "cache-user", Some("n2"), &["cache"], "64Mi"),
+        with(pod("apps", "by-hand", Some("n2"), &[], "64Mi"), |p| {
+            p["metadata"].as_object_mut().unwrap().remove("ownerReferences");
+        }),
+    ];
+    for n in ["n1", "n2", "n3"] {
+        items.push(csinode(n, Some(28)));
+    }
+    let state = support::state(items);
+    let view = accounting::account(&state, &Settings::from(&Config::default()), &Reservations::new());
+    let blockers = planner::drain_blockers(&state, &view);
+    assert_eq!(blockers.keys().collect::<Vec<_>>(), ["n1", "n2"], "{blockers:#?}");
+    assert_eq!(blockers["n1"].gpus, 1);
+    assert!(blockers["n1"].cannot_move.is_empty() && blockers["n1"].singletons.is_empty());
+    let n2 = &blockers["n2"];
+    assert_eq!(n2.gpus, 0);
+    assert_eq!(n2.cannot_move.len(), 2, "{n2:#?}");
+    assert!(n2.cannot_move[0].starts_with("pod apps/by-hand has no controller"));
+    assert!(
+        n2.cannot_move[1].starts_with("pod apps/cache-user uses claim cache, whose volume is pinned to n2")
+    );
+    // web-0 has a replica on n3: no singleton.
+    assert_eq!(n2.singletons, ["apps/cache-user", "apps/db-0"]);
+}

@@ -6,7 +6,7 @@
 //! a node past its soft cap or memory threshold, or strand a pod.
 
 use std::{
-    collections::{BTreeSet, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     time::Duration,
 };
 
@@ -360,22 +360,95 @@ struct Removable {
 /// hold them under their soft caps and the memory threshold, and no trigger fires on the
 /// smaller cluster. GPU nodes and nodes still joining are never removed. Singletons (a
 /// controller running one pod) refuse the node under `scaleDown.singletons: refuse`.
+/// What a drain of each node would evict, and how many replicas each controller runs: one
+/// pass over the pods, for the planner's removal and for `status`'s survey.
+struct DrainSurvey<'a> {
+    replicas: HashMap<u64, usize>,
+    evicted: HashMap<&'a str, Vec<&'a PodInfo>>,
+}
+
+impl<'a> DrainSurvey<'a> {
+    fn of(state: &'a ClusterState) -> Self {
+        let mut replicas: HashMap<u64, usize> = HashMap::new();
+        let mut evicted: HashMap<&str, Vec<&PodInfo>> = HashMap::new();
+        for pod in state.pods.values().filter(|p| !p.terminal) {
+            if pod.owner != 0 {
+                *replicas.entry(pod.owner).or_default() += 1;
+            }
+            if let Some(node) = pod.node_name.as_deref()
+                && pod.controller.evicted_by_drain()
+            {
+                evicted.entry(node).or_default().push(pod);
+            }
+        }
+        Self { replicas, evicted }
+    }
+
+    fn evicted(&self, node: &str) -> &[&'a PodInfo] {
+        self.evicted.get(node).map_or(&[], Vec::as_slice)
+    }
+
+    /// Pods on `node` whose controller runs no other replica: down until they run elsewhere.
+    fn singletons(&self, node: &str) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .evicted(node)
+            .iter()
+            .filter(|pod| self.replicas.get(&pod.owner) == Some(&1))
+            .map(|pod| format!("{}/{}", pod.namespace, pod.name))
+            .collect();
+        names.sort();
+        names
+    }
+}
+
+/// What draining one node would break or hurt.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DrainBlockers {
+    /// The node has GPUs: its GPU work has nowhere else to run (never removed).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub gpus: i64,
+    /// Pods that cannot move, and why (no controller, a volume pinned to the node).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cannot_move: Vec<String>,
+    /// Pods whose controller runs no other replica: down until they run elsewhere.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub singletons: Vec<String>,
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
+}
+
+/// The runbook's survey before a drain, per node; nodes with nothing in the way are left out.
+/// PodDisruptionBudgets are not watched: the Eviction API enforces them during a drain.
+pub fn drain_blockers(state: &ClusterState, view: &ClusterView) -> BTreeMap<String, DrainBlockers> {
+    let survey = DrainSurvey::of(state);
+    let mut out = BTreeMap::new();
+    for node in &view.nodes {
+        let name = node.name.as_str();
+        let mut cannot_move: Vec<String> = survey
+            .evicted(name)
+            .iter()
+            .filter_map(|pod| immovable(state, pod, name))
+            .collect();
+        cannot_move.sort();
+        let blockers = DrainBlockers {
+            gpus: node.gpus,
+            cannot_move,
+            singletons: survey.singletons(name),
+        };
+        if blockers != DrainBlockers::default() {
+            out.insert(name.to_owned(), blockers);
+        }
+    }
+    out
+}
+
 fn removable_node(input: &PlanInput<'_>) -> Result<Removable, Refusals> {
     let p = input.placement;
     let config = input.config;
-    // One pass over the pods: replicas per controller, and what a drain would evict per node.
-    let mut replicas: HashMap<u64, usize> = HashMap::new();
-    let mut evicted: HashMap<&str, Vec<&PodInfo>> = HashMap::new();
-    for pod in input.state.pods.values().filter(|p| !p.terminal) {
-        if pod.owner != 0 {
-            *replicas.entry(pod.owner).or_default() += 1;
-        }
-        if let Some(node) = pod.node_name.as_deref()
-            && pod.controller.evicted_by_drain()
-        {
-            evicted.entry(node).or_default().push(pod);
-        }
-    }
+    let survey = DrainSurvey::of(input.state);
     let before = Totals::of(input.view);
     // Others may fill up to the scale-up threshold, not past it (that would flap).
     let memory_ceiling = config.triggers.memory_request_ratio.map_or(1.0, |t| t.above);
@@ -388,16 +461,12 @@ fn removable_node(input: &PlanInput<'_>) -> Result<Removable, Refusals> {
     let mut refusals = Vec::new();
     for candidate in candidates {
         let name = candidate.name.as_str();
-        let pods: &[&PodInfo] = evicted.get(name).map_or(&[], Vec::as_slice);
+        let pods = survey.evicted(name);
         if let Some(why) = pods.iter().find_map(|pod| immovable(input.state, pod, name)) {
             refusals.push(format!("{name}: {why}"));
             continue;
         }
-        let singletons: Vec<String> = pods
-            .iter()
-            .filter(|pod| replicas.get(&pod.owner) == Some(&1))
-            .map(|pod| format!("{}/{}", pod.namespace, pod.name))
-            .collect();
+        let singletons = survey.singletons(name);
         if config.scale_down.singletons == Singletons::Refuse && !singletons.is_empty() {
             refusals.push(format!(
                 "{name}: runs singletons (scaleDown.singletons: refuse): {}",
