@@ -407,6 +407,10 @@ pub struct VmShape {
     /// `cloudInit.ipconfig0` takes the first one no Node and no VM's `ipconfig0` uses.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub ip_pool: Vec<String>,
+    /// Labels put on a new worker's Node once it joins; `{host}` is its Proxmox host, e.g.
+    /// `{"headroom.io/proxmox-host": "{host}"}` (kproximate's TargetHost).
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub node_labels: std::collections::BTreeMap<String, String>,
     /// Cloud-init for new workers (the template's own cloud-init snippet does the join).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cloud_init: Option<CloudInit>,
@@ -437,6 +441,7 @@ impl Default for VmShape {
             vmid_range: [207, 299],
             tags: vec!["headroom".into()],
             ip_pool: Vec::new(),
+            node_labels: Default::default(),
             cloud_init: None,
         }
     }

@@ -1072,6 +1072,7 @@ async fn join(app: &ReadModel, pve: &PveClient, vm: &Vm) -> Result<(), Provision
     let result = wait_registered(app, &vm.name, timeout).await;
     count_step(app, "join", started, outcome(result.as_ref().err()));
     result?;
+    label_node(app, vm).await?;
     set_tags(app, pve, vm, &[TAG]).await?;
     event(
         app,
@@ -1082,6 +1083,27 @@ async fn join(app: &ReadModel, pve: &PveClient, vm: &Vm) -> Result<(), Provision
         ),
     );
     Ok(())
+}
+
+/// Puts `proxmox.vm.nodeLabels` on the joined worker's Node, `{host}` its Proxmox host.
+async fn label_node(app: &ReadModel, vm: &Vm) -> Result<(), ProvisionError> {
+    let (Some(p), Some(client)) = (&app.config.proxmox, &app.client) else {
+        return Ok(());
+    };
+    if p.vm.node_labels.is_empty() {
+        return Ok(());
+    }
+    let labels: std::collections::BTreeMap<&str, String> =
+        p.vm.node_labels
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.replace("{host}", &vm.node)))
+            .collect();
+    let patch = serde_json::json!({"metadata": {"labels": labels}});
+    kube::Api::<k8s_openapi::api::core::v1::Node>::all(client.clone())
+        .patch(&vm.name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map(|_| ())
+        .map_err(|e| ProvisionError::Kube(format!("labelling node {}: {e}", vm.name)))
 }
 
 /// Waits until the node is Ready and its CSINode lists the block driver with a count:

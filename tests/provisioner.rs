@@ -311,9 +311,10 @@ async fn a_cold_spare_is_started_before_anything_is_cloned() {
 }
 
 #[tokio::test]
-async fn the_ip_pool_gives_a_new_worker_an_address_no_node_and_no_vm_uses() {
+async fn a_new_worker_gets_a_pool_address_no_node_or_vm_uses_and_its_node_labels() {
     let mut rig = Rig::addressed(
-        "ipPool: [10.0.20.107-10.0.20.110], cloudInit: {ipconfig0: \"ip={ip}/22,gw=10.0.20.1\"}",
+        "ipPool: [10.0.20.107-10.0.20.110], cloudInit: {ipconfig0: \"ip={ip}/22,gw=10.0.20.1\"},\n       \
+         nodeLabels: {headroom.io/proxmox-host: \"{host}\", topology.kubernetes.io/zone: homelab}",
     )
     .await;
     // .107 is a Node's InternalIP, .108 a hand-made VM's ipconfig0.
