@@ -276,6 +276,8 @@ pub struct Metrics {
     /// Pending pods no worker VM of the configured shape can hold.
     pub oversized_pods: Gauge,
     pub ghost_disks: Family<NodeLabels, Gauge>,
+    /// Disks VolumeAttachments say are attached that the VM's config does not hold.
+    pub attachment_drift: Family<NodeLabels, Gauge>,
     /// Stale VolumeAttachments removed (result: removed, failed).
     pub stale_attachments: Family<ResultLabels, Counter>,
     pub cluster: ClusterGauges,
@@ -383,6 +385,12 @@ impl Default for Metrics {
             "CSI disks in a worker VM's config with no VolumeAttachment (they hold a LUN)",
             ghost_disks.clone(),
         );
+        let attachment_drift = Family::<NodeLabels, Gauge>::default();
+        registry.register(
+            "attachment_drift",
+            "Disks a VolumeAttachment says are attached to the node that its VM's config does not hold",
+            attachment_drift.clone(),
+        );
         let stale_attachments = Family::<ResultLabels, Counter>::default();
         for result in ["removed", "failed"] {
             stale_attachments
@@ -437,6 +445,7 @@ impl Default for Metrics {
             incoming_vms,
             oversized_pods,
             ghost_disks,
+            attachment_drift,
             stale_attachments,
             cluster,
             worker_vms,

@@ -329,8 +329,9 @@ impl Actuator {
             .app
             .index
             .with_state(|s, _| inventory::AttachedDisks::from_state(s, &self.app.config.block_driver));
-        let ghosts = inventory::ghost_disks(&pve, &vms, &known).await?;
-        self.app.set_ghosts(ghosts);
+        let drift = inventory::disk_drift(&pve, &vms, &known).await?;
+        self.app.set_attachment_drift(&drift);
+        self.app.set_ghosts(drift.ghosts);
         if !*self.leading.borrow() {
             return Ok(0);
         }
@@ -1272,7 +1273,7 @@ pub async fn observe(
 ) -> Result<(Vec<Vm>, crate::decide::accounting::Reservations), ProvisionError> {
     let pve = client(p)?;
     let vms = inventory::vms(&pve).await?;
-    let ghosts = inventory::ghost_disks(&pve, &vms, attached).await?;
+    let ghosts = inventory::disk_drift(&pve, &vms, attached).await?.ghosts;
     Ok((in_flight(&pve, p, vms).await?, ghosts))
 }
 

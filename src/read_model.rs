@@ -205,6 +205,18 @@ impl ReadModel {
     }
 
     /// Replaces the ghost disks (CSI disks on worker VMs with no VolumeAttachment).
+    /// Exports, per node whose VM was read, the disks its VolumeAttachments say are attached
+    /// that the VM's config does not hold.
+    pub fn set_attachment_drift(&self, drift: &crate::proxmox::inventory::DiskDrift) {
+        for node in &drift.checked {
+            let missing = drift.missing.get(node).map_or(0, |m| m.len() as i64);
+            self.metrics
+                .attachment_drift
+                .get_or_create(&crate::metrics::NodeLabels { node: node.clone() })
+                .set(missing);
+        }
+    }
+
     pub fn set_ghosts(&self, ghosts: Reservations) {
         for (node, keys) in &ghosts {
             self.metrics

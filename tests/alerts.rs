@@ -173,6 +173,7 @@ async fn a_real_prometheus_scraping_headroom_sees_the_denial_alert_go_pending() 
         .filter(|n| {
             ![
                 "headroom_ghost_disks",
+                "headroom_attachment_drift",
                 "headroom_worker_vms",
                 "headroom_provisioned_resources",
                 "headroom_provision_steps_total",

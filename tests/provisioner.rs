@@ -688,7 +688,7 @@ async fn ticket_login_with_csrf_on_writes() {
 }
 
 #[tokio::test]
-async fn ghost_disks_count_on_their_node_and_are_exported() {
+async fn ghost_disks_count_on_their_node_and_the_reverse_drift_is_exported() {
     let mut rig = Rig::new().await;
     let pv = |name: &str, disk: &str| {
         json!({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": name},
@@ -697,6 +697,9 @@ async fn ghost_disks_count_on_their_node_and_are_exported() {
     rig.api.apply(pv("pv-aaa", "vm-9999-pvc-aaa"));
     rig.api.apply(pv("pv-bbb", "vm-9999-pvc-bbb"));
     rig.api.apply(attachment("va-aaa", BLOCK, "n2", "pv-aaa", true));
+    // The reverse drift: attached by its VolumeAttachment, absent from the VM's config.
+    rig.api.apply(pv("pv-ddd", "vm-9999-pvc-ddd"));
+    rig.api.apply(attachment("va-ddd", BLOCK, "n2", "pv-ddd", true));
     // n2 is VM 202 through its providerID; its config holds three CSI disks.
     rig.api.apply(with(node("n2"), |v| {
         v["spec"]["providerID"] = json!("proxmox://homelab/202")
@@ -711,7 +714,7 @@ async fn ghost_disks_count_on_their_node_and_are_exported() {
         )
         .await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while rig.app.index.with_state(|s, _| s.attachments.len()) < 49 {
+    while rig.app.index.with_state(|s, _| s.attachments.len()) < 50 {
         assert!(tokio::time::Instant::now() < deadline);
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -733,6 +736,11 @@ async fn ghost_disks_count_on_their_node_and_are_exported() {
     assert!(
         metrics.contains("headroom_ghost_disks{node=\"n2\"} 2"),
         "{metrics}"
+    );
+    assert!(
+        metrics.contains("headroom_attachment_drift{node=\"n2\"} 25"),
+        "attached by their VolumeAttachments but not in VM 202's config: ddd and the 24 the \
+         rig's cluster puts on n2 (aaa is in both):\n{metrics}"
     );
 }
 

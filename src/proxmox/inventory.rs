@@ -196,6 +196,9 @@ pub struct AttachedDisks {
     handle_of: std::collections::HashMap<String, String>,
     /// Node → disk names with a VolumeAttachment there.
     attached: std::collections::HashMap<String, std::collections::BTreeSet<String>>,
+    /// Node → disk names whose VolumeAttachment there says attached (and is not detaching):
+    /// the disk must be in the VM's config.
+    confirmed: std::collections::HashMap<String, std::collections::BTreeSet<String>>,
 }
 
 impl AttachedDisks {
@@ -234,6 +237,12 @@ impl AttachedDisks {
                     .map(|h| h.rsplit('/').next().unwrap_or(h).to_owned())
             });
             if let Some(disk) = disk {
+                if va.attached && !va.detaching {
+                    out.confirmed
+                        .entry(va.node_name.clone())
+                        .or_default()
+                        .insert(disk.clone());
+                }
                 out.attached.entry(va.node_name.clone()).or_default().insert(disk);
             }
         }
@@ -248,30 +257,52 @@ impl AttachedDisks {
     }
 }
 
-/// Ghost disks: CSI disks in a worker VM's config with no VolumeAttachment for that node.
-/// They hold a LUN all the same. Keys are the PV's volume handle when a PV names the disk
-/// (so a volume is never counted twice), else `ghost:<disk>`. Workers are matched to their
-/// Node by providerID or by name.
-pub async fn ghost_disks(
-    pve: &PveClient,
-    vms: &[Vm],
-    known: &AttachedDisks,
-) -> Result<crate::decide::accounting::Reservations, PveError> {
-    let mut out = crate::decide::accounting::Reservations::new();
+/// Where the VMs' disks and the VolumeAttachments disagree, per worker matched to its Node.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DiskDrift {
+    /// Ghost disks: CSI disks in a worker VM's config with no VolumeAttachment for that node.
+    /// They hold a LUN all the same. Keys are the PV's volume handle when a PV names the disk
+    /// (so a volume is never counted twice), else `ghost:<disk>`.
+    pub ghosts: crate::decide::accounting::Reservations,
+    /// The reverse (the runbook's check #47): disks a VolumeAttachment says are attached to the
+    /// node that its VM's config does not hold. Node → disk names.
+    pub missing: std::collections::BTreeMap<String, std::collections::BTreeSet<String>>,
+    /// The nodes whose VM config was read (a node not here was not checked).
+    pub checked: std::collections::BTreeSet<String>,
+}
+
+/// Reads every worker VM's config and compares its CSI disks with the VolumeAttachments.
+/// Workers are matched to their Node by providerID or by name.
+pub async fn disk_drift(pve: &PveClient, vms: &[Vm], known: &AttachedDisks) -> Result<DiskDrift, PveError> {
+    let mut out = DiskDrift::default();
     for vm in vms.iter().filter(|v| !v.template) {
         let Some(node) = known.node_of(vm) else { continue };
         let config = config(pve, vm).await?;
-        for (_, disk) in csi_disks(&config) {
-            if known.attached.get(node).is_some_and(|a| a.contains(&disk)) {
+        let disks: std::collections::BTreeSet<String> =
+            csi_disks(&config).into_iter().map(|(_, d)| d).collect();
+        for disk in &disks {
+            if known.attached.get(node).is_some_and(|a| a.contains(disk)) {
                 continue;
             }
             let key = known
                 .handle_of
-                .get(&disk)
+                .get(disk)
                 .cloned()
                 .unwrap_or_else(|| format!("ghost:{disk}"));
-            out.entry(node.to_owned()).or_default().insert(key);
+            out.ghosts.entry(node.to_owned()).or_default().insert(key);
         }
+        let missing: std::collections::BTreeSet<String> = known
+            .confirmed
+            .get(node)
+            .into_iter()
+            .flatten()
+            .filter(|d| !disks.contains(*d))
+            .cloned()
+            .collect();
+        if !missing.is_empty() {
+            out.missing.insert(node.to_owned(), missing);
+        }
+        out.checked.insert(node.to_owned());
     }
     Ok(out)
 }
