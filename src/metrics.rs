@@ -286,6 +286,8 @@ pub struct Metrics {
     pub worker_vms: Family<StateLabels, Gauge>,
     pub provisioned: Family<ResourceLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     pub synced: Gauge,
+    /// Planning ticks run (the planner is alive; tests count what ran with it).
+    pub plan_ticks: Counter,
     pub connections: ConnectionMetrics,
 }
 
@@ -424,6 +426,12 @@ impl Default for Metrics {
             "1 once every watched kind has been listed",
             synced.clone(),
         );
+        let plan_ticks = Counter::default();
+        registry.register(
+            "plan_ticks",
+            "Planning ticks run: each evaluates the triggers and hands the actuator a plan",
+            plan_ticks.clone(),
+        );
         let connections = ConnectionMetrics::default();
         connections.register(&mut registry);
         let build = Family::<Vec<(String, String)>, Gauge>::default();
@@ -451,6 +459,7 @@ impl Default for Metrics {
             worker_vms,
             provisioned,
             synced,
+            plan_ticks,
             connections,
         }
     }

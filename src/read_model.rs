@@ -238,6 +238,7 @@ impl ReadModel {
 
     /// The planning loop published a tick's gauges.
     pub fn mark_ticked(&self) {
+        self.metrics.plan_ticks.inc();
         self.ticked.store(true, std::sync::atomic::Ordering::Release);
     }
 

@@ -370,6 +370,7 @@ fn unsafe_kill(pid: i32) -> i32 {
 
 #[tokio::test]
 async fn serve_provisions_when_the_snapshot_crosses_a_trigger_and_status_shows_it() {
+    support::install_crypto();
     let mut pve = support::fakepve::FakePve::start().await;
     pve.add_template().await;
     let dir = tempfile::tempdir().unwrap();
@@ -391,6 +392,7 @@ async fn serve_provisions_when_the_snapshot_crosses_a_trigger_and_status_shows_i
     )
     .unwrap();
     let (snapshot, config) = (snapshot.to_str().unwrap(), config.to_str().unwrap());
+    let admin = support::free_port();
     let mut serve = tokio::process::Command::new(BIN)
         .args([
             "serve",
@@ -405,7 +407,7 @@ async fn serve_provisions_when_the_snapshot_crosses_a_trigger_and_status_shows_i
             "--listen",
             &format!("127.0.0.1:{}", support::free_port()),
             "--admin-listen",
-            &format!("127.0.0.1:{}", support::free_port()),
+            &format!("127.0.0.1:{admin}"),
         ])
         .env_remove("HEADROOM_CONFIG")
         .stdout(std::process::Stdio::null())
@@ -456,8 +458,32 @@ async fn serve_provisions_when_the_snapshot_crosses_a_trigger_and_status_shows_i
     .unwrap();
     assert!(table.contains("provisioning: k8s-node1 (VM 207)"), "{table}");
 
-    // Still one VM: the in-flight provision covers the intent.
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    // Still one VM after ten more ticks, each planning on the same firing trigger: the
+    // in-flight provision covers the intent.
+    let ticks = || async {
+        let text = support::get_text(&format!("http://127.0.0.1:{admin}/metrics"))
+            .await
+            .unwrap_or_default();
+        text.lines()
+            .find_map(|l| l.strip_prefix("headroom_plan_ticks_total ")?.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let seen = ticks().await;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    while ticks().await < seen + 10.0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the planner stopped ticking"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let clones = pve
+        .requests()
+        .await
+        .into_iter()
+        .filter(|r| r.0 == "POST" && r.1.ends_with("/clone"))
+        .count();
+    assert_eq!(clones, 1, "one clone in all those ticks");
     assert_eq!(
         pve.vms().await.iter().filter(|v| v["template"] == false).count(),
         1
