@@ -624,15 +624,12 @@ impl Actuator {
             .map(|n| p.vm.name_pattern.replace("{n}", &n.to_string()))
             .find(|name| !vms.iter().any(|v| &v.name == name) && !known_nodes.contains(name))
             .expect("an unbounded range has a free name");
-        // No clone without an address for it (configure takes it, and checks it again).
-        self.address_for(pve, None).await?;
         // Read again right before cloning: a VM made by hand since the first read must not be
         // cloned over, nor share its name (the runbook's clone script aborts the same way).
-        if let Some(v) = inventory::vms(pve)
-            .await?
-            .into_iter()
-            .find(|v| v.vmid == vmid || v.name == name)
-        {
+        let fresh = inventory::vms(pve).await?;
+        // No clone without an address for it (configure takes it, and checks it again).
+        self.address_for(pve, &fresh, None).await?;
+        if let Some(v) = fresh.iter().find(|v| v.vmid == vmid || v.name == name) {
             return Err(ProvisionError::Taken(format!(
                 "VM {} ({}) on {} appeared before the clone of {name} as {vmid}; not cloning",
                 v.vmid, v.name, v.node
@@ -758,19 +755,22 @@ impl Actuator {
             ipconfig = ipconfig.replace("{n}", n);
         }
         if ipconfig.contains("{ip}")
-            && let Some(address) = self.address_for(pve, Some(vm)).await?
+            && let Some(address) = self
+                .address_for(pve, &inventory::vms(pve).await?, Some(vm))
+                .await?
         {
             ipconfig = ipconfig.replace("{ip}", &address.to_string());
         }
         Ok(ipconfig)
     }
 
-    /// An address of `proxmox.vm.ipPool` that no Node and no other VM (templates included)
-    /// uses: the one `vm` already has when it is free, else the first free one. `None` when no
-    /// pool is configured; an error when the pool is exhausted.
+    /// An address of `proxmox.vm.ipPool` that no Node and none of the other `vms` (templates
+    /// included) uses: the one `vm` already has when it is free, else the first free one.
+    /// `None` when no pool is configured; an error when the pool is exhausted.
     async fn address_for(
         &self,
         pve: &PveClient,
+        vms: &[Vm],
         vm: Option<&Vm>,
     ) -> Result<Option<Ipv4Addr>, ProvisionError> {
         let p = self.proxmox();
@@ -783,8 +783,8 @@ impl Actuator {
             .index
             .with_state(|s, _| s.nodes.values().flat_map(|n| n.internal_ips.clone()).collect());
         let mut own = None;
-        for other in inventory::vms(pve).await? {
-            let config = inventory::config(pve, &other).await?;
+        for other in vms {
+            let config = inventory::config(pve, other).await?;
             let address = config
                 .get("ipconfig0")
                 .and_then(Value::as_str)

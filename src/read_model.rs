@@ -204,7 +204,6 @@ impl ReadModel {
         }
     }
 
-    /// Replaces the ghost disks (CSI disks on worker VMs with no VolumeAttachment).
     /// Exports, per node whose VM was read, the disks its VolumeAttachments say are attached
     /// that the VM's config does not hold.
     pub fn set_attachment_drift(&self, drift: &crate::proxmox::inventory::DiskDrift) {
@@ -217,6 +216,7 @@ impl ReadModel {
         }
     }
 
+    /// Replaces the ghost disks (CSI disks on worker VMs with no VolumeAttachment).
     pub fn set_ghosts(&self, ghosts: Reservations) {
         for (node, keys) in &ghosts {
             self.metrics

@@ -589,21 +589,8 @@ async fn serve_with_tls_client_ca_requires_the_callers_certificates() {
         key.as_os_str(),
     ];
     let _child = spawn_serve(&args, port, admin, std::process::Stdio::null());
-    let client = |identity: bool| {
-        let (cert, key) = (certs.join("kube-apiserver.crt"), certs.join("kube-apiserver.key"));
-        let identity = identity.then_some(support::Identity {
-            cert: &cert,
-            key: &key,
-        });
-        reqwest::Client::builder()
-            .use_preconfigured_tls(support::tls_client_config_as(
-                &certs.join("ca.crt"),
-                &[b"http/1.1"],
-                identity,
-            ))
-            .build()
-            .unwrap()
-    };
+    let client =
+        |identity: bool| support::certs_client(&certs, identity.then_some("kube-apiserver"), &[b"http/1.1"]);
     let review = include_str!("data/admission/pod-create.json");
     let post = |client: reqwest::Client| async move {
         client

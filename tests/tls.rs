@@ -448,24 +448,9 @@ async fn past_the_connection_limit_new_connections_are_closed_until_one_frees() 
     let _ = run.stop.send(true);
 }
 
-/// Clients for a server that asks for certificates: the CA, and who is presenting what.
+/// A client of the h2/http1.1 listener for what `headroom certs` wrote into `dir`.
 fn client_as(dir: &Path, stem: Option<&str>) -> reqwest::Client {
-    let (cert, key) = match stem {
-        Some(stem) => (dir.join(format!("{stem}.crt")), dir.join(format!("{stem}.key"))),
-        None => (PathBuf::new(), PathBuf::new()),
-    };
-    let identity = stem.map(|_| support::Identity {
-        cert: &cert,
-        key: &key,
-    });
-    reqwest::Client::builder()
-        .use_preconfigured_tls(support::tls_client_config_as(
-            &dir.join("ca.crt"),
-            &[b"h2", b"http/1.1"],
-            identity,
-        ))
-        .build()
-        .unwrap()
+    support::certs_client(dir, stem, &[b"h2", b"http/1.1"])
 }
 
 fn metric(app: &ReadModel, series: &str) -> f64 {

@@ -171,6 +171,17 @@ pub fn install_crypto() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
+/// A reqwest client for what `headroom certs` wrote into `dir`: trusting `dir/ca.crt`, and
+/// presenting `dir/STEM.crt` and `dir/STEM.key` when `stem` is given.
+pub fn certs_client(dir: &std::path::Path, stem: Option<&str>, alpn: &[&[u8]]) -> reqwest::Client {
+    let files = stem.map(|stem| (dir.join(format!("{stem}.crt")), dir.join(format!("{stem}.key"))));
+    let identity = files.as_ref().map(|(cert, key)| Identity { cert, key });
+    reqwest::Client::builder()
+        .use_preconfigured_tls(tls_client_config_as(&dir.join("ca.crt"), alpn, identity))
+        .build()
+        .expect("client")
+}
+
 /// A reqwest client trusting only the CA in `ca`.
 pub fn tls_client(ca: &std::path::Path, alpn: &[&[u8]]) -> reqwest::Client {
     reqwest::Client::builder()
