@@ -141,6 +141,8 @@ pub struct Config {
     pub scale_down: ScaleDown,
     pub admission: Admission,
     pub cleanup: Cleanup,
+    pub rebalance: Rebalance,
+    pub ghost_disks: GhostDisks,
     pub tls: Tls,
     /// Absent: dry-run, planned calls are logged and nothing is called.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -162,6 +164,8 @@ impl Default for Config {
             scale_down: ScaleDown::default(),
             admission: Admission::default(),
             cleanup: Cleanup::default(),
+            rebalance: Rebalance::default(),
+            ghost_disks: GhostDisks::default(),
             tls: Tls::default(),
             proxmox: None,
         }
@@ -201,6 +205,60 @@ impl Default for Cleanup {
             stale_attachments: true,
         }
     }
+}
+
+/// Moving block volumes off the fullest node, one pod at a time (the design's "rebalance
+/// residual node6 block PVCs → node5, one at a time").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+pub struct Rebalance {
+    pub enabled: bool,
+    /// The spread (fullest − emptiest schedulable node, in block volumes) that starts moves.
+    pub start_at: i64,
+    /// The spread at which moves stop.
+    pub stop_at: i64,
+    /// At most one move per interval, cluster-wide, counted from when the last one settled.
+    pub interval: Period,
+}
+
+impl Default for Rebalance {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            start_at: 6,
+            stop_at: 2,
+            interval: Period(Duration::from_secs(600)),
+        }
+    }
+}
+
+/// Ghost disks: SCSI disks in a worker VM's config that no VolumeAttachment names.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+pub struct GhostDisks {
+    pub repair: GhostRepair,
+    /// How long a ghost is seen, on every read, before it is detached.
+    pub repair_after: Period,
+}
+
+impl Default for GhostDisks {
+    fn default() -> Self {
+        Self {
+            repair: GhostRepair::Off,
+            repair_after: Period(Duration::from_secs(600)),
+        }
+    }
+}
+
+/// What headroom does about a ghost disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum GhostRepair {
+    /// Count, alert and say in `status` what a repair would do.
+    #[default]
+    Off,
+    /// Detach it from the VM config (`delete=scsiN`): the volume stays as `unusedN`.
+    Detach,
 }
 
 /// Who may call the webhook and extender port.
@@ -519,6 +577,22 @@ impl Config {
                 return fail(key, format!("must be a ratio ≥ 0 such as 0.9, got {r}"));
             }
         }
+        let r = &self.rebalance;
+        if r.stop_at < 0 || r.start_at <= r.stop_at {
+            return fail(
+                "rebalance.startAt",
+                format!(
+                    "must be above stopAt ({}), which must be ≥ 0: moves start at one spread and stop at a smaller one, got startAt {}",
+                    r.stop_at, r.start_at
+                ),
+            );
+        }
+        if r.interval.0.is_zero() {
+            return fail(
+                "rebalance.interval",
+                "must be more than 0s: one move per interval".into(),
+            );
+        }
         if self.scoring.block_weight + self.scoring.memory_weight == 0 {
             return fail("scoring", "blockWeight and memoryWeight cannot both be 0".into());
         }
@@ -700,6 +774,13 @@ proxmox:
                 "`tls.clientCaFile`",
                 "unknown field",
             ),
+            (
+                "rebalance: {enabled: true, startAt: 2, stopAt: 2}",
+                "`rebalance.startAt`",
+                "must be above stopAt (2)",
+            ),
+            ("rebalance: {interval: 0s}", "`rebalance.interval`", "more than 0s"),
+            ("ghostDisks: {repair: delete}", "`ghostDisks.repair`", "unknown variant"),
         ];
         for (text, key, reason) in cases {
             let err = Config::parse("cfg.yaml", text).unwrap_err().to_string();

@@ -53,19 +53,40 @@ async fn cordon(nodes: &Api<Node>, node: &str, on: bool) -> Result<(), kube::Err
         .map(|_| ())
 }
 
-/// One eviction attempt, cut at `limit`.
-async fn evict(client: &Client, node: &str, pod: &Pod, limit: Duration) {
+/// What one eviction attempt came to.
+#[derive(Debug)]
+pub enum Eviction {
+    Evicted,
+    /// 429, or no answer within the limit: a PodDisruptionBudget allows no disruption now.
+    Refused,
+    /// 404: the pod is gone already.
+    Gone,
+    Failed(kube::Error),
+}
+
+/// One eviction of `namespace/name` through the Eviction API, cut at `limit`.
+pub async fn evict(client: &Client, namespace: &str, name: &str, limit: Duration) -> Eviction {
+    let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    // kube's client retries 429 itself (with backoff up to minutes); a PDB's 429 must come
+    // back to the caller, so the call is cut at the time left.
+    match tokio::time::timeout(limit, api.evict(name, &EvictParams::default())).await {
+        Ok(Ok(_)) => Eviction::Evicted,
+        Ok(Err(kube::Error::Api(s))) if s.code == 429 => Eviction::Refused,
+        Ok(Err(kube::Error::Api(s))) if s.code == 404 => Eviction::Gone,
+        Ok(Err(e)) => Eviction::Failed(e),
+        Err(_) => Eviction::Refused,
+    }
+}
+
+/// One eviction attempt of a pod on `node`, for the drain loop.
+async fn evict_for_drain(client: &Client, node: &str, pod: &Pod, limit: Duration) {
     let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
     let name = pod.metadata.name.as_deref().unwrap_or_default();
-    let api: Api<Pod> = Api::namespaced(client.clone(), ns);
-    // kube's client retries 429 itself (with backoff up to minutes); a PDB's 429 must come
-    // back to the drain loop, so the call is cut at the time left.
-    match tokio::time::timeout(limit, api.evict(name, &EvictParams::default())).await {
-        Ok(Ok(_)) => tracing::info!(node, namespace = ns, pod = name, "evicted"),
-        // 429: a PodDisruptionBudget says not now; 404: already gone.
-        Ok(Err(kube::Error::Api(s))) if s.code == 429 || s.code == 404 => {}
-        Ok(Err(e)) => tracing::warn!(node, pod = name, error = %e, "eviction failed"),
-        Err(_) => tracing::info!(node, pod = name, "eviction not granted yet (disruption budget)"),
+    match evict(client, ns, name, limit).await {
+        Eviction::Evicted => tracing::info!(node, namespace = ns, pod = name, "evicted"),
+        Eviction::Gone => {}
+        Eviction::Refused => tracing::info!(node, pod = name, "eviction not granted yet (disruption budget)"),
+        Eviction::Failed(e) => tracing::warn!(node, pod = name, error = %e, "eviction failed"),
     }
 }
 
@@ -115,7 +136,11 @@ pub async fn drain(client: &Client, node: &str, timeout: Duration) -> Result<(),
         let left_time = deadline
             .saturating_duration_since(tokio::time::Instant::now())
             .min(Duration::from_secs(10));
-        futures::future::join_all(left.iter().map(|pod| evict(client, node, pod, left_time))).await;
+        futures::future::join_all(
+            left.iter()
+                .map(|pod| evict_for_drain(client, node, pod, left_time)),
+        )
+        .await;
         // A PDB frees a slot when a replacement is Ready elsewhere: look again soon.
         tokio::time::sleep((timeout / 4).clamp(Duration::from_millis(200), Duration::from_secs(5))).await;
     }

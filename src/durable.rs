@@ -41,6 +41,9 @@ pub struct Durable {
     pub last_scale_down: Option<Timestamp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub demand_at_scale_down: Option<DemandLevel>,
+    /// When the last pod move started or ended: a restart does not cut `rebalance.interval`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_move: Option<Timestamp>,
 }
 
 impl Durable {
@@ -51,6 +54,7 @@ impl Durable {
             last_scale_up: status.last_scale_up,
             last_scale_down: status.last_scale_down,
             demand_at_scale_down: status.demand_at_scale_down,
+            last_move: status.last_move,
         }
     }
 
@@ -72,6 +76,9 @@ impl Durable {
         if self.last_scale_down > status.last_scale_down {
             status.last_scale_down = self.last_scale_down;
             status.demand_at_scale_down = self.demand_at_scale_down;
+        }
+        if self.last_move > status.last_move {
+            status.last_move = self.last_move;
         }
     }
 }
@@ -146,6 +153,7 @@ mod tests {
                 block_volumes: 7,
                 memory_bytes: 1,
             }),
+            last_move: Some(t(20)),
         };
         let mut windows = Windows {
             since: [("freeBlockSlots".to_owned(), t(40))].into(),
@@ -158,12 +166,18 @@ mod tests {
         );
         let mut status = ActuatorStatus {
             last_scale_up: Some(t(30)),
+            last_move: Some(t(15)),
             ..Default::default()
         };
         recorded.merge_status(&mut status);
         assert_eq!(status.last_scale_up, Some(t(30)));
         assert_eq!(status.last_scale_down, Some(t(50)));
         assert_eq!(status.demand_at_scale_down.unwrap().block_volumes, 7);
+        assert_eq!(
+            status.last_move,
+            Some(t(20)),
+            "a restart does not cut the move interval"
+        );
         let text = serde_json::to_string(&recorded).unwrap();
         assert_eq!(serde_json::from_str::<Durable>(&text).unwrap(), recorded);
     }

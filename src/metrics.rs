@@ -280,6 +280,10 @@ pub struct Metrics {
     pub attachment_drift: Family<NodeLabels, Gauge>,
     /// Stale VolumeAttachments removed (result: removed, failed).
     pub stale_attachments: Family<ResultLabels, Counter>,
+    /// Rebalancing moves (result: moved, blocked, failed, timeout).
+    pub rebalance_moves: Family<ResultLabels, Counter>,
+    /// Ghost disks detached (result: detached, failed).
+    pub ghost_repairs: Family<ResultLabels, Counter>,
     pub cluster: ClusterGauges,
     /// kproximate's "provisioned" gauges: worker VMs headroom manages, by state, and their
     /// configured cores and memory.
@@ -393,18 +397,23 @@ impl Default for Metrics {
             "Disks a VolumeAttachment says are attached to the node that its VM's config does not hold",
             attachment_drift.clone(),
         );
-        let stale_attachments = Family::<ResultLabels, Counter>::default();
-        for result in ["removed", "failed"] {
-            stale_attachments
-                .get_or_create(&ResultLabels {
-                    result: result.into(),
-                })
-                .get();
-        }
-        registry.register(
+        let stale_attachments = results_counter(
+            &mut registry,
             "stale_attachments",
             "VolumeAttachments of deleted nodes whose VM is down, removed by headroom, by result",
-            stale_attachments.clone(),
+            &["removed", "failed"],
+        );
+        let rebalance_moves = results_counter(
+            &mut registry,
+            "rebalance_moves",
+            "Pods moved off the fullest node to close the block-volume spread, by result",
+            &["moved", "blocked", "failed", "timeout"],
+        );
+        let ghost_repairs = results_counter(
+            &mut registry,
+            "ghost_repairs",
+            "Ghost disks detached from a worker VM's config (the volume kept as unusedN), by result",
+            &["detached", "failed"],
         );
         let cluster = ClusterGauges::default();
         cluster.register(&mut registry);
@@ -455,6 +464,8 @@ impl Default for Metrics {
             ghost_disks,
             attachment_drift,
             stale_attachments,
+            rebalance_moves,
+            ghost_repairs,
             cluster,
             worker_vms,
             provisioned,
@@ -463,6 +474,26 @@ impl Default for Metrics {
             connections,
         }
     }
+}
+
+/// A counter family by `result`, every result exported at 0 from the start (an alert on an
+/// increase needs the series to exist before the first one).
+fn results_counter(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    results: &[&str],
+) -> Family<ResultLabels, Counter> {
+    let family = Family::<ResultLabels, Counter>::default();
+    for result in results {
+        family
+            .get_or_create(&ResultLabels {
+                result: (*result).into(),
+            })
+            .get();
+    }
+    registry.register(name, help, family.clone());
+    family
 }
 
 impl Metrics {

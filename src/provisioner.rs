@@ -29,6 +29,7 @@ use crate::{
         cleanup,
         planner::Plan,
         projection::{VmCapacity, Windows},
+        rebalance::{self, MoveInProgress, MoveResult, PodMove},
         tick::{self, TickInput},
     },
     durable::{self, Durable},
@@ -146,7 +147,21 @@ pub struct Actuator {
     /// Joins waited for in their own tasks report here.
     joins_tx: mpsc::UnboundedSender<Joined>,
     joins: mpsc::UnboundedReceiver<Joined>,
+    /// Moves watched in their own tasks report how they ended here.
+    moves_tx: mpsc::UnboundedSender<MoveEnded>,
+    moves: mpsc::UnboundedReceiver<MoveEnded>,
 }
+
+/// A move that ended, reported by its watching task.
+struct MoveEnded {
+    result: MoveResult,
+    detail: String,
+}
+
+/// How often a move's watcher looks at the index for the replacement.
+const MOVE_POLL: Duration = Duration::from_secs(2);
+/// How long an eviction call may wait for an answer (a PodDisruptionBudget's 429).
+const EVICTION_LIMIT: Duration = Duration::from_secs(10);
 
 /// A join that ended, reported by its task.
 struct Joined {
@@ -169,6 +184,7 @@ impl Actuator {
     ) -> Self {
         let status = publish.borrow().clone();
         let (joins_tx, joins) = mpsc::unbounded_channel();
+        let (moves_tx, moves) = mpsc::unbounded_channel();
         Self {
             pve: pve.map(Arc::new),
             app,
@@ -180,6 +196,8 @@ impl Actuator {
             durable: None,
             joins_tx,
             joins,
+            moves_tx,
+            moves,
         }
     }
 
@@ -258,6 +276,10 @@ impl Actuator {
                     self.joined(joined).await;
                     continue;
                 }
+                Some(ended) = self.moves.recv() => {
+                    self.move_ended(ended);
+                    continue;
+                }
                 changed = plans.changed() => if changed.is_err() { return },
                 // Pick up what changed in Proxmox meanwhile (a restart elsewhere, an operator).
                 _ = tokio::time::sleep(REFRESH) => {
@@ -294,9 +316,12 @@ impl Actuator {
             }
             let capacity = VmCapacity::from_config(&self.app.config);
             let before = self.status.generation;
-            let accepted = self
-                .status
-                .accept(&planned, capacity, self.clock.now(), self.pve.is_none());
+            // A move needs only the cluster; everything else changes Proxmox.
+            let dry_run = match planned.plan {
+                Plan::Move(_) => self.kube.is_none(),
+                _ => self.pve.is_none(),
+            };
+            let accepted = self.status.accept(&planned, capacity, self.clock.now(), dry_run);
             if self.status.generation != before {
                 self.publish();
             }
@@ -315,8 +340,102 @@ impl Actuator {
                     self.name_singletons(&node, &singletons);
                     self.scale_down(&node, &reason).await
                 }
+                Accepted::Evict(m) => self.start_move(m).await,
             }
         }
+    }
+
+    /// Evicts the pod of move `m` (marked under way by the state machine) and watches, in its
+    /// own task, for its replacement to be placed on another node.
+    async fn start_move(&mut self, m: PodMove) {
+        let kube = self.kube.clone().expect("a move is dry-run without a cluster");
+        let id = format!("{}/{}", m.namespace, m.name);
+        let eviction = crate::drain::evict(&kube, &m.namespace, &m.name, EVICTION_LIMIT).await;
+        let refused = match eviction {
+            crate::drain::Eviction::Evicted => None,
+            crate::drain::Eviction::Refused => Some((
+                MoveResult::Blocked,
+                format!(
+                    "move of {id} off {} refused: a PodDisruptionBudget allows no disruption now",
+                    m.from
+                ),
+            )),
+            crate::drain::Eviction::Gone => Some((
+                MoveResult::Failed,
+                format!("move of {id} off {}: the pod is gone already", m.from),
+            )),
+            crate::drain::Eviction::Failed(e) => Some((
+                MoveResult::Failed,
+                format!("move of {id} off {} failed: {e}", m.from),
+            )),
+        };
+        if let Some((result, detail)) = refused {
+            return self.move_ended(MoveEnded { result, detail });
+        }
+        tracing::info!(pod = %id, from = %m.from, toward = %m.toward, reason = %m.reason, "pod evicted to move it");
+        self.app.events.emit(PlannedEvent {
+            namespace: m.namespace.clone(),
+            kind: "Pod".into(),
+            name: m.name.clone(),
+            reason: "HeadroomMove".into(),
+            message: format!("evicted to move it off {}: {}", m.from, m.reason),
+        });
+        let Some(moving) = self.status.moving.clone() else {
+            return;
+        };
+        let (app, clock, ended) = (self.app.clone(), self.clock, self.moves_tx.clone());
+        tokio::spawn(async move {
+            let result = loop {
+                let now = clock.now();
+                if let Some(result) = app.index.with_state(|s, _| rebalance::settle(s, &moving, now)) {
+                    break result;
+                }
+                tokio::time::sleep(MOVE_POLL).await;
+            };
+            let detail = match result {
+                MoveResult::Moved => format!(
+                    "moved {}/{} off {}: its replacement is on another node",
+                    moving.pod.namespace, moving.pod.name, moving.pod.from
+                ),
+                _ => format!(
+                    "moved {}/{} off {}, but no replacement was placed elsewhere within {:?}",
+                    moving.pod.namespace,
+                    moving.pod.name,
+                    moving.pod.from,
+                    rebalance::MOVE_TIMEOUT
+                ),
+            };
+            let _ = ended.send(MoveEnded { result, detail });
+        });
+    }
+
+    /// A move ended: counted, told, and the interval to the next starts.
+    fn move_ended(&mut self, ended: MoveEnded) {
+        let MoveEnded { result, detail } = ended;
+        let Some(MoveInProgress { pod, .. }) = self.status.moving.clone() else {
+            return;
+        };
+        self.app
+            .metrics
+            .rebalance_moves
+            .get_or_create(&ResultLabels {
+                result: result.as_str().into(),
+            })
+            .inc();
+        if result == MoveResult::Moved {
+            tracing::info!(%detail, "move");
+        } else {
+            tracing::warn!(%detail, result = result.as_str(), "move");
+            self.app.events.emit(PlannedEvent {
+                namespace: pod.namespace.clone(),
+                kind: "Pod".into(),
+                name: pod.name.clone(),
+                reason: "HeadroomMoveFailed".into(),
+                message: detail.clone(),
+            });
+        }
+        self.status.move_ended(result, detail, self.clock.now());
+        self.publish();
     }
 
     /// Reads Proxmox, resumes any provision left in flight, and publishes it as intents.

@@ -32,6 +32,7 @@ use crate::{
         placement::{BlockDemand, Placement, pod_block_keys},
         planner,
         projection::{AdmittedDemand, VmCapacity, Windows},
+        rebalance::{self, MoveResult, PodMove},
         tick::{self, TickInput},
         time::Timestamp,
     },
@@ -232,6 +233,10 @@ pub struct Report {
     pub spread: i64,
     /// Pods stuck in ContainerCreating (a failed attach) at the end.
     pub stuck_pods: u32,
+    /// Pods moved off a node (rebalancing, LUN-cap incidents) whose replacement was placed.
+    pub moves: u32,
+    /// The longest a moved pod waited for a node, in seconds.
+    pub longest_move_wait: u64,
     pub pods_running: u32,
     /// Provisions that ended without a node (headroom's count; the world checks it).
     pub provision_failures: u32,
@@ -339,6 +344,8 @@ struct Sim<'a> {
     last_demand_at: Option<u64>,
     /// When each removal started.
     removals: Vec<u64>,
+    /// The pod being moved and when it left its node.
+    moving: Option<((String, String), u64)>,
 }
 
 /// A provision the world carries out: the clone ends (the VM boots) at `booting_at`, the Node
@@ -397,6 +404,7 @@ pub fn run(scenario: &Scenario, state: ClusterState, config: &Config, policy: Po
         evicted: BTreeMap::new(),
         last_demand_at: None,
         removals: Vec::new(),
+        moving: None,
     };
     let end = scenario.duration.0.as_secs();
     let mut creations: Vec<(u64, &CreatePods, u32)> = Vec::new();
@@ -450,13 +458,16 @@ pub fn run(scenario: &Scenario, state: ClusterState, config: &Config, policy: Po
         let busy = !sim.booting.is_empty()
             || !sim.provisions.is_empty()
             || sim.drain.is_some()
+            || sim.status.moving.is_some()
             || sim.status.retry_at.is_some()
             || sim.waiting.keys().any(|id| !sim.stuck.contains(id));
         let next = if busy {
             t + 1
         } else {
             // A change is looked at on the next poll; after that only the `for:` clocks move.
-            let step = if changed { TICK } else { IDLE_STEP };
+            // A rebalancing run moves every `interval`: the planner must look that often.
+            let rebalancing = sim.windows.since.contains_key("rebalance");
+            let step = if changed || rebalancing { TICK } else { IDLE_STEP };
             let tick = (t / step + 1) * step;
             moments.range(t + 1..).next().map_or(tick, |m| tick.min(*m))
         }
@@ -721,6 +732,9 @@ impl Sim<'_> {
                 );
             }
         }
+        if let Accepted::Evict(m) = &accepted {
+            self.start_move(t, m);
+        }
         if let Accepted::Remove {
             node,
             reason,
@@ -737,6 +751,93 @@ impl Sim<'_> {
         }
         self.start_next(t, scenario);
         self.planned_on = self.status.generation;
+    }
+
+    /// Evicts a moved pod: its volumes detach from its node and it waits for the scheduler,
+    /// as a controller's replacement would.
+    fn start_move(&mut self, t: u64, m: &PodMove) {
+        let id = (m.namespace.clone(), m.name.clone());
+        let Some(pod) = self.state.pods.get(&id).cloned() else {
+            return;
+        };
+        let interval = self.config.rebalance.interval.0.as_secs();
+        let previous_ended = self.status.outcomes.iter().rev().find_map(|o| {
+            matches!(o.kind, OutcomeKind::Moved | OutcomeKind::MoveFailed)
+                .then(|| o.at.since(EPOCH).as_secs())
+        });
+        if let Some(ended) = previous_ended
+            && m.cause == rebalance::MoveCause::Rebalance
+            && t - ended < interval
+        {
+            self.violation(t, format!("a move {}s after the last one ended", t - ended));
+        }
+        if let Some(((ns, name), since)) = &self.moving {
+            let what = format!("a move started while {ns}/{name}'s, from {since}s, was under way");
+            self.violation(t, what);
+        }
+        let spread = {
+            let view = self.view();
+            let counts: Vec<i64> = view
+                .schedulable()
+                .filter(|n| n.block_ready)
+                .map(|n| n.block_volumes)
+                .collect();
+            counts.iter().max().unwrap_or(&0) - counts.iter().min().unwrap_or(&0)
+        };
+        let stop_at = self.config.rebalance.stop_at;
+        if m.cause == rebalance::MoveCause::Rebalance && spread <= stop_at {
+            self.violation(t, format!("a move at spread {spread}, at most stopAt {stop_at}"));
+        }
+        if let Some(why) = planner::immovable(&self.state, &pod, &m.from) {
+            self.violation(t, format!("moved a pod whose volumes cannot follow it: {why}"));
+        }
+        self.detach(&pod, &m.from);
+        if let Some(p) = self.state.pods.get_mut(&id) {
+            p.node_name = None;
+        }
+        self.stuck.remove(&id);
+        self.waiting.insert(id.clone(), 0);
+        self.evicted.insert(id.clone(), (t, m.from.clone()));
+        self.moving = Some((id, t));
+        self.report.timeline.push((
+            t,
+            format!(
+                "move: {}/{} evicted from {} ({})",
+                m.namespace, m.name, m.from, m.reason
+            ),
+        ));
+    }
+
+    /// The move under way settles once its pod runs elsewhere (the production rule).
+    fn settle_move(&mut self, t: u64) -> bool {
+        let Some(moving) = self.status.moving.clone() else {
+            return false;
+        };
+        let Some(result) = rebalance::settle(&self.state, &moving, at(t)) else {
+            return false;
+        };
+        let landed = self
+            .state
+            .pods
+            .get(&(moving.pod.namespace.clone(), moving.pod.name.clone()))
+            .and_then(|p| p.node_name.clone())
+            .unwrap_or_default();
+        if let Some((_, since)) = self.moving.take() {
+            self.report.longest_move_wait = self.report.longest_move_wait.max(t - since);
+        }
+        if result == MoveResult::Moved {
+            self.report.moves += 1;
+        }
+        let detail = format!(
+            "move: {}/{} {} ({} → {landed})",
+            moving.pod.namespace,
+            moving.pod.name,
+            result.as_str(),
+            moving.pod.from
+        );
+        self.report.timeline.push((t, detail.clone()));
+        self.status.move_ended(result, detail, at(t));
+        true
     }
 
     fn violation(&mut self, t: u64, what: String) {
@@ -847,6 +948,7 @@ impl Sim<'_> {
                 changed = true;
             }
         }
+        changed |= self.settle_move(t);
         if let Some(d) = &self.drain
             && t >= d.until
         {
@@ -991,8 +1093,11 @@ impl Sim<'_> {
             last_scale_up: self.status.last_scale_up,
             last_scale_down: self.status.last_scale_down,
             demand_at_scale_down: self.status.demand_at_scale_down,
+            last_move: self.status.last_move,
             ..Default::default()
         };
+        // A move dies with the process: its pod is placed again, nobody waits for it.
+        self.moving = None;
         let in_flight: Vec<String> = self.provisions.iter().map(|p| p.vm.clone()).collect();
         status.resume(&in_flight, VmCapacity::from_config(self.config), at(t));
         for (i, p) in self.provisions.iter().enumerate() {

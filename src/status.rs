@@ -13,6 +13,7 @@ use crate::{
         actuation::ActuatorStatus,
         planner::{self, Plan, Sizing},
         projection::{AdmittedDemand, Check, Evaluation, Windows},
+        rebalance::{self, Next},
         tick::{self, Tick, TickInput},
         time::Timestamp,
     },
@@ -30,6 +31,8 @@ pub struct StatusReport {
     pub signals: Vec<Check>,
     pub scale_down: Vec<Check>,
     pub provisioner: ProvisionerSummary,
+    /// The block-volume spread and the next move rebalancing would make.
+    pub rebalance: rebalance::Outlook,
     /// Per node, what a drain would break or hurt (the runbook's survey before a removal).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub drain_blockers: BTreeMap<String, planner::DrainBlockers>,
@@ -86,6 +89,7 @@ impl StatusReport {
             sizing,
             plan,
             scale_down_refusals,
+            rebalance,
             ..
         } = tick;
         StatusReport {
@@ -121,6 +125,7 @@ impl StatusReport {
                 in_flight: Vec::new(),
                 error: None,
             },
+            rebalance,
             drain_blockers: planner::drain_blockers(state, view),
         }
     }
@@ -264,6 +269,7 @@ impl StatusReport {
             Plan::ScaleUp { count, reason } => format!("would add {count} VM(s): {reason}"),
             Plan::Cancel { count, reason } => format!("would drop {count} queued VM(s): {reason}"),
             Plan::ScaleDown { node, reason, .. } => format!("would drain and remove {node}: {reason}"),
+            Plan::Move(m) => format!("would move {}/{} off {}", m.namespace, m.name, m.from),
         };
         let _ = writeln!(
             out,
@@ -286,6 +292,25 @@ impl StatusReport {
         if let Some(e) = &p.error {
             let _ = writeln!(out, "  {e}");
         }
+        let r = &self.rebalance;
+        let ends = match (&r.fullest, &r.emptiest) {
+            (Some(f), Some(e)) => format!(
+                " ({} {} − {} {})",
+                f.node, f.block_volumes, e.node, e.block_volumes
+            ),
+            _ => String::new(),
+        };
+        let next = match &r.next {
+            Next::Off => "off (rebalance.enabled: false)".to_owned(),
+            Next::Balanced => "balanced: no move".to_owned(),
+            Next::Waiting { reason } => format!("waiting: {reason}"),
+            Next::Move(m) => format!(
+                "next move: {}/{} off {} (fits best on {}): {}",
+                m.namespace, m.name, m.from, m.toward, m.reason
+            ),
+            Next::Blocked { reason } => format!("blocked: {reason}"),
+        };
+        let _ = writeln!(out, "\nrebalance: spread {}{ends}; {next}", r.spread);
         if !self.drain_blockers.is_empty() {
             let _ = writeln!(
                 out,

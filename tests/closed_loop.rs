@@ -88,6 +88,7 @@ struct Case {
     boot: u64,
     csi_delay: u64,
     drain: u64,
+    rebalance: bool,
     happenings: Vec<(u64, Happening)>,
 }
 
@@ -99,17 +100,21 @@ fn case() -> impl Strategy<Value = Case> {
         60u64..300,
         0u64..120,
         10u64..120,
+        any::<bool>(),
         prop::collection::vec(((0u64..180).prop_map(|m| m * 60), happening()), 0..8),
     )
         .prop_map(
-            |(counts, scale_down_for, loose_scale_down, boot, csi_delay, drain, happenings)| Case {
-                counts,
-                scale_down_for,
-                loose_scale_down,
-                boot,
-                csi_delay,
-                drain,
-                happenings,
+            |(counts, scale_down_for, loose_scale_down, boot, csi_delay, drain, rebalance, happenings)| {
+                Case {
+                    counts,
+                    scale_down_for,
+                    loose_scale_down,
+                    boot,
+                    csi_delay,
+                    drain,
+                    rebalance,
+                    happenings,
+                }
             },
         )
 }
@@ -122,6 +127,8 @@ fn run(case: &Case) -> Report {
         config.scale_down.memory_request_ratio = Some(RatioBelow { below: 0.9 });
         config.scale_down.memory_limit_ratio = Some(RatioBelow { below: 2.0 });
     }
+    // Rebalancing with the defaults (start at 6, stop at 2, one move per 10 minutes).
+    config.rebalance.enabled = case.rebalance;
     let nodes = case.counts.len();
     let mut events = Vec::new();
     for (i, (at, h)) in case.happenings.iter().enumerate() {
@@ -196,18 +203,19 @@ proptest! {
 }
 
 /// The generator reaches what the invariants are about: over a fixed set of cases, some
-/// scale up, some remove a node, some fail a provision and some restart.
+/// scale up, some remove a node, some fail a provision, some restart and some move pods.
 #[test]
-fn generated_cases_exercise_scale_up_removal_failure_and_restart() {
+fn generated_cases_exercise_scale_up_removal_failure_restart_and_moves() {
     use proptest::strategy::ValueTree;
     let mut runner = proptest::test_runner::TestRunner::deterministic();
-    let (mut ups, mut downs, mut failures, mut restarts) = (0, 0, 0, 0);
+    let (mut ups, mut downs, mut failures, mut restarts, mut moves) = (0, 0, 0, 0, 0);
     for _ in 0..24 {
         let case = case().new_tree(&mut runner).unwrap().current();
         let r = run(&case);
         ups += r.scale_ups;
         downs += r.scale_downs;
         failures += r.provision_failures;
+        moves += r.moves;
         restarts += r
             .timeline
             .iter()
@@ -215,7 +223,7 @@ fn generated_cases_exercise_scale_up_removal_failure_and_restart() {
             .count();
     }
     assert!(
-        ups > 0 && downs > 0 && failures > 0 && restarts > 0,
-        "{ups} {downs} {failures} {restarts}"
+        ups > 0 && downs > 0 && failures > 0 && restarts > 0 && moves > 0,
+        "{ups} {downs} {failures} {restarts} {moves}"
     );
 }

@@ -246,3 +246,38 @@ fn a_node_whose_csi_registers_late_gets_no_block_volume_before_it_does() {
     let registered = at(&r, "k8s-node7: block driver registered");
     assert_eq!(registered[0] - ready[0], 180, "{r}");
 }
+
+/// The design's Phase 2 replayed: node6 21, node5 3, `rebalance.enabled`. The spread closes to
+/// `stopAt` one pod at a time: each move starts once the previous pod runs elsewhere and the
+/// interval has passed, no moved pod waits longer than its reattach, and the run stops there.
+#[test]
+fn rebalancing_the_seed_cluster_closes_the_spread_one_pod_at_a_time() {
+    let r = simulate("rebalance-2026-05-26.yaml", "proactive");
+    assert!(r["spread"].as_i64().unwrap() <= 2, "{r}");
+    assert_eq!(r["scaleUps"], 0, "moves, not VMs: {r}");
+    let evicted = at(&r, "evicted from");
+    let settled = at(&r, " moved (");
+    assert!(evicted.len() >= 8, "node6 21 → about 12 takes many moves: {r}");
+    assert_eq!(r["moves"].as_u64().unwrap() as usize, evicted.len(), "{r}");
+    assert_eq!(settled.len(), evicted.len(), "every move settled: {r}");
+    for (i, start) in evicted.iter().enumerate().skip(1) {
+        let previous_end = settled[i - 1];
+        assert!(
+            *start >= previous_end + 600,
+            "move {i} at {start}s, 10 minutes after the previous one ended at {previous_end}s: {r}"
+        );
+    }
+    for (start, end) in evicted.iter().zip(&settled) {
+        assert!(end >= start, "{r}");
+    }
+    assert!(
+        r["longestMoveWait"].as_u64().unwrap() <= 60,
+        "a moved pod waits only for its reattach: {r}"
+    );
+    // Stopped at the spread: nothing moves in the hours after the last move.
+    let last = *evicted.last().unwrap();
+    assert!(
+        last < 4 * 3600,
+        "the run ended well before the 6 h replay did: {r}"
+    );
+}

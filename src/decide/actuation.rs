@@ -9,11 +9,19 @@
 //! The state changes themselves are pure methods here: the production actuator and the
 //! simulated world both drive them, and only carry out the effects differently.
 
-use std::{collections::VecDeque, time::Duration};
+use std::{
+    collections::{BTreeMap, VecDeque},
+    time::Duration,
+};
 
 use serde::{Deserialize, Serialize};
 
-use crate::decide::{planner::Plan, projection::VmCapacity, time::Timestamp};
+use crate::decide::{
+    planner::Plan,
+    projection::VmCapacity,
+    rebalance::{MoveInProgress, MoveResult, PodMove},
+    time::Timestamp,
+};
 
 /// Backoff after a transient failure (PVE unreachable, 5xx, 595/596), doubled per failure in
 /// a row up to the cap: seconds, not the quarter hour a broken template gets.
@@ -50,7 +58,12 @@ pub enum Accepted {
         reason: String,
         singletons: Vec<String>,
     },
+    /// Evict this pod through the Eviction API.
+    Evict(PodMove),
 }
+
+/// How long a pod whose eviction was refused is passed over by the next moves.
+pub const REFUSAL_MEMORY: Duration = Duration::from_secs(3600);
 
 /// How many outcomes are kept for `status`.
 pub const OUTCOMES_KEPT: usize = 20;
@@ -74,6 +87,16 @@ pub struct ActuatorStatus {
     /// beyond this is a reason to scale up again.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub demand_at_scale_down: Option<DemandLevel>,
+    /// The pod being moved (evicted, its replacement not yet on another node).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub moving: Option<MoveInProgress>,
+    /// When the last move ended: the next waits `rebalance.interval` from here.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_move: Option<Timestamp>,
+    /// Pods (`namespace/name`) whose eviction a disruption budget refused, and when: the next
+    /// moves pick other pods for [`REFUSAL_MEMORY`].
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub refused_moves: BTreeMap<String, Timestamp>,
     /// No provision starts before this (a failure backs off).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry_at: Option<Timestamp>,
@@ -113,6 +136,24 @@ impl ActuatorStatus {
         });
     }
 
+    /// The move under way ended with `result`: the next may start `rebalance.interval` from
+    /// now.
+    pub fn move_ended(&mut self, result: MoveResult, detail: String, now: Timestamp) {
+        let Some(m) = self.moving.take() else { return };
+        self.last_move = Some(now);
+        self.refused_moves.retain(|_, at| now.since(*at) < REFUSAL_MEMORY);
+        if result == MoveResult::Blocked {
+            self.refused_moves
+                .insert(format!("{}/{}", m.pod.namespace, m.pod.name), now);
+        }
+        let kind = match result {
+            MoveResult::Moved => OutcomeKind::Moved,
+            _ => OutcomeKind::MoveFailed,
+        };
+        self.record(now, kind, &m.pod.from, detail);
+        self.bump();
+    }
+
     /// A change others must see: a new generation, and plans made before it are refused.
     pub fn bump(&mut self) {
         self.generation += 1;
@@ -142,6 +183,27 @@ impl ActuatorStatus {
             Plan::ScaleDown { node, reason, .. } if dry_run => {
                 self.would_do(node, format!("would drain and remove {node}: {reason}"), now);
                 Accepted::Nothing
+            }
+            Plan::Move(m) if dry_run => {
+                self.would_do(
+                    &m.from,
+                    format!(
+                        "would move {}/{} off {}: {}",
+                        m.namespace, m.name, m.from, m.reason
+                    ),
+                    now,
+                );
+                Accepted::Nothing
+            }
+            Plan::Move(m) => {
+                self.moving = Some(MoveInProgress {
+                    pod: m.clone(),
+                    since: now,
+                });
+                // Should the process die mid-move, the next waits the interval from here.
+                self.last_move = Some(now);
+                self.bump();
+                Accepted::Evict(m.clone())
             }
             Plan::ScaleUp { count, reason } => {
                 for _ in 0..(*count).max(0) {
@@ -408,6 +470,10 @@ pub enum OutcomeKind {
     WouldDo,
     /// Queued provisions dropped because a newer plan no longer needs them.
     Cancelled,
+    /// A pod was moved off a node (evicted, its replacement placed elsewhere).
+    Moved,
+    /// A move was refused (a disruption budget), failed, or its replacement did not come.
+    MoveFailed,
 }
 
 /// Why a provision failed: the `reason` label of `headroom_provision_failures_total`.

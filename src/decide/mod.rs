@@ -12,5 +12,6 @@ pub mod extender;
 pub mod placement;
 pub mod planner;
 pub mod projection;
+pub mod rebalance;
 pub mod tick;
 pub mod time;

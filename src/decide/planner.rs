@@ -19,6 +19,7 @@ use crate::{
         actuation::{ActuatorStatus, DemandLevel},
         placement::{Placement, pod_block_keys},
         projection::{self, AdmittedDemand, Evaluation, Incoming, Totals, VmCapacity},
+        rebalance::PodMove,
         time::Timestamp,
     },
     index::ClusterState,
@@ -54,6 +55,8 @@ pub enum Plan {
         #[serde(skip_serializing_if = "Vec::is_empty")]
         singletons: Vec<String>,
     },
+    /// Evict one pod so that the extender places it on another node.
+    Move(PodMove),
 }
 
 /// How many more VMs `maxNodes` allows beyond the nodes there are and those in flight: the
@@ -292,7 +295,12 @@ pub fn plan(input: &PlanInput<'_>) -> (Plan, Refusals) {
         && actuator
             .last_scale_down
             .is_none_or(|at| input.now.since(at) >= window);
-    if input.evaluation.scale_down_allowed() && cooled && in_flight == 0 && actuator.removal.is_none() {
+    if input.evaluation.scale_down_allowed()
+        && cooled
+        && in_flight == 0
+        && actuator.removal.is_none()
+        && actuator.moving.is_none()
+    {
         return match removable_node(input) {
             Ok(Removable {
                 node,
@@ -325,7 +333,7 @@ pub fn demand_level(view: &ClusterView, admitted: AdmittedDemand) -> DemandLevel
 }
 
 /// Why a pod cannot leave `node`, if it cannot.
-fn immovable(state: &ClusterState, pod: &PodInfo, node: &str) -> Option<String> {
+pub(crate) fn immovable(state: &ClusterState, pod: &PodInfo, node: &str) -> Option<String> {
     let id = format!("{}/{}", pod.namespace, pod.name);
     if pod.controller == Controller::None {
         return Some(format!(
@@ -362,13 +370,13 @@ struct Removable {
 /// controller running one pod) refuse the node under `scaleDown.singletons: refuse`.
 /// What a drain of each node would evict, and how many replicas each controller runs: one
 /// pass over the pods, for the planner's removal and for `status`'s survey.
-struct DrainSurvey<'a> {
+pub(crate) struct DrainSurvey<'a> {
     replicas: HashMap<u64, usize>,
     evicted: HashMap<&'a str, Vec<&'a PodInfo>>,
 }
 
 impl<'a> DrainSurvey<'a> {
-    fn of(state: &'a ClusterState) -> Self {
+    pub(crate) fn of(state: &'a ClusterState) -> Self {
         let mut replicas: HashMap<u64, usize> = HashMap::new();
         let mut evicted: HashMap<&str, Vec<&PodInfo>> = HashMap::new();
         for pod in state.pods.values().filter(|p| !p.terminal) {
@@ -384,12 +392,12 @@ impl<'a> DrainSurvey<'a> {
         Self { replicas, evicted }
     }
 
-    fn evicted(&self, node: &str) -> &[&'a PodInfo] {
+    pub(crate) fn evicted(&self, node: &str) -> &[&'a PodInfo] {
         self.evicted.get(node).map_or(&[], Vec::as_slice)
     }
 
     /// Pods on `node` whose controller runs no other replica: down until they run elsewhere.
-    fn singletons(&self, node: &str) -> Vec<String> {
+    pub(crate) fn singletons(&self, node: &str) -> Vec<String> {
         let mut names: Vec<String> = self
             .evicted(node)
             .iter()

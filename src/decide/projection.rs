@@ -171,7 +171,7 @@ pub struct Windows {
 
 impl Windows {
     /// Records whether `name` holds at `now`; returns since when it has held.
-    fn observe(&mut self, name: &str, holds: bool, now: Timestamp) -> Option<Timestamp> {
+    pub fn observe(&mut self, name: &str, holds: bool, now: Timestamp) -> Option<Timestamp> {
         if holds {
             // A moment in the future (a clock set back) counts from now.
             let since = self.since.entry(name.to_owned()).or_insert(now);

@@ -12,6 +12,7 @@ use crate::{
         placement::Placement,
         planner::{self, Plan, PlanInput, Refusals, Sizing},
         projection::{self, AdmittedDemand, Evaluation, Incoming, Projection, VmCapacity, Windows},
+        rebalance::{self, Next},
         time::Timestamp,
     },
     index::ClusterState,
@@ -43,6 +44,8 @@ pub struct Tick {
     /// Why no node is removed although the scale-down conditions hold.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub scale_down_refusals: Refusals,
+    /// The block-volume spread and the next move (`rebalance:`).
+    pub rebalance: rebalance::Outlook,
 }
 
 /// One tick at `now`; `windows` carries (and is updated with) when each condition started to
@@ -63,7 +66,7 @@ pub fn tick(input: &TickInput<'_>, windows: &mut Windows, now: Timestamp) -> Tic
     let evaluation = projection::evaluate(&projection, config, windows, now, actuator.last_scale_down);
     let placement = Placement::new(view, reservations);
     let sizing = planner::size(state, view, placement, config, admitted, incoming.vms);
-    let (plan, scale_down_refusals) = planner::plan(&PlanInput {
+    let (mut plan, scale_down_refusals) = planner::plan(&PlanInput {
         state,
         view,
         placement,
@@ -74,6 +77,23 @@ pub fn tick(input: &TickInput<'_>, windows: &mut Windows, now: Timestamp) -> Tic
         actuator,
         now,
     });
+    let rebalance = rebalance::outlook(
+        &rebalance::Input {
+            state,
+            view,
+            placement,
+            config,
+            actuator,
+            now,
+        },
+        windows,
+    );
+    // Capacity first: a move waits while VMs are wanted or a node is removed.
+    if plan == Plan::Nothing
+        && let Next::Move(m) = &rebalance.next
+    {
+        plan = Plan::Move(m.clone());
+    }
     Tick {
         basis: actuator.generation,
         projection,
@@ -81,5 +101,6 @@ pub fn tick(input: &TickInput<'_>, windows: &mut Windows, now: Timestamp) -> Tic
         sizing,
         plan,
         scale_down_refusals,
+        rebalance,
     }
 }
