@@ -779,8 +779,16 @@ proxmox:
                 "`rebalance.startAt`",
                 "must be above stopAt (2)",
             ),
-            ("rebalance: {interval: 0s}", "`rebalance.interval`", "more than 0s"),
-            ("ghostDisks: {repair: delete}", "`ghostDisks.repair`", "unknown variant"),
+            (
+                "rebalance: {interval: 0s}",
+                "`rebalance.interval`",
+                "more than 0s",
+            ),
+            (
+                "ghostDisks: {repair: delete}",
+                "`ghostDisks.repair`",
+                "unknown variant",
+            ),
         ];
         for (text, key, reason) in cases {
             let err = Config::parse("cfg.yaml", text).unwrap_err().to_string();

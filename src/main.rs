@@ -136,8 +136,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 }
                 None => None,
             };
-            let (ghosts, in_flight, error) = match observed {
-                Some(Ok((in_flight, ghosts))) => (ghosts, in_flight, None),
+            let (drift, in_flight, error) = match observed {
+                Some(Ok(o)) => (o.drift, o.in_flight, None),
                 Some(Err(e)) => (
                     Default::default(),
                     Vec::new(),
@@ -153,7 +153,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
             record.merge_status(&mut actuator);
             let mut windows = record.windows;
             let mut report = index.with_state(|s, _| {
-                StatusReport::observed(s, &config, &ghosts, &actuator, &mut windows, clock.now())
+                let mut report =
+                    StatusReport::observed(s, &config, &drift.ghosts, &actuator, &mut windows, clock.now());
+                report.ghost_repairs =
+                    headroom::decide::ghosts::repairs(&drift.found, None, s, &config, clock.now());
+                report
             });
             report.provisioner.in_flight = in_flight
                 .iter()

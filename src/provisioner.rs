@@ -27,6 +27,7 @@ use crate::{
         actuation::{Accepted, ActuatorStatus, FailureReason, OutcomeKind, Phase},
         addresses::{IpPool, ipconfig_address},
         cleanup,
+        ghosts::{self, GhostDisk, GhostWatch, Repair, Verdict},
         planner::Plan,
         projection::{VmCapacity, Windows},
         rebalance::{self, MoveInProgress, MoveResult, PodMove},
@@ -150,6 +151,8 @@ pub struct Actuator {
     /// Moves watched in their own tasks report how they ended here.
     moves_tx: mpsc::UnboundedSender<MoveEnded>,
     moves: mpsc::UnboundedReceiver<MoveEnded>,
+    /// Ghost disks seen on the last reads (lease holder only), for repair.
+    ghost_watch: GhostWatch,
 }
 
 /// A move that ended, reported by its watching task.
@@ -198,6 +201,7 @@ impl Actuator {
             joins,
             moves_tx,
             moves,
+            ghost_watch: GhostWatch::default(),
         }
     }
 
@@ -454,6 +458,8 @@ impl Actuator {
         if !*self.leading.borrow() {
             return Ok(0);
         }
+        self.ghost_watch.observe(&drift.found, self.clock.now());
+        self.repair_one_ghost(&pve, &drift.found).await;
         self.remove_stale_attachments(&vms).await;
         // Only while nothing of ours runs: a provision in progress is tagged too.
         if self.status.intents.iter().any(|i| i.phase != Phase::Queued) {
@@ -857,6 +863,74 @@ impl Actuator {
                 });
             }
         }
+    }
+
+    /// Detaches one ghost disk that is due (`ghostDisks.repair: detach`): one per read,
+    /// cluster-wide, by the lease holder. Right before the call the VM's config is read again
+    /// and the index asked again, so a disk that an attachment or a PV names meanwhile (a pod
+    /// attaching it right now) is left alone. `delete=scsiN` only detaches: PVE keeps the
+    /// volume as `unusedN`.
+    async fn repair_one_ghost(&mut self, pve: &PveClient, found: &[GhostDisk]) {
+        let config = &self.app.config;
+        if config.ghost_disks.repair != crate::config::GhostRepair::Detach || !self.app.index.is_synced() {
+            return;
+        }
+        let now = self.clock.now();
+        let due = self.app.index.with_state(|s, _| {
+            ghosts::repairs(found, Some(&self.ghost_watch), s, config, now)
+                .into_iter()
+                .find(|r| r.verdict == Verdict::Detach)
+        });
+        let Some(Repair { ghost, .. }) = due else { return };
+        let still_there = match inventory::config_at(pve, &ghost.host, ghost.vmid).await {
+            Ok(current) => inventory::csi_disks(&current)
+                .into_iter()
+                .any(|(slot, disk)| slot == ghost.slot && disk == ghost.disk),
+            Err(error) => {
+                tracing::warn!(%error, vmid = ghost.vmid, "reading the VM config before a ghost repair failed");
+                return;
+            }
+        };
+        let named = self
+            .app
+            .index
+            .with_state(|s, _| ghosts::named_by(s, &config.block_driver, &ghost.disk));
+        if !still_there || named.is_some() {
+            tracing::info!(disk = %ghost.disk, vmid = ghost.vmid, ?named, "ghost disk changed before its repair; left alone");
+            return;
+        }
+        self.ghost_watch.attempted(&ghost);
+        let path = format!("/nodes/{}/qemu/{}/config", ghost.host, ghost.vmid);
+        let form = [("delete", ghost.slot.clone())];
+        let result = waiting_out_locks(LOCK_PATIENCE, || pve.put(&path, &form)).await;
+        let what = format!(
+            "ghost disk {} ({} of VM {}): in the VM config with no VolumeAttachment or PV naming it",
+            ghost.disk, ghost.slot, ghost.vmid
+        );
+        let (label, message) = match &result {
+            Ok(_) => (
+                "detached",
+                format!("detached {what}; the volume stays as unusedN"),
+            ),
+            Err(e) => ("failed", format!("could not detach {what}: {e}")),
+        };
+        if result.is_ok() {
+            tracing::info!(node = %ghost.node, %message, "ghost repair");
+        } else {
+            tracing::warn!(node = %ghost.node, %message, "ghost repair");
+        }
+        self.app
+            .metrics
+            .ghost_repairs
+            .get_or_create(&ResultLabels { result: label.into() })
+            .inc();
+        self.app.events.emit(PlannedEvent {
+            namespace: "default".into(),
+            kind: "Node".into(),
+            name: ghost.node.clone(),
+            reason: "HeadroomGhostDisk".into(),
+            message,
+        });
     }
 
     /// `cloudInit.ipconfig0` for `vm`: `{n}` its worker number, `{ip}` an address of the pool.
@@ -1386,14 +1460,21 @@ pub fn resumed_status(
 }
 
 /// What `status` shows from Proxmox: provisions in flight and ghost disks per node.
-pub async fn observe(
-    p: &Proxmox,
-    attached: &inventory::AttachedDisks,
-) -> Result<(Vec<Vm>, crate::decide::accounting::Reservations), ProvisionError> {
+pub async fn observe(p: &Proxmox, attached: &inventory::AttachedDisks) -> Result<Observed, ProvisionError> {
     let pve = client(p)?;
     let vms = inventory::vms(&pve).await?;
-    let ghosts = inventory::disk_drift(&pve, &vms, attached).await?.ghosts;
-    Ok((in_flight(&pve, p, vms).await?, ghosts))
+    let drift = inventory::disk_drift(&pve, &vms, attached).await?;
+    Ok(Observed {
+        in_flight: in_flight(&pve, p, vms).await?,
+        drift,
+    })
+}
+
+/// What `status` reads from Proxmox.
+pub struct Observed {
+    /// Provisions in flight (what the actuator would resume).
+    pub in_flight: Vec<Vm>,
+    pub drift: inventory::DiskDrift,
 }
 
 /// Where the plan loop keeps its windows: the store, and whether this replica may write it.

@@ -11,6 +11,7 @@ use crate::{
     decide::{
         accounting::{self, ClaimState, ClusterView, NodeUsage, Reservations, Settings},
         actuation::ActuatorStatus,
+        ghosts::{self, Verdict},
         planner::{self, Plan, Sizing},
         projection::{AdmittedDemand, Check, Evaluation, Windows},
         rebalance::{self, Next},
@@ -33,6 +34,9 @@ pub struct StatusReport {
     pub provisioner: ProvisionerSummary,
     /// The block-volume spread and the next move rebalancing would make.
     pub rebalance: rebalance::Outlook,
+    /// Each ghost disk Proxmox shows and what repair does, or would do, about it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ghost_repairs: Vec<ghosts::Repair>,
     /// Per node, what a drain would break or hurt (the runbook's survey before a removal).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub drain_blockers: BTreeMap<String, planner::DrainBlockers>,
@@ -126,6 +130,7 @@ impl StatusReport {
                 error: None,
             },
             rebalance,
+            ghost_repairs: Vec::new(),
             drain_blockers: planner::drain_blockers(state, view),
         }
     }
@@ -311,6 +316,28 @@ impl StatusReport {
             Next::Blocked { reason } => format!("blocked: {reason}"),
         };
         let _ = writeln!(out, "\nrebalance: spread {}{ends}; {next}", r.spread);
+        if !self.ghost_repairs.is_empty() {
+            let _ = writeln!(out, "\nghost disks (in the VM config, no VolumeAttachment):");
+        }
+        for g in &self.ghost_repairs {
+            let what = format!(
+                "{} VM {} {} {}",
+                g.ghost.node, g.ghost.vmid, g.ghost.slot, g.ghost.disk
+            );
+            let verdict = match (&g.verdict, g.enabled) {
+                (Verdict::Detach, true) => "detaching (ghostDisks.repair: detach)".to_owned(),
+                (Verdict::Detach, false) => {
+                    "would detach (ghostDisks.repair: off; the volume would stay as unusedN)".to_owned()
+                }
+                (Verdict::Waiting { reason }, true) => format!("not yet: {reason}"),
+                (Verdict::Waiting { reason }, false) => {
+                    format!("would detach once confirmed (ghostDisks.repair: off): {reason}")
+                }
+                (Verdict::Kept { reason }, _) => format!("kept, detach by hand if it is a ghost: {reason}"),
+                (Verdict::Attempted, _) => "detach sent; still in the config".to_owned(),
+            };
+            let _ = writeln!(out, "  {what}: {verdict}");
+        }
         if !self.drain_blockers.is_empty() {
             let _ = writeln!(
                 out,

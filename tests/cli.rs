@@ -368,6 +368,34 @@ fn unsafe_kill(pid: i32) -> i32 {
         .unwrap_or(1)
 }
 
+/// A config for fakepve (one host, template 2000) with `extra` lines of the `proxmox:` section.
+fn pve_config(pve: &support::fakepve::FakePve, dir: &std::path::Path, extra: &str) -> std::path::PathBuf {
+    let token = dir.join("token");
+    std::fs::write(&token, &pve.token).unwrap();
+    let config = dir.join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "proxmox:\n  url: {}\n  tokenFile: {}\n  caFile: {}\n  hosts: [{{name: pve1, template: 2000, storage: local-lvm}}]\n{extra}",
+            pve.url,
+            token.display(),
+            pve.ca
+        ),
+    )
+    .unwrap();
+    config
+}
+
+/// `status` as a table.
+async fn status_table(snapshot: &str, config: &str) -> String {
+    String::from_utf8(
+        run(&["status", "--snapshot", snapshot, "--config", config])
+            .await
+            .stdout,
+    )
+    .unwrap()
+}
+
 #[tokio::test]
 async fn serve_provisions_when_the_snapshot_crosses_a_trigger_and_status_shows_it() {
     support::install_crypto();
@@ -377,20 +405,11 @@ async fn serve_provisions_when_the_snapshot_crosses_a_trigger_and_status_shows_i
     // Two workers at their soft cap: freeBlockSlots 0 < 4 fires.
     let snapshot = dir.path().join("full.json");
     std::fs::write(&snapshot, support::list(support::cluster(&[24, 24])).to_string()).unwrap();
-    let token = dir.path().join("token");
-    std::fs::write(&token, &pve.token).unwrap();
-    let config = dir.path().join("config.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "proxmox:\n  url: {}\n  tokenFile: {}\n  caFile: {}\n  hosts: [{{name: pve1, template: 2000, storage: local-lvm}}]\n  \
-             vm: {{memoryMiB: 2048}}\n  hostMemoryReserveMiB: 512\n  joinTimeout: 10m\n",
-            pve.url,
-            token.display(),
-            pve.ca
-        ),
-    )
-    .unwrap();
+    let config = pve_config(
+        &pve,
+        dir.path(),
+        "  vm: {memoryMiB: 2048}\n  hostMemoryReserveMiB: 512\n  joinTimeout: 10m\n",
+    );
     let (snapshot, config) = (snapshot.to_str().unwrap(), config.to_str().unwrap());
     let admin = support::free_port();
     let mut serve = tokio::process::Command::new(BIN)
@@ -450,12 +469,7 @@ async fn serve_provisions_when_the_snapshot_crosses_a_trigger_and_status_shows_i
         s["cluster"]["room"], 24,
         "the incoming VM's slots count in the projection"
     );
-    let table = String::from_utf8(
-        run(&["status", "--snapshot", snapshot, "--config", config])
-            .await
-            .stdout,
-    )
-    .unwrap();
+    let table = status_table(snapshot, config).await;
     assert!(table.contains("provisioning: k8s-node1 (VM 207)"), "{table}");
 
     // Still one VM after ten more ticks, each planning on the same firing trigger: the
@@ -616,4 +630,59 @@ async fn serve_with_tls_client_ca_requires_the_callers_certificates() {
     assert_eq!(answer.status(), 200);
     let refused = post(client(false)).await.expect_err("no certificate");
     assert!(!refused.is_status(), "refused in the handshake: {refused:?}");
+}
+
+/// `status` with Proxmox names each ghost disk and what repair would do: with
+/// `ghostDisks.repair: off` a dry-run line, and a disk a PV names is kept for the operator.
+#[tokio::test]
+async fn status_shows_what_ghost_repair_would_do() {
+    support::install_crypto();
+    let mut pve = support::fakepve::FakePve::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut items = support::cluster(&[1, 1]);
+    items.push(serde_json::json!({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": "pv-bbb"},
+        "spec": {"csi": {"driver": support::BLOCK, "volumeHandle": "homelab/pve1/local-lvm/vm-9999-pvc-bbb"}}}));
+    let snapshot = dir.path().join("cluster.json");
+    std::fs::write(&snapshot, support::list(items).to_string()).unwrap();
+    // n1's VM holds two CSI disks no attachment names.
+    pve.cmd(
+        serde_json::json!({"op": "add_vm", "vmid": 201, "name": "n1", "status": "running", "config": {
+        "scsi0": "local-lvm:vm-201-disk-0,size=32G",
+        "scsi1": "local-lvm:vm-9999-pvc-aaa,backup=0,size=5G",
+        "scsi2": "local-lvm:vm-9999-pvc-bbb,backup=0,size=5G"}}),
+    )
+    .await;
+    let config = pve_config(&pve, dir.path(), "");
+    let (snapshot, config) = (snapshot.to_str().unwrap(), config.to_str().unwrap());
+    let s = json_of(&run(&["status", "--snapshot", snapshot, "--config", config, "-o", "json"]).await);
+    let repairs = s["ghostRepairs"].as_array().unwrap_or_else(|| panic!("{s}"));
+    let verdicts: Vec<(&str, &str, &str, bool)> = repairs
+        .iter()
+        .map(|r| {
+            (
+                r["node"].as_str().unwrap(),
+                r["slot"].as_str().unwrap(),
+                r["verdict"]["state"].as_str().unwrap(),
+                r["enabled"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        verdicts,
+        [("n1", "scsi1", "waiting", false), ("n1", "scsi2", "kept", false)],
+        "{s}"
+    );
+    let table = status_table(snapshot, config).await;
+    assert!(
+        table.contains(
+            "n1 VM 201 scsi1 vm-9999-pvc-aaa: would detach once confirmed (ghostDisks.repair: off)"
+        ),
+        "{table}"
+    );
+    assert!(
+        table.contains(
+            "scsi2 vm-9999-pvc-bbb: kept, detach by hand if it is a ghost: PersistentVolume pv-bbb names it"
+        ),
+        "{table}"
+    );
 }

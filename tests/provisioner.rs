@@ -39,14 +39,14 @@ struct Rig {
 /// The workers' cloud-init of most tests: `{n}` numbering.
 const NUMBERED: &str = "cloudInit: {user: ops, sshKeys: [\"ssh-ed25519 AAAAC3Nz+x/y= ops@laptop\"], ipconfig0: \"ip=10.0.20.{n}/22,gw=10.0.20.1\"}";
 
-fn config_for(pve: &FakePve, dir: &std::path::Path, addressing: &str) -> Config {
+fn config_for(pve: &FakePve, dir: &std::path::Path, addressing: &str, extra: &str) -> Config {
     let token = dir.join("pve-token");
     std::fs::write(&token, format!("{}\n", pve.token)).unwrap();
     let yaml = format!(
         "proxmox:\n  url: {}\n  tokenFile: {}\n  fingerprint: \"{}\"\n  hosts: [{{name: pve1, template: 2000, storage: local-lvm}}]\n  \
          vm: {{cores: 4, memoryMiB: 2048, namePattern: \"k8s-node{{n}}\", vmidRange: [207, 299], tags: [headroom],\n       \
          {addressing}}}\n  \
-         hostMemoryReserveMiB: 1024\n  joinTimeout: 60s\n  maxNodes: 10\nscaleDown: {{drainTimeout: 2s}}\n",
+         hostMemoryReserveMiB: 1024\n  joinTimeout: 60s\n  maxNodes: 10\nscaleDown: {{drainTimeout: 2s}}\n{extra}",
         pve.url,
         token.display(),
         pve.fingerprint
@@ -63,6 +63,11 @@ impl Rig {
 
     /// The same, with `addressing` (cloudInit, ipPool) in `proxmox.vm`.
     async fn addressed(addressing: &str) -> Self {
+        Self::configured(addressing, "").await
+    }
+
+    /// The same, with `extra` top-level config keys.
+    async fn configured(addressing: &str, extra: &str) -> Self {
         // Logs show with a failing test only (the test writer is captured).
         let _ = tracing_subscriber::fmt()
             .with_env_filter("headroom=debug")
@@ -75,7 +80,7 @@ impl Rig {
             api.apply(item);
         }
         let dir = tempfile::tempdir().unwrap();
-        let config = config_for(&pve, dir.path(), addressing);
+        let config = config_for(&pve, dir.path(), addressing, extra);
         let index = SharedIndex::default();
         tokio::spawn(live::watch_all(api.client(), index.clone()));
         assert!(index.wait_synced(Duration::from_secs(20)).await);
@@ -87,6 +92,18 @@ impl Rig {
             app,
             events: std::sync::Mutex::new(events),
             _dir: dir,
+        }
+    }
+
+    /// Waits until the watched index shows `what`.
+    async fn index_shows(&self, what: &str, f: impl Fn(&headroom::index::ClusterState) -> bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while !self.app.index.with_state(|s, _| f(s)) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the index never showed {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
@@ -945,4 +962,115 @@ async fn a_drain_left_by_a_dead_process_is_uncordoned_by_the_next() {
     );
     assert_eq!(rig.api.get("Node", "/n2").unwrap()["spec"]["unschedulable"], true);
     assert_eq!(status.outcomes.len(), 1, "only n1: {status:?}");
+}
+
+/// `ghostDisks.repair: detach` against fakepve: three orphan ghost disks (no PV, no
+/// VolumeAttachment) are detached one per read, each only from its second read on; a ghost
+/// whose PV exists is kept, and so is one whose VolumeAttachment (on another node) appears
+/// between the two reads. Only `delete=scsiN` is ever sent: no volume is deleted.
+#[tokio::test]
+async fn ghost_repair_detaches_only_orphans_one_per_read_and_keeps_every_volume() {
+    let mut rig = Rig::configured(NUMBERED, "ghostDisks: {repair: detach, repairAfter: 0s}\n").await;
+    let pv = |name: &str, disk: &str| {
+        json!({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": name},
+            "spec": {"csi": {"driver": BLOCK, "volumeHandle": format!("homelab/pve1/local-lvm/{disk}")}}})
+    };
+    rig.api.apply(pv("pv-aaa", "vm-9999-pvc-aaa"));
+    rig.api.apply(attachment("va-aaa", BLOCK, "n2", "pv-aaa", true));
+    rig.api.apply(pv("pv-bbb", "vm-9999-pvc-bbb"));
+    rig.api.apply(with(node("n2"), |v| {
+        v["spec"]["providerID"] = json!("proxmox://homelab/202")
+    }));
+    // Stopped, so fakepve applies a delete at once (a running VM hot-unplugs on real PVE).
+    let disk = |n: u32, name: &str| format!("local-lvm:vm-9999-pvc-{name},backup=0,size=5G,wwn=0x50564{n}");
+    rig.pve
+        .cmd(
+            json!({"op": "add_vm", "vmid": 202, "name": "worker-two", "status": "stopped", "config": {
+            "scsi0": "local-lvm:vm-202-disk-0,size=32G",
+            "scsi1": disk(1, "aaa"), "scsi2": disk(2, "bbb"), "scsi3": disk(3, "ccc"),
+            "scsi4": disk(4, "ddd"), "scsi5": disk(5, "eee"), "scsi6": disk(6, "fff")}}),
+        )
+        .await;
+    rig.index_shows("the PVs, the attachment and n2's providerID", |s| {
+        s.attachments.contains_key("va-aaa")
+            && s.volumes.contains_key("pv-bbb")
+            && s.nodes["n2"].provider_id.is_some()
+    })
+    .await;
+    let scsi = |vms: &[Value]| -> Vec<String> {
+        let vm = vms.iter().find(|v| v["vmid"] == 202).unwrap();
+        let mut keys: Vec<String> = vm["config"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .filter(|k| k.starts_with("scsi"))
+            .cloned()
+            .collect();
+        keys.sort();
+        keys
+    };
+    let (mut actuator, _) = rig.actuator();
+    // Read 1: five ghosts (bbb through fff), none confirmed yet.
+    actuator.refresh().await.unwrap();
+    assert_eq!(
+        scsi(&rig.pve.vms().await).len(),
+        7,
+        "nothing detached on the first read"
+    );
+    assert!(
+        rig.app
+            .metrics
+            .encode()
+            .contains("headroom_ghost_disks{node=\"n2\"} 5")
+    );
+    // Between the reads, fff's PV appears with an attachment on another node.
+    rig.api.apply(pv("pv-fff", "vm-9999-pvc-fff"));
+    rig.api.apply(attachment("va-fff", BLOCK, "n1", "pv-fff", true));
+    rig.index_shows("va-fff", |s| s.attachments.contains_key("va-fff"))
+        .await;
+    // Reads 2–4 detach ccc, ddd and eee, one each; read 5 finds nothing more to do.
+    for (read, left) in [(2, 6), (3, 5), (4, 4), (5, 4)] {
+        actuator.refresh().await.unwrap();
+        assert_eq!(scsi(&rig.pve.vms().await).len(), left, "after read {read}");
+    }
+    assert_eq!(
+        scsi(&rig.pve.vms().await),
+        ["scsi0", "scsi1", "scsi2", "scsi6"],
+        "the attached disk, the one with a PV and the one attached elsewhere stay"
+    );
+    let metrics = rig.app.metrics.encode();
+    assert!(
+        metrics.contains("headroom_ghost_repairs_total{result=\"detached\"} 3"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("headroom_ghost_repairs_total{result=\"failed\"} 0"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("headroom_ghost_disks{node=\"n2\"} 2"),
+        "bbb and fff: {metrics}"
+    );
+    // Only detaches: three PUTs of delete=scsiN, no storage content deleted, no VM destroyed.
+    let requests = rig.pve.requests().await;
+    let writes: Vec<&(String, String, String)> =
+        requests.iter().filter(|(method, _, _)| method != "GET").collect();
+    assert_eq!(writes.len(), 3, "{writes:?}");
+    for (n, (method, path, body)) in writes.iter().enumerate() {
+        assert_eq!(
+            (method.as_str(), path.as_str()),
+            ("PUT", "/api2/json/nodes/pve1/qemu/202/config"),
+            "{writes:?}"
+        );
+        assert_eq!(body, &format!("delete=scsi{}", n + 3), "{writes:?}");
+    }
+    let mut told = Vec::new();
+    while let Ok(e) = rig.events.lock().unwrap().try_recv() {
+        told.push(e);
+    }
+    assert_eq!(
+        told.iter().filter(|e| e.reason == "HeadroomGhostDisk").count(),
+        3,
+        "{told:?}"
+    );
 }

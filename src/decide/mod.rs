@@ -9,6 +9,7 @@ pub mod addresses;
 pub mod admission;
 pub mod cleanup;
 pub mod extender;
+pub mod ghosts;
 pub mod placement;
 pub mod planner;
 pub mod projection;

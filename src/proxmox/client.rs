@@ -177,6 +177,11 @@ impl PveClient {
         self.call(Method::POST, path, &[], form).await
     }
 
+    /// PUT with a form body: PVE's synchronous writes (`/qemu/{vmid}/config` among them).
+    pub async fn put(&self, path: &str, form: &[(&str, String)]) -> Result<Value, PveError> {
+        self.call(Method::PUT, path, &[], form).await
+    }
+
     /// DELETE with parameters in the query string (a body is refused with 501).
     pub async fn delete(&self, path: &str, query: &[(&str, String)]) -> Result<Value, PveError> {
         self.call(Method::DELETE, path, query, &[]).await

@@ -98,15 +98,24 @@ pub fn parse_vms(data: &Value) -> Result<Vec<Vm>, PveError> {
 
 /// A VM's configuration (`current=1`: what is on disk, not pending values).
 pub async fn config(pve: &PveClient, vm: &Vm) -> Result<serde_json::Map<String, Value>, PveError> {
+    config_at(pve, &vm.node, vm.vmid).await
+}
+
+/// The configuration of VM `vmid` on `host` (`current=1`).
+pub async fn config_at(
+    pve: &PveClient,
+    host: &str,
+    vmid: u32,
+) -> Result<serde_json::Map<String, Value>, PveError> {
     let data = pve
         .get(
-            &format!("/nodes/{}/qemu/{}/config", vm.node, vm.vmid),
+            &format!("/nodes/{host}/qemu/{vmid}/config"),
             &[("current", "1".into())],
         )
         .await?;
     data.as_object()
         .cloned()
-        .ok_or_else(|| PveError::Decode(format!("config of VM {} is not an object", vm.vmid)))
+        .ok_or_else(|| PveError::Decode(format!("config of VM {vmid} is not an object")))
 }
 
 /// Free memory of a host in bytes: `total − used` from the live node status (right on old
@@ -269,6 +278,8 @@ pub struct DiskDrift {
     pub missing: std::collections::BTreeMap<String, std::collections::BTreeSet<String>>,
     /// The nodes whose VM config was read (a node not here was not checked).
     pub checked: std::collections::BTreeSet<String>,
+    /// Each ghost disk with the VM and config slot holding it, for repair.
+    pub found: Vec<crate::decide::ghosts::GhostDisk>,
 }
 
 /// Reads every worker VM's config and compares its CSI disks with the VolumeAttachments.
@@ -278,12 +289,19 @@ pub async fn disk_drift(pve: &PveClient, vms: &[Vm], known: &AttachedDisks) -> R
     for vm in vms.iter().filter(|v| !v.template) {
         let Some(node) = known.node_of(vm) else { continue };
         let config = config(pve, vm).await?;
-        let disks: std::collections::BTreeSet<String> =
-            csi_disks(&config).into_iter().map(|(_, d)| d).collect();
-        for disk in &disks {
+        let slots = csi_disks(&config);
+        let disks: std::collections::BTreeSet<String> = slots.iter().map(|(_, d)| d.clone()).collect();
+        for (slot, disk) in &slots {
             if known.attached.get(node).is_some_and(|a| a.contains(disk)) {
                 continue;
             }
+            out.found.push(crate::decide::ghosts::GhostDisk {
+                node: node.to_owned(),
+                vmid: vm.vmid,
+                host: vm.node.clone(),
+                slot: slot.clone(),
+                disk: disk.clone(),
+            });
             let key = known
                 .handle_of
                 .get(disk)
