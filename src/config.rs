@@ -282,6 +282,28 @@ pub struct Triggers {
     pub free_block_slots: Option<Below<i64>>,
     pub memory_request_ratio: Option<Above>,
     pub planned_block_volumes: Option<PlannedBlockVolumes>,
+    /// `FailedAttachVolume` Events whose message has "no free lun found" (the runbook's
+    /// "even one" trigger).
+    pub lun_cap_incidents: Option<Incidents>,
+    /// Kubelet evictions (reason `Evicted`), not headroom's own drains.
+    pub pod_evictions: Option<Churn>,
+}
+
+/// Fires when at least `atLeast` incidents happened `within` the last stretch of time.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Incidents {
+    pub at_least: i64,
+    pub within: Period,
+}
+
+/// Fires when at least `atLeast` happened in every `per` for `for`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Churn {
+    pub at_least: i64,
+    pub per: Period,
+    pub r#for: Period,
 }
 
 impl Default for Triggers {
@@ -299,6 +321,15 @@ impl Default for Triggers {
                 at_least: 3,
                 when_max_node_at_least: 22,
                 r#for: Period::default(),
+            }),
+            lun_cap_incidents: Some(Incidents {
+                at_least: 1,
+                within: Period(Duration::from_secs(24 * 3600)),
+            }),
+            pod_evictions: Some(Churn {
+                at_least: 20,
+                per: Period(Duration::from_secs(24 * 3600)),
+                r#for: Period(Duration::from_secs(72 * 3600)),
             }),
         }
     }
@@ -576,6 +607,17 @@ impl Config {
             {
                 return fail(key, format!("must be a ratio ≥ 0 such as 0.9, got {r}"));
             }
+        }
+        if let Some(c) = &self.triggers.pod_evictions
+            && c.per.0 < Duration::from_secs(3600)
+        {
+            return fail(
+                "triggers.podEvictions.per",
+                format!(
+                    "must be at least 1h (evictions are counted per hour), got {}",
+                    c.per
+                ),
+            );
         }
         let r = &self.rebalance;
         if r.stop_at < 0 || r.start_at <= r.stop_at {

@@ -66,6 +66,10 @@ impl Durable {
                 *mine = (*mine).min(*since);
             }
         }
+        // What the last holder counted of the incident Events (they expire within the hour).
+        if windows.incidents.is_empty() {
+            windows.incidents = self.windows.incidents.clone();
+        }
     }
 
     /// Takes the recorded scale times where they are later than `status`'s.
@@ -146,6 +150,7 @@ mod tests {
         let recorded = Durable {
             windows: Windows {
                 since: [("freeBlockSlots".to_owned(), t(10)), ("gone".to_owned(), t(5))].into(),
+                ..Default::default()
             },
             last_scale_up: Some(t(3)),
             last_scale_down: Some(t(50)),
@@ -157,6 +162,7 @@ mod tests {
         };
         let mut windows = Windows {
             since: [("freeBlockSlots".to_owned(), t(40))].into(),
+            ..Default::default()
         };
         recorded.merge_into(&mut windows);
         assert_eq!(windows.since["freeBlockSlots"], t(10));

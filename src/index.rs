@@ -11,7 +11,8 @@ use std::{
 };
 
 use crate::model::{
-    AttachmentInfo, ClaimInfo, CsiNodeInfo, NodeInfo, NsName, PodInfo, StorageClassInfo, VolumeInfo,
+    AttachmentInfo, ClaimInfo, CsiNodeInfo, EventInfo, NodeInfo, NsName, PodInfo, StorageClassInfo,
+    VolumeInfo,
 };
 
 /// The kinds headroom watches.
@@ -24,10 +25,12 @@ pub enum Kind {
     PersistentVolumeClaim,
     Pod,
     VolumeAttachment,
+    /// The Warning Events about Pods headroom reads (LUN-cap incidents, kubelet evictions).
+    Event,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 7] = [
+    pub const ALL: [Kind; 8] = [
         Kind::Node,
         Kind::CsiNode,
         Kind::StorageClass,
@@ -35,6 +38,7 @@ impl Kind {
         Kind::PersistentVolumeClaim,
         Kind::Pod,
         Kind::VolumeAttachment,
+        Kind::Event,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -46,6 +50,7 @@ impl Kind {
             Kind::PersistentVolumeClaim => "PersistentVolumeClaim",
             Kind::Pod => "Pod",
             Kind::VolumeAttachment => "VolumeAttachment",
+            Kind::Event => "Event",
         }
     }
 }
@@ -60,6 +65,7 @@ pub enum Object {
     Claim(ClaimInfo),
     Pod(PodInfo),
     Attachment(AttachmentInfo),
+    Event(EventInfo),
 }
 
 impl Object {
@@ -72,6 +78,7 @@ impl Object {
             Object::Claim(_) => Kind::PersistentVolumeClaim,
             Object::Pod(_) => Kind::Pod,
             Object::Attachment(_) => Kind::VolumeAttachment,
+            Object::Event(_) => Kind::Event,
         }
     }
 }
@@ -95,6 +102,7 @@ impl Object {
             Object::Claim(o) => (o.namespace.clone(), o.name.clone()),
             Object::Pod(o) => (o.namespace.clone(), o.name.clone()),
             Object::Attachment(o) => (String::new(), o.name.clone()),
+            Object::Event(o) => (o.namespace.clone(), o.name.clone()),
         };
         ObjectKey {
             kind: self.kind(),
@@ -114,6 +122,9 @@ pub struct ClusterState {
     pub claims: HashMap<NsName, ClaimInfo>,
     pub pods: HashMap<NsName, PodInfo>,
     pub attachments: HashMap<String, AttachmentInfo>,
+    /// LUN-cap incidents and kubelet evictions (core Events live an hour: what must last
+    /// longer is counted in the tick's durable windows).
+    pub events: BTreeMap<NsName, EventInfo>,
 }
 
 impl ClusterState {
@@ -150,6 +161,9 @@ impl ClusterState {
             Object::Attachment(o) => {
                 self.attachments.insert(o.name.clone(), o);
             }
+            Object::Event(o) => {
+                self.events.insert((o.namespace.clone(), o.name.clone()), o);
+            }
         }
     }
 
@@ -165,6 +179,7 @@ impl ClusterState {
             Kind::PersistentVolumeClaim => drop(self.claims.remove(&namespaced())),
             Kind::Pod => drop(self.pods.remove(&namespaced())),
             Kind::VolumeAttachment => drop(self.attachments.remove(name)),
+            Kind::Event => drop(self.events.remove(&namespaced())),
         }
     }
 
@@ -179,6 +194,7 @@ impl ClusterState {
             Kind::PersistentVolumeClaim => self.claims.clear(),
             Kind::Pod => self.pods.clear(),
             Kind::VolumeAttachment => self.attachments.clear(),
+            Kind::Event => self.events.clear(),
         }
         for o in objects.into_iter().filter(|o| o.kind() == kind) {
             self.apply(o);

@@ -27,6 +27,13 @@ pub struct ResultLabels {
     pub result: String,
 }
 
+/// Why a pod was moved (`rebalance`, `lun-cap-incident`) and how the move ended.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MoveLabels {
+    pub cause: String,
+    pub result: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RejectLabels {
     pub reason: String,
@@ -280,8 +287,8 @@ pub struct Metrics {
     pub attachment_drift: Family<NodeLabels, Gauge>,
     /// Stale VolumeAttachments removed (result: removed, failed).
     pub stale_attachments: Family<ResultLabels, Counter>,
-    /// Rebalancing moves (result: moved, blocked, failed, timeout).
-    pub rebalance_moves: Family<ResultLabels, Counter>,
+    /// Pod moves (cause: rebalance, lun-cap-incident; result: moved, blocked, failed, timeout).
+    pub rebalance_moves: Family<MoveLabels, Counter>,
     /// Ghost disks detached (result: detached, failed).
     pub ghost_repairs: Family<ResultLabels, Counter>,
     pub cluster: ClusterGauges,
@@ -403,11 +410,21 @@ impl Default for Metrics {
             "VolumeAttachments of deleted nodes whose VM is down, removed by headroom, by result",
             &["removed", "failed"],
         );
-        let rebalance_moves = results_counter(
-            &mut registry,
+        let rebalance_moves = Family::<MoveLabels, Counter>::default();
+        for cause in ["rebalance", "lun-cap-incident"] {
+            for result in ["moved", "blocked", "failed", "timeout"] {
+                rebalance_moves
+                    .get_or_create(&MoveLabels {
+                        cause: cause.into(),
+                        result: result.into(),
+                    })
+                    .get();
+            }
+        }
+        registry.register(
             "rebalance_moves",
-            "Pods moved off the fullest node to close the block-volume spread, by result",
-            &["moved", "blocked", "failed", "timeout"],
+            "Pods evicted so the extender places them on another node, by cause (rebalance: closing the block-volume spread; lun-cap-incident: a volume found no LUN) and result",
+            rebalance_moves.clone(),
         );
         let ghost_repairs = results_counter(
             &mut registry,

@@ -422,7 +422,8 @@ impl Actuator {
         self.app
             .metrics
             .rebalance_moves
-            .get_or_create(&ResultLabels {
+            .get_or_create(&crate::metrics::MoveLabels {
+                cause: pod.cause.as_str().into(),
                 result: result.as_str().into(),
             })
             .inc();

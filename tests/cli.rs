@@ -99,7 +99,13 @@ async fn status_on_the_seed_snapshot_shows_the_runbook_counts() {
         .collect();
     assert_eq!(
         names,
-        ["freeBlockSlots", "memoryRequestRatio", "plannedBlockVolumes"]
+        [
+            "freeBlockSlots",
+            "memoryRequestRatio",
+            "plannedBlockVolumes",
+            "lunCapIncidents",
+            "podEvictions"
+        ]
     );
     assert_eq!(s["signals"][0]["name"], "maxNodeBlockVolumes");
 

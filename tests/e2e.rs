@@ -66,6 +66,22 @@ async fn metrics(admin: &str) -> String {
         .unwrap_or_default()
 }
 
+/// The /metrics text once it contains `line` (within a minute).
+async fn metrics_showing(admin: &str, line: &str) -> String {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let m = metrics(admin).await;
+        if m.contains(line) {
+            return m;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never showed {line}:\n{m}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test]
 async fn serve_clones_exactly_the_two_vms_thirty_pending_claims_need() {
     install_crypto();
@@ -283,20 +299,12 @@ async fn serve_rebalances_one_pod_at_a_time_and_passes_over_a_protected_pod() {
     let (mut headroom, admin) = serve(&api, &config, dir.path());
 
     // 8/1 → 7/2 → 6/3 → 5/4: three moves, after one refusal.
-    let moved = "headroom_rebalance_moves_total{result=\"moved\"} 3";
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let m = metrics(&admin).await;
-        if m.contains(moved) {
-            assert!(
-                m.contains("headroom_rebalance_moves_total{result=\"blocked\"} 1"),
-                "{m}"
-            );
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{m}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let moved = "headroom_rebalance_moves_total{cause=\"rebalance\",result=\"moved\"} 3";
+    let m = metrics_showing(&admin, moved).await;
+    assert!(
+        m.contains("headroom_rebalance_moves_total{cause=\"rebalance\",result=\"blocked\"} 1"),
+        "{m}"
+    );
     let on = |node: &str| {
         api.all("Pod")
             .iter()
@@ -330,5 +338,63 @@ async fn serve_rebalances_one_pod_at_a_time_and_passes_over_a_protected_pod() {
     }
     let m = metrics(&admin).await;
     assert!(m.contains(moved), "{m}");
+    headroom.kill().await.unwrap();
+}
+
+/// A LUN-cap incident in the live loop, without Proxmox: the attach-detach controller's
+/// `FailedAttachVolume … no free lun found` Event and the attachment's error arrive through the
+/// watches; the trigger fires and the stuck pod is evicted, to come back on the node with room.
+#[tokio::test]
+async fn serve_moves_the_pod_a_no_free_lun_event_names() {
+    install_crypto();
+    let api = ApiServer::start().await;
+    for item in cluster(&[23, 2]) {
+        api.apply(item);
+    }
+    api.place_evicted_pods();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yaml");
+    std::fs::write(&config, "softCap: 24\n").unwrap();
+    let (mut headroom, admin) = serve(&api, &config, dir.path());
+    // Once it runs: the stuck pod, then the Event about it.
+    metrics_showing(&admin, "headroom_source_synced 1").await;
+    let message = "AttachVolume.Attach failed for volume \"pv-db-data\" : rpc error: code = Internal desc = no free lun found";
+    for item in bound_claim("apps", "db-data", "proxmox-lvm") {
+        api.apply(item);
+    }
+    api.apply(with(attachment("va-db", BLOCK, "n1", "pv-db-data", false), |v| {
+        v["status"]["attachError"] = serde_json::json!({"message": message})
+    }));
+    api.apply(pod("apps", "db-0", Some("n1"), &["db-data"], "1Gi"));
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    api.apply(serde_json::json!({"apiVersion": "v1", "kind": "Event",
+        "metadata": {"name": "db-0.18a2f3c4d5e6f7a8", "namespace": "apps"},
+        "involvedObject": {"kind": "Pod", "namespace": "apps", "name": "db-0"},
+        "reason": "FailedAttachVolume", "message": message, "type": "Warning",
+        "source": {"component": "attachdetach-controller"},
+        "firstTimestamp": now, "lastTimestamp": now, "count": 1}));
+
+    let moved = "headroom_rebalance_moves_total{cause=\"lun-cap-incident\",result=\"moved\"} 1";
+    let m = metrics_showing(&admin, moved).await;
+    assert!(
+        m.contains("headroom_trigger_firing{name=\"lunCapIncidents\"} 1"),
+        "{m}"
+    );
+    let pods = api.all("Pod");
+    let db: Vec<&Value> = pods
+        .iter()
+        .filter(|p| p["metadata"]["name"].as_str().unwrap().starts_with("db-0"))
+        .collect();
+    assert_eq!(db.len(), 1, "{db:?}");
+    assert_eq!(
+        db[0]["spec"]["nodeName"], "n2",
+        "placed again on the node with room: {db:?}"
+    );
+    let events = api.objects_under("/api/v1/namespaces/apps/events");
+    assert!(
+        events.iter().any(|e| e["reason"] == "HeadroomMove"
+            && e["message"].as_str().unwrap().contains("found no free LUN on n1")),
+        "{events:?}"
+    );
     headroom.kill().await.unwrap();
 }

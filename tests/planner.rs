@@ -512,3 +512,80 @@ fn the_drain_survey_names_what_a_drain_would_break_or_hurt() {
     // web-0 has a replica on n3: no singleton.
     assert_eq!(n2.singletons, ["apps/cache-user", "apps/db-0"]);
 }
+
+/// A pod stuck on n1 because its volume found no LUN there, as the cluster shows it: the
+/// attach-detach controller's Warning Event and the VolumeAttachment's attach error.
+fn lun_cap_incident() -> Vec<Value> {
+    let message = "AttachVolume.Attach failed for volume \"pv-db-data\" : rpc error: code = Internal desc = no free lun found";
+    let mut items = bound_claim("apps", "db-data", "proxmox-lvm");
+    items.push(with(attachment("va-db", BLOCK, "n1", "pv-db-data", false), |v| {
+        v["status"]["attachError"] = json!({"message": message, "time": "2026-05-28T20:00:00Z"})
+    }));
+    items.push(with(pod("apps", "db-0", Some("n1"), &["db-data"], "1Gi"), |v| {
+        v["status"]["phase"] = json!("Pending")
+    }));
+    items.push(json!({"apiVersion": "v1", "kind": "Event",
+        "metadata": {"name": "db-0.18a2f3c4d5e6f7a8", "namespace": "apps"},
+        "involvedObject": {"kind": "Pod", "namespace": "apps", "name": "db-0", "uid": "0b6d2d43"},
+        "reason": "FailedAttachVolume", "message": message, "type": "Warning",
+        "source": {"component": "attachdetach-controller"},
+        "firstTimestamp": "2026-05-28T19:58:00Z", "lastTimestamp": "2026-05-28T20:00:00Z", "count": 3}));
+    items
+}
+
+#[test]
+fn a_no_free_lun_event_moves_the_stuck_pod_or_adds_one_vm_when_nothing_has_room() {
+    // Only the incident trigger: the projection's triggers would scale up on a full cluster
+    // by themselves.
+    let mut config = Config::default();
+    config.triggers.free_block_slots = None;
+    config.triggers.planned_block_volumes = None;
+    // (case, n2's block volumes, plan)
+    let rows: Vec<(&str, usize, &str)> = vec![
+        ("n2 has room: the pod moves there", 3, "move"),
+        ("n2 at its soft cap: one VM", 24, "scaleUp"),
+    ];
+    for (case, n2, want) in rows {
+        let items = [cluster(&[23, n2]), lun_cap_incident()].concat();
+        let t = tick_after(items, &config, &Actuator::default(), Duration::ZERO);
+        let lun = t
+            .evaluation
+            .triggers
+            .iter()
+            .find(|c| c.name == "lunCapIncidents")
+            .unwrap();
+        assert!(lun.firing && lun.sustained, "{case}: {}", lun.reason);
+        assert!(
+            lun.reason.contains("3 LUN-cap incident(s)"),
+            "{case}: {}",
+            lun.reason
+        );
+        match (&t.plan, want) {
+            (Plan::Move(m), "move") => {
+                assert_eq!(
+                    (m.name.as_str(), m.from.as_str(), m.toward.as_str()),
+                    ("db-0", "n1", "n2")
+                );
+                assert_eq!(m.cause.as_str(), "lun-cap-incident");
+            }
+            (Plan::ScaleUp { count, reason }, "scaleUp") => {
+                assert_eq!(*count, 1, "{case}");
+                assert!(
+                    reason.contains("no other node has room for apps/db-0"),
+                    "{case}: {reason}"
+                );
+            }
+            (other, _) => panic!("{case}: {other:?}"),
+        }
+        // With the VM on its way, nothing more.
+        let t = tick_after(
+            [cluster(&[23, n2]), lun_cap_incident()].concat(),
+            &config,
+            &in_flight(1),
+            Duration::ZERO,
+        );
+        if want == "scaleUp" {
+            assert_eq!(t.plan, Plan::Nothing, "{case}: one VM, not two");
+        }
+    }
+}

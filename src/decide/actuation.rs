@@ -93,10 +93,11 @@ pub struct ActuatorStatus {
     /// When the last move ended: the next waits `rebalance.interval` from here.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_move: Option<Timestamp>,
-    /// Pods (`namespace/name`) whose eviction a disruption budget refused, and when: the next
-    /// moves pick other pods for [`REFUSAL_MEMORY`].
+    /// Pods (`namespace/name`) not to move again for [`REFUSAL_MEMORY`], and since when: their
+    /// eviction was refused (a disruption budget), or they were just moved (a pod that finds
+    /// no LUN on its new node too gets a VM, not a third node).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    pub refused_moves: BTreeMap<String, Timestamp>,
+    pub passed_over: BTreeMap<String, Timestamp>,
     /// No provision starts before this (a failure backs off).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry_at: Option<Timestamp>,
@@ -141,9 +142,9 @@ impl ActuatorStatus {
     pub fn move_ended(&mut self, result: MoveResult, detail: String, now: Timestamp) {
         let Some(m) = self.moving.take() else { return };
         self.last_move = Some(now);
-        self.refused_moves.retain(|_, at| now.since(*at) < REFUSAL_MEMORY);
-        if result == MoveResult::Blocked {
-            self.refused_moves
+        self.passed_over.retain(|_, at| now.since(*at) < REFUSAL_MEMORY);
+        if matches!(result, MoveResult::Blocked | MoveResult::Moved) {
+            self.passed_over
                 .insert(format!("{}/{}", m.pod.namespace, m.pod.name), now);
         }
         let kind = match result {

@@ -9,7 +9,10 @@ pub mod addresses;
 pub mod admission;
 pub mod cleanup;
 pub mod extender;
+#[cfg(test)]
+pub(crate) mod fixtures;
 pub mod ghosts;
+pub mod incidents;
 pub mod placement;
 pub mod planner;
 pub mod projection;

@@ -151,6 +151,7 @@ pub fn size(
     config: &Config,
     admitted: AdmittedDemand,
     in_flight: i64,
+    for_incidents: i64,
 ) -> Sizing {
     let vm = VmCapacity::from_config(config);
     let room_for_vms = room_for_vms(config, view.nodes.len(), in_flight);
@@ -202,7 +203,9 @@ pub fn size(
     let unfit_pods = unfit.len();
     let for_pods = first_fit(unfit, &mut Vec::new(), Some(shape)).unwrap_or(0);
     Sizing {
-        vms_needed: for_triggers.map(|n| n.max(for_pods)).filter(|n| *n <= limit),
+        vms_needed: for_triggers
+            .map(|n| n.max(for_pods).max(for_incidents))
+            .filter(|n| *n <= limit),
         room_for_vms,
         unfit_pods,
         oversized_pods,
@@ -219,6 +222,8 @@ pub struct PlanInput<'a> {
     pub sizing: &'a Sizing,
     pub admitted: AdmittedDemand,
     pub actuator: &'a ActuatorStatus,
+    /// Why an incident (a stuck pod no node takes, sustained eviction churn) wants a VM.
+    pub incident_vm: Option<&'a str>,
     pub now: Timestamp,
 }
 
@@ -245,13 +250,16 @@ pub fn plan(input: &PlanInput<'_>) -> (Plan, Refusals) {
         _ => true,
     };
 
-    let sustained: Vec<&str> = input
+    let mut sustained: Vec<&str> = input
         .evaluation
         .triggers
         .iter()
         .filter(|t| t.sustained)
         .map(|t| t.reason.as_str())
         .collect();
+    if !sustained.is_empty() {
+        sustained.extend(input.incident_vm);
+    }
     if !sustained.is_empty() && needed_more > 0 && outside_demand {
         return (
             Plan::ScaleUp {
@@ -269,6 +277,17 @@ pub fn plan(input: &PlanInput<'_>) -> (Plan, Refusals) {
                     "{} pending pod(s) fit no node (block slots, memory or CPU)",
                     sizing.unfit_pods
                 ),
+            },
+            Vec::new(),
+        );
+    }
+    if let Some(why) = input.incident_vm
+        && needed_more > 0
+    {
+        return (
+            Plan::ScaleUp {
+                count: needed_more,
+                reason: why.to_owned(),
             },
             Vec::new(),
         );

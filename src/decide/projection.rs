@@ -167,6 +167,9 @@ pub struct Check {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Windows {
     pub since: BTreeMap<String, Timestamp>,
+    /// What the incident Events added up to (they expire long before the triggers forget).
+    #[serde(default, skip_serializing_if = "crate::decide::incidents::Ledger::is_empty")]
+    pub incidents: crate::decide::incidents::Ledger,
 }
 
 impl Windows {
@@ -382,6 +385,26 @@ pub fn evaluate(
         signals,
         scale_down,
     }
+}
+
+/// Adds `conditions` (triggers not read off the projection: the incident triggers) to the
+/// evaluation's triggers, each sustained after its `for:` as measured in `windows`.
+pub fn add_triggers(
+    evaluation: &mut Evaluation,
+    conditions: Vec<Condition>,
+    windows: &mut Windows,
+    now: Timestamp,
+) {
+    let mut ev = Evaluator {
+        windows,
+        now,
+        scale_down_from: None,
+    };
+    evaluation.triggers.extend(
+        conditions
+            .into_iter()
+            .map(|c| ev.check(c.name, c.holds, c.r#for, c.reason)),
+    );
 }
 
 /// The fewest extra VMs (beyond `incoming`) that make every trigger stop firing, capped at

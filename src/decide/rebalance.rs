@@ -43,6 +43,15 @@ pub enum MoveCause {
     LunCapIncident,
 }
 
+impl MoveCause {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MoveCause::Rebalance => "rebalance",
+            MoveCause::LunCapIncident => "lun-cap-incident",
+        }
+    }
+}
+
 /// One pod to evict so that the extender places it again on another node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -158,8 +167,8 @@ pub struct Outlook {
     pub next: Next,
 }
 
-/// What the rebalancer reads.
-pub struct Input<'a> {
+/// What the decisions that move pods (rebalancing, the LUN-cap incident's answer) read.
+pub struct Situation<'a> {
     pub state: &'a ClusterState,
     pub view: &'a ClusterView,
     pub placement: Placement<'a>,
@@ -169,7 +178,7 @@ pub struct Input<'a> {
 }
 
 /// The spread, whether a run is under way (kept in `windows`), and the next move.
-pub fn outlook(input: &Input<'_>, windows: &mut Windows) -> Outlook {
+pub fn outlook(input: &Situation<'_>, windows: &mut Windows) -> Outlook {
     let r = &input.config.rebalance;
     let p = input.placement;
     let nodes: Vec<(&NodeUsage, i64)> = input
@@ -231,7 +240,7 @@ pub fn outlook(input: &Input<'_>, windows: &mut Windows) -> Outlook {
 
 /// Why no move may start now, if none may: one under way, a removal, or the interval since
 /// the last one.
-fn wait_reason(input: &Input<'_>) -> Option<String> {
+fn wait_reason(input: &Situation<'_>) -> Option<String> {
     let a = input.actuator;
     if let Some(m) = &a.moving {
         return Some(format!(
@@ -269,7 +278,7 @@ struct Candidate<'a> {
 /// `from`, and another node takes it under its soft cap and memory with the spread narrowing
 /// (the node it goes to holds no more than `from` then). The fewest volumes first (one
 /// reattach), then the least memory.
-fn pick(input: &Input<'_>, from: &NodeUsage, held: i64) -> Result<PodMove, String> {
+fn pick(input: &Situation<'_>, from: &NodeUsage, held: i64) -> Result<PodMove, String> {
     let p = input.placement;
     let survey = DrainSurvey::of(input.state);
     let singletons: BTreeSet<String> = survey.singletons(&from.name).into_iter().collect();
@@ -289,11 +298,11 @@ fn pick(input: &Input<'_>, from: &NodeUsage, held: i64) -> Result<PodMove, Strin
             refused.push(why);
             continue;
         }
-        if let Some(at) = input.actuator.refused_moves.get(&id)
+        if let Some(at) = input.actuator.passed_over.get(&id)
             && input.now.since(*at) < REFUSAL_MEMORY
         {
             refused.push(format!(
-                "{id}: its eviction was refused at {} (a disruption budget)",
+                "{id}: moved, or its eviction refused by a disruption budget, at {}",
                 at.rfc3339()
             ));
             continue;
@@ -366,108 +375,13 @@ pub fn replicas_on_nodes(state: &ClusterState, owner: u64) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{
-        decide::{
-            accounting::{self, Reservations, Settings},
-            actuation::Removal,
-        },
-        model::{AttachmentInfo, ClaimInfo, CsiNodeInfo, NodeInfo, StorageClassInfo, VolumeInfo, owner_hash},
+    use crate::decide::{
+        accounting::{self, Reservations, Settings},
+        actuation::Removal,
+        fixtures::{GI, add_pod, cluster},
     };
 
-    const GI: i64 = 1 << 30;
     const T0: Timestamp = Timestamp(1_780_000_000_000);
-    const DRIVER: &str = "csi.proxmox.sinextra.dev";
-
-    /// Nodes `n1..` holding `counts[i]` block volumes, one pod (its own ReplicaSet) per volume,
-    /// named `<node>-p<v>`.
-    fn cluster(counts: &[usize]) -> ClusterState {
-        let mut s = ClusterState::default();
-        s.storage_classes.insert(
-            "block".into(),
-            StorageClassInfo {
-                name: "block".into(),
-                provisioner: DRIVER.into(),
-                is_default: false,
-            },
-        );
-        for (i, count) in counts.iter().enumerate() {
-            let node = format!("n{}", i + 1);
-            s.nodes.insert(
-                node.clone(),
-                NodeInfo {
-                    name: node.clone(),
-                    ready: true,
-                    memory_allocatable: 32 * GI,
-                    cpu_allocatable_millis: 8000,
-                    ..Default::default()
-                },
-            );
-            s.csi_nodes.insert(
-                node.clone(),
-                CsiNodeInfo {
-                    name: node.clone(),
-                    drivers: [(DRIVER.to_owned(), Some(28))].into(),
-                },
-            );
-            for v in 0..*count {
-                add_pod(&mut s, &node, &format!("{node}-p{v}"), 1);
-            }
-        }
-        s
-    }
-
-    /// A pod on `node` with `volumes` bound, attached block claims, owned by its own ReplicaSet.
-    fn add_pod(s: &mut ClusterState, node: &str, name: &str, volumes: usize) {
-        let mut claims = Vec::new();
-        for v in 0..volumes {
-            let claim = format!("{name}-c{v}");
-            let pv = format!("pv-{claim}");
-            s.claims.insert(
-                ("apps".into(), claim.clone()),
-                ClaimInfo {
-                    namespace: "apps".into(),
-                    name: claim.clone(),
-                    storage_class: Some("block".into()),
-                    volume_name: Some(pv.clone()),
-                },
-            );
-            s.volumes.insert(
-                pv.clone(),
-                VolumeInfo {
-                    name: pv.clone(),
-                    csi_driver: Some(DRIVER.into()),
-                    volume_handle: Some(format!("h/{pv}")),
-                    pinned_to: Vec::new(),
-                },
-            );
-            s.attachments.insert(
-                format!("va-{pv}"),
-                AttachmentInfo {
-                    name: format!("va-{pv}"),
-                    attacher: DRIVER.into(),
-                    node_name: node.into(),
-                    pv_name: Some(pv),
-                    attached: true,
-                    ..Default::default()
-                },
-            );
-            claims.push(claim);
-        }
-        s.pods.insert(
-            ("apps".into(), name.into()),
-            PodInfo {
-                namespace: "apps".into(),
-                name: name.into(),
-                node_name: Some(node.into()),
-                claims,
-                memory_request: GI,
-                cpu_request_millis: 100,
-                controller: Controller::Other,
-                owner: owner_hash(name),
-                ..Default::default()
-            },
-        );
-    }
 
     fn enabled() -> Config {
         let mut c = Config::default();
@@ -484,7 +398,7 @@ mod tests {
         let view = accounting::account(state, &Settings::from(config), &Reservations::new());
         let reservations = Reservations::new();
         outlook(
-            &Input {
+            &Situation {
                 state,
                 view: &view,
                 placement: Placement::new(&view, &reservations),
@@ -538,6 +452,7 @@ mod tests {
     fn the_spread_starts_at_start_at_and_a_run_goes_on_until_stop_at() {
         let running = || Windows {
             since: [(RUN_WINDOW.to_owned(), T0)].into(),
+            ..Default::default()
         };
         // (case, counts, enabled, run under way before, spread, next, run under way after)
         type Row = (&'static str, Vec<usize>, bool, bool, i64, &'static str, bool);
@@ -721,7 +636,7 @@ mod tests {
     fn a_pod_whose_eviction_was_refused_is_passed_over_for_an_hour() {
         let state = cluster(&[10, 2]);
         let refused = |mins_ago: u64| ActuatorStatus {
-            refused_moves: [("apps/n1-p0".to_owned(), Timestamp(T0.0 - mins_ago * 60_000))].into(),
+            passed_over: [("apps/n1-p0".to_owned(), Timestamp(T0.0 - mins_ago * 60_000))].into(),
             ..Default::default()
         };
         let o = outlook_of(&state, &enabled(), &refused(5), &mut Windows::default());

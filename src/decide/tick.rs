@@ -9,6 +9,7 @@ use crate::{
     decide::{
         accounting::{ClusterView, Reservations},
         actuation::ActuatorStatus,
+        incidents,
         placement::Placement,
         planner::{self, Plan, PlanInput, Refusals, Sizing},
         projection::{self, AdmittedDemand, Evaluation, Incoming, Projection, VmCapacity, Windows},
@@ -63,9 +64,34 @@ pub fn tick(input: &TickInput<'_>, windows: &mut Windows, now: Timestamp) -> Tic
         vms: actuator.incoming_vms(),
     };
     let projection = projection::project(view, admitted, incoming, VmCapacity::from_config(config));
-    let evaluation = projection::evaluate(&projection, config, windows, now, actuator.last_scale_down);
+    let mut evaluation = projection::evaluate(&projection, config, windows, now, actuator.last_scale_down);
     let placement = Placement::new(view, reservations);
-    let sizing = planner::size(state, view, placement, config, admitted, incoming.vms);
+    let situation = rebalance::Situation {
+        state,
+        view,
+        placement,
+        config,
+        actuator,
+        now,
+    };
+    let incidents = incidents::respond(&situation, &mut windows.incidents);
+    projection::add_triggers(&mut evaluation, incidents.conditions, windows, now);
+    let churn = evaluation
+        .triggers
+        .iter()
+        .any(|t| t.name == "podEvictions" && t.sustained);
+    let incident_vm = incidents
+        .wants_vm
+        .or_else(|| incidents::churn_wants_vm(config, churn, actuator, now));
+    let sizing = planner::size(
+        state,
+        view,
+        placement,
+        config,
+        admitted,
+        incoming.vms,
+        i64::from(incident_vm.is_some()),
+    );
     let (mut plan, scale_down_refusals) = planner::plan(&PlanInput {
         state,
         view,
@@ -75,24 +101,18 @@ pub fn tick(input: &TickInput<'_>, windows: &mut Windows, now: Timestamp) -> Tic
         sizing: &sizing,
         admitted,
         actuator,
+        incident_vm: incident_vm.as_deref(),
         now,
     });
-    let rebalance = rebalance::outlook(
-        &rebalance::Input {
-            state,
-            view,
-            placement,
-            config,
-            actuator,
-            now,
-        },
-        windows,
-    );
-    // Capacity first: a move waits while VMs are wanted or a node is removed.
-    if plan == Plan::Nothing
-        && let Next::Move(m) = &rebalance.next
-    {
-        plan = Plan::Move(m.clone());
+    let rebalance = rebalance::outlook(&situation, windows);
+    // Capacity first: a move waits while VMs are wanted or a node is removed; a pod stuck
+    // for want of a LUN goes before a rebalancing move.
+    if plan == Plan::Nothing && actuator.removal.is_none() {
+        if let Some(m) = incidents.stuck_pod_move {
+            plan = Plan::Move(m);
+        } else if let Next::Move(m) = &rebalance.next {
+            plan = Plan::Move(m.clone());
+        }
     }
     Tick {
         basis: actuator.generation,

@@ -9,7 +9,7 @@ pub mod quantity;
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::{
-    core::v1::{Container, Node, PersistentVolume, PersistentVolumeClaim, Pod},
+    core::v1::{Container, Event, Node, PersistentVolume, PersistentVolumeClaim, Pod},
     storage::v1::{CSINode, StorageClass, VolumeAttachment},
 };
 use quantity::QuantityError;
@@ -330,6 +330,66 @@ impl From<&VolumeAttachment> for AttachmentInfo {
             detaching: va.metadata.deletion_timestamp.is_some(),
             attach_error: va.status.as_ref().is_some_and(|s| s.attach_error.is_some()),
         }
+    }
+}
+
+/// What a Kubernetes Event headroom reads says happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Incident {
+    /// `FailedAttachVolume` whose message says "no free lun found": the VM's 29 LUNs are taken.
+    LunCap,
+    /// `Evicted` from a kubelet: node pressure (memory, disk), not an Eviction API call.
+    KubeletEviction,
+}
+
+/// The Events headroom reads, trimmed: the runbook's LUN-cap incident and eviction churn.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventInfo {
+    pub namespace: String,
+    pub name: String,
+    pub incident: Incident,
+    /// The pod it is about (`involvedObject`, kind Pod), in the Event's namespace.
+    pub pod: Option<String>,
+    /// How many times it happened (`count`, or `series.count`; at least 1).
+    pub count: i64,
+    /// When it last happened, as milliseconds since the epoch (0: not said).
+    pub last_seen_ms: u64,
+}
+
+impl EventInfo {
+    /// The Event trimmed, when it is one headroom reads (others are `None`).
+    pub fn of(event: &Event) -> Option<Self> {
+        let source_is_kubelet = event.source.as_ref().and_then(|s| s.component.as_deref()) == Some("kubelet")
+            || event.reporting_component.as_deref() == Some("kubelet");
+        let message = event.message.as_deref().unwrap_or_default();
+        let incident = match event.reason.as_deref() {
+            Some("FailedAttachVolume") if message.contains("no free lun found") => Incident::LunCap,
+            Some("Evicted") if source_is_kubelet => Incident::KubeletEviction,
+            _ => return None,
+        };
+        let pod = (event.involved_object.kind.as_deref() == Some("Pod"))
+            .then(|| event.involved_object.name.clone())
+            .flatten();
+        let series = event.series.as_ref();
+        let count = series.and_then(|s| s.count).or(event.count).unwrap_or(1).max(1) as i64;
+        let at = |t: &k8s_openapi::jiff::Timestamp| t.as_millisecond().max(0) as u64;
+        let last_seen_ms = series
+            .and_then(|s| s.last_observed_time.as_ref())
+            .map(|t| at(&t.0))
+            .or_else(|| event.last_timestamp.as_ref().map(|t| at(&t.0)))
+            .or_else(|| event.event_time.as_ref().map(|t| at(&t.0)))
+            .or_else(|| event.first_timestamp.as_ref().map(|t| at(&t.0)))
+            .or_else(|| event.metadata.creation_timestamp.as_ref().map(|t| at(&t.0)))
+            .unwrap_or(0);
+        Some(EventInfo {
+            namespace: event.metadata.namespace.clone().unwrap_or_default(),
+            name: event.metadata.name.clone().unwrap_or_default(),
+            incident,
+            pod,
+            count,
+            last_seen_ms,
+        })
     }
 }
 

@@ -211,13 +211,14 @@ fn decode(file: &str, position: &str, value: Value) -> Result<Option<Object>, Sn
         "PersistentVolumeClaim" => Kind::PersistentVolumeClaim,
         "Pod" => Kind::Pod,
         "VolumeAttachment" => Kind::VolumeAttachment,
+        "Event" => Kind::Event,
         "" => return Err(fail(described, "has no `kind`".into())),
         _ => return Ok(None),
     };
     if name == "?" {
         return Err(fail(described, "has no `metadata.name`".into()));
     }
-    fn typed<K: Watched>(value: Value) -> Result<Object, String> {
+    fn typed<K: Watched>(value: Value) -> Result<Option<Object>, String> {
         let obj: K =
             serde_path_to_error::deserialize(value).map_err(|e| format!("`{}`: {}", e.path(), e.inner()))?;
         obj.trim().map_err(|e| e.to_string())
@@ -231,9 +232,10 @@ fn decode(file: &str, position: &str, value: Value) -> Result<Option<Object>, Sn
         Kind::PersistentVolumeClaim => typed::<core::PersistentVolumeClaim>(value),
         Kind::Pod => typed::<core::Pod>(value),
         Kind::VolumeAttachment => typed::<storage::VolumeAttachment>(value),
+        Kind::Event => typed::<core::Event>(value),
     }
     .map_err(|reason| fail(described, reason))?;
-    Ok(Some(object))
+    Ok(object)
 }
 
 #[cfg(test)]
@@ -306,5 +308,88 @@ items:
             parse("s", "{\"kind\": "),
             Err(SnapshotError::Syntax { .. })
         ));
+    }
+}
+
+#[cfg(test)]
+mod event_tests {
+    use super::*;
+    use crate::model::Incident;
+
+    /// An Event as the API server serves it, with `reason`, `message` and `source`.
+    fn event(name: &str, reason: &str, message: &str, component: &str, extra: &str) -> String {
+        format!(
+            "- {{apiVersion: v1, kind: Event, metadata: {{name: {name}, namespace: apps}}, type: Warning,\n   \
+             involvedObject: {{kind: Pod, namespace: apps, name: db-0}}, reason: {reason}, message: \"{message}\",\n   \
+             source: {{component: {component}}}, lastTimestamp: \"2026-05-26T08:00:00Z\"{extra}}}\n"
+        )
+    }
+
+    #[test]
+    fn snapshots_keep_the_events_headroom_reads_and_drop_the_rest() {
+        let lun = "AttachVolume.Attach failed for volume \\\"pv-x\\\" : rpc error: code = Internal desc = no free lun found";
+        let text = String::from("kind: List\nitems:\n")
+            + &event(
+                "a",
+                "FailedAttachVolume",
+                lun,
+                "attachdetach-controller",
+                ", count: 4",
+            )
+            + &event(
+                "b",
+                "FailedAttachVolume",
+                "timed out waiting for external-attacher",
+                "attachdetach-controller",
+                "",
+            )
+            + &event(
+                "c",
+                "Evicted",
+                "The node was low on resource: memory.",
+                "kubelet",
+                "",
+            )
+            + &event(
+                "d",
+                "Evicted",
+                "evicted by the taint manager",
+                "taint-eviction-controller",
+                "",
+            )
+            + &event(
+                "e",
+                "BackOff",
+                "Back-off restarting failed container",
+                "kubelet",
+                "",
+            )
+            + &event(
+                "f",
+                "Evicted",
+                "The node was low on resource: ephemeral-storage.",
+                "kubelet",
+                ", series: {count: 7, lastObservedTime: \"2026-05-26T09:00:00.000000Z\"}",
+            );
+        let state = parse("s.yaml", &text).unwrap();
+        let got: Vec<(&str, Incident, i64, u64)> = state
+            .events
+            .values()
+            .map(|e| (e.name.as_str(), e.incident, e.count, e.last_seen_ms))
+            .collect();
+        let t = |s: &str| {
+            s.parse::<k8s_openapi::jiff::Timestamp>()
+                .unwrap()
+                .as_millisecond() as u64
+        };
+        assert_eq!(
+            got,
+            [
+                ("a", Incident::LunCap, 4, t("2026-05-26T08:00:00Z")),
+                ("c", Incident::KubeletEviction, 1, t("2026-05-26T08:00:00Z")),
+                ("f", Incident::KubeletEviction, 7, t("2026-05-26T09:00:00Z")),
+            ]
+        );
+        assert!(state.events.values().all(|e| e.pod.as_deref() == Some("db-0")));
     }
 }

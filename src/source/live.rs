@@ -7,7 +7,7 @@ use std::path::Path;
 
 use futures::StreamExt;
 use k8s_openapi::api::{
-    core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod},
+    core::v1::{Event, Node, PersistentVolume, PersistentVolumeClaim, Pod},
     storage::v1::{CSINode, StorageClass, VolumeAttachment},
 };
 use kube::{
@@ -17,7 +17,7 @@ use kube::{
 };
 use serde_json::Value;
 
-use super::Watched;
+use super::{EVENT_FIELDS, Watched};
 use crate::index::{ObjectKey, SharedIndex};
 
 /// The live source could not be reached or read.
@@ -76,14 +76,24 @@ pub async fn watch_all(client: Client, index: SharedIndex) {
         watch::<PersistentVolume>(client.clone(), index.clone()),
         watch::<PersistentVolumeClaim>(client.clone(), index.clone()),
         watch::<Pod>(client.clone(), index.clone()),
-        watch::<VolumeAttachment>(client, index),
+        watch::<VolumeAttachment>(client.clone(), index.clone()),
+        watch::<Event>(client, index),
     );
+}
+
+/// What the watch of `K` selects: every object, but for Events only Warnings about Pods.
+fn selector<K: Watched>() -> Option<&'static str> {
+    (K::KIND == crate::index::Kind::Event).then_some(EVENT_FIELDS)
 }
 
 async fn watch<K: Watched>(client: Client, index: SharedIndex) {
     let kind = K::KIND.as_str();
     let api: Api<K> = Api::all(client);
-    let mut stream = watcher(api, watcher::Config::default()).default_backoff().boxed();
+    let mut config = watcher::Config::default();
+    if let Some(fields) = selector::<K>() {
+        config = config.fields(fields);
+    }
+    let mut stream = watcher(api, config).default_backoff().boxed();
     let mut relist = Vec::new();
     while let Some(event) = stream.next().await {
         let event = match event {
@@ -117,7 +127,7 @@ async fn watch<K: Watched>(client: Client, index: SharedIndex) {
 
 fn trim<K: Watched>(obj: &K) -> Option<crate::index::Object> {
     match obj.trim() {
-        Ok(o) => Some(o),
+        Ok(o) => o,
         Err(error) => {
             // The API server validates quantities, so this means a schema we do not know.
             tracing::warn!(kind = K::KIND.as_str(), name = obj.name_any(), %error, "object skipped");
@@ -137,6 +147,7 @@ pub async fn snapshot(client: Client) -> Result<Value, LiveError> {
     list_into::<PersistentVolumeClaim>(&client, &mut items).await?;
     list_into::<Pod>(&client, &mut items).await?;
     list_into::<VolumeAttachment>(&client, &mut items).await?;
+    list_into::<Event>(&client, &mut items).await?;
     Ok(serde_json::json!({"apiVersion": "v1", "kind": "List", "metadata": {}, "items": items}))
 }
 
@@ -147,12 +158,16 @@ async fn list_into<K: Watched + serde::Serialize>(
     let kind = K::KIND.as_str();
     let api: Api<K> = Api::all(client.clone());
     let mut params = ListParams::default().limit(500);
+    if let Some(fields) = selector::<K>() {
+        params = params.fields(fields);
+    }
     loop {
         let page = api
             .list(&params)
             .await
             .map_err(|source| LiveError::List { kind, source })?;
-        for obj in page.items {
+        // Only what headroom reads: a snapshot replays the same decisions.
+        for obj in page.items.into_iter().filter(|o| matches!(o.trim(), Ok(Some(_)))) {
             items.push(export(obj, kind)?);
         }
         match page.metadata.continue_ {

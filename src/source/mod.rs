@@ -5,7 +5,7 @@ pub mod live;
 
 use k8s_openapi::{
     api::{
-        core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod},
+        core::v1::{Event, Node, PersistentVolume, PersistentVolumeClaim, Pod},
         storage::v1::{CSINode, StorageClass, VolumeAttachment},
     },
     serde::de::DeserializeOwned,
@@ -21,23 +21,25 @@ pub trait Watched:
     kube::Resource<DynamicType = ()> + DeserializeOwned + Clone + std::fmt::Debug + Send + Sync + 'static
 {
     const KIND: Kind;
-    fn trim(&self) -> Result<Object, QuantityError>;
+    /// The object trimmed to what decisions read; `None` for one headroom does not read (an
+    /// Event of another reason).
+    fn trim(&self) -> Result<Option<Object>, QuantityError>;
 }
 
 macro_rules! watched {
     ($ty:ty, $kind:ident, $variant:ident, try) => {
         impl Watched for $ty {
             const KIND: Kind = Kind::$kind;
-            fn trim(&self) -> Result<Object, QuantityError> {
-                Ok(Object::$variant(self.try_into()?))
+            fn trim(&self) -> Result<Option<Object>, QuantityError> {
+                Ok(Some(Object::$variant(self.try_into()?)))
             }
         }
     };
     ($ty:ty, $kind:ident, $variant:ident) => {
         impl Watched for $ty {
             const KIND: Kind = Kind::$kind;
-            fn trim(&self) -> Result<Object, QuantityError> {
-                Ok(Object::$variant(self.into()))
+            fn trim(&self) -> Result<Option<Object>, QuantityError> {
+                Ok(Some(Object::$variant(self.into())))
             }
         }
     };
@@ -50,3 +52,14 @@ watched!(StorageClass, StorageClass, StorageClass);
 watched!(PersistentVolume, PersistentVolume, Volume);
 watched!(PersistentVolumeClaim, PersistentVolumeClaim, Claim);
 watched!(VolumeAttachment, VolumeAttachment, Attachment);
+
+impl Watched for Event {
+    const KIND: Kind = Kind::Event;
+    fn trim(&self) -> Result<Option<Object>, QuantityError> {
+        Ok(crate::model::EventInfo::of(self).map(Object::Event))
+    }
+}
+
+/// The Events headroom reads are Warnings about Pods (`FailedAttachVolume`, `Evicted`): one
+/// field selector the API server filters on, the rest is trimmed away.
+pub const EVENT_FIELDS: &str = "involvedObject.kind=Pod,type=Warning";

@@ -26,6 +26,7 @@ use tokio::sync::broadcast;
 /// Collection path, list kind, and API version for each kind served.
 const COLLECTIONS: &[(&str, &str, &str, &str)] = &[
     ("Node", "/api/v1/nodes", "NodeList", "v1"),
+    ("Event", "/api/v1/events", "EventList", "v1"),
     ("Pod", "/api/v1/pods", "PodList", "v1"),
     (
         "PersistentVolume",
@@ -575,7 +576,10 @@ impl ApiServer {
                     && va["spec"]["nodeName"] == from.as_str()
                 {
                     self.delete(&va);
-                    self.apply(moved_to(&va, &target));
+                    // A fresh attach on the new node: attached, whatever failed on the old one.
+                    let mut attached = moved_to(&va, &target);
+                    attached["status"] = json!({"attached": true});
+                    self.apply(attached);
                 }
             }
         }

@@ -1,0 +1,103 @@
+//! Test fixtures for the decisions: small clusters of trimmed objects, built in code.
+
+use crate::{
+    index::ClusterState,
+    model::{
+        AttachmentInfo, ClaimInfo, Controller, CsiNodeInfo, NodeInfo, PodInfo, StorageClassInfo, VolumeInfo,
+        owner_hash,
+    },
+};
+
+pub const GI: i64 = 1 << 30;
+pub const DRIVER: &str = "csi.proxmox.sinextra.dev";
+
+/// Nodes `n1..` holding `counts[i]` block volumes, one pod (its own ReplicaSet) per volume,
+/// named `<node>-p<v>`.
+pub fn cluster(counts: &[usize]) -> ClusterState {
+    let mut s = ClusterState::default();
+    s.storage_classes.insert(
+        "block".into(),
+        StorageClassInfo {
+            name: "block".into(),
+            provisioner: DRIVER.into(),
+            is_default: false,
+        },
+    );
+    for (i, count) in counts.iter().enumerate() {
+        let node = format!("n{}", i + 1);
+        s.nodes.insert(
+            node.clone(),
+            NodeInfo {
+                name: node.clone(),
+                ready: true,
+                memory_allocatable: 32 * GI,
+                cpu_allocatable_millis: 8000,
+                ..Default::default()
+            },
+        );
+        s.csi_nodes.insert(
+            node.clone(),
+            CsiNodeInfo {
+                name: node.clone(),
+                drivers: [(DRIVER.to_owned(), Some(28))].into(),
+            },
+        );
+        for v in 0..*count {
+            add_pod(&mut s, &node, &format!("{node}-p{v}"), 1);
+        }
+    }
+    s
+}
+
+/// A pod on `node` with `volumes` bound, attached block claims, owned by its own ReplicaSet.
+pub fn add_pod(s: &mut ClusterState, node: &str, name: &str, volumes: usize) {
+    let mut claims = Vec::new();
+    for v in 0..volumes {
+        let claim = format!("{name}-c{v}");
+        let pv = format!("pv-{claim}");
+        s.claims.insert(
+            ("apps".into(), claim.clone()),
+            ClaimInfo {
+                namespace: "apps".into(),
+                name: claim.clone(),
+                storage_class: Some("block".into()),
+                volume_name: Some(pv.clone()),
+            },
+        );
+        s.volumes.insert(
+            pv.clone(),
+            VolumeInfo {
+                name: pv.clone(),
+                csi_driver: Some(DRIVER.into()),
+                volume_handle: Some(format!("h/{pv}")),
+                pinned_to: Vec::new(),
+            },
+        );
+        s.attachments.insert(
+            format!("va-{pv}"),
+            AttachmentInfo {
+                name: format!("va-{pv}"),
+                attacher: DRIVER.into(),
+                node_name: node.into(),
+                pv_name: Some(pv),
+                attached: true,
+                ..Default::default()
+            },
+        );
+        claims.push(claim);
+    }
+    s.pods.insert(
+        ("apps".into(), name.into()),
+        PodInfo {
+            namespace: "apps".into(),
+            name: name.into(),
+            node_name: Some(node.into()),
+            claims,
+            memory_request: GI,
+            cpu_request_millis: 100,
+            controller: Controller::Other,
+            owner: owner_hash(name),
+            ..Default::default()
+        },
+    );
+}
