@@ -128,6 +128,11 @@ fn synthetic(nodes: usize, pods: usize, claims: usize) -> ClusterState {
                 cpu_request_millis: 100,
                 controller: Controller::Other,
                 owner: 1 + (p / 3) as u64,
+                // Two labels, as a Deployment's pods carry (app, pod-template-hash).
+                labels: headroom::model::label_hashes([
+                    (&"app".to_owned(), &format!("app-{}", p / 3)),
+                    (&"pod-template-hash".to_owned(), &"5d9".to_owned()),
+                ]),
             },
         );
     }

@@ -11,8 +11,8 @@ use std::{
 };
 
 use crate::model::{
-    AttachmentInfo, ClaimInfo, CsiNodeInfo, EventInfo, NodeInfo, NsName, PodInfo, StorageClassInfo,
-    VolumeInfo,
+    AttachmentInfo, BudgetInfo, ClaimInfo, CsiNodeInfo, EventInfo, NodeInfo, NsName, PodInfo,
+    StorageClassInfo, VolumeInfo,
 };
 
 /// The kinds headroom watches.
@@ -27,10 +27,11 @@ pub enum Kind {
     VolumeAttachment,
     /// The Warning Events about Pods headroom reads (LUN-cap incidents, kubelet evictions).
     Event,
+    PodDisruptionBudget,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 9] = [
         Kind::Node,
         Kind::CsiNode,
         Kind::StorageClass,
@@ -39,6 +40,7 @@ impl Kind {
         Kind::Pod,
         Kind::VolumeAttachment,
         Kind::Event,
+        Kind::PodDisruptionBudget,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -51,6 +53,7 @@ impl Kind {
             Kind::Pod => "Pod",
             Kind::VolumeAttachment => "VolumeAttachment",
             Kind::Event => "Event",
+            Kind::PodDisruptionBudget => "PodDisruptionBudget",
         }
     }
 }
@@ -66,6 +69,7 @@ pub enum Object {
     Pod(PodInfo),
     Attachment(AttachmentInfo),
     Event(EventInfo),
+    Budget(BudgetInfo),
 }
 
 impl Object {
@@ -79,6 +83,7 @@ impl Object {
             Object::Pod(_) => Kind::Pod,
             Object::Attachment(_) => Kind::VolumeAttachment,
             Object::Event(_) => Kind::Event,
+            Object::Budget(_) => Kind::PodDisruptionBudget,
         }
     }
 }
@@ -103,6 +108,7 @@ impl Object {
             Object::Pod(o) => (o.namespace.clone(), o.name.clone()),
             Object::Attachment(o) => (String::new(), o.name.clone()),
             Object::Event(o) => (o.namespace.clone(), o.name.clone()),
+            Object::Budget(o) => (o.namespace.clone(), o.name.clone()),
         };
         ObjectKey {
             kind: self.kind(),
@@ -125,6 +131,7 @@ pub struct ClusterState {
     /// LUN-cap incidents and kubelet evictions (core Events live an hour: what must last
     /// longer is counted in the tick's durable windows).
     pub events: BTreeMap<NsName, EventInfo>,
+    pub budgets: BTreeMap<NsName, BudgetInfo>,
 }
 
 impl ClusterState {
@@ -164,6 +171,9 @@ impl ClusterState {
             Object::Event(o) => {
                 self.events.insert((o.namespace.clone(), o.name.clone()), o);
             }
+            Object::Budget(o) => {
+                self.budgets.insert((o.namespace.clone(), o.name.clone()), o);
+            }
         }
     }
 
@@ -180,6 +190,7 @@ impl ClusterState {
             Kind::Pod => drop(self.pods.remove(&namespaced())),
             Kind::VolumeAttachment => drop(self.attachments.remove(name)),
             Kind::Event => drop(self.events.remove(&namespaced())),
+            Kind::PodDisruptionBudget => drop(self.budgets.remove(&namespaced())),
         }
     }
 
@@ -195,6 +206,7 @@ impl ClusterState {
             Kind::Pod => self.pods.clear(),
             Kind::VolumeAttachment => self.attachments.clear(),
             Kind::Event => self.events.clear(),
+            Kind::PodDisruptionBudget => self.budgets.clear(),
         }
         for o in objects.into_iter().filter(|o| o.kind() == kind) {
             self.apply(o);

@@ -549,6 +549,7 @@ impl Sim<'_> {
                 cpu_request_millis: 100,
                 controller: Controller::Other,
                 owner: owner_hash(&format!("{}/{}", c.namespace, c.prefix)),
+                labels: Vec::new(),
             },
         );
         self.waiting.insert(id, 0);

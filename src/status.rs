@@ -350,6 +350,9 @@ impl StatusReport {
                 for why in &b.cannot_move {
                     let _ = writeln!(out, "  {node}: cannot move: {why}");
                 }
+                for pod in &b.budgets {
+                    let _ = writeln!(out, "  {node}: a drain waits on {pod}");
+                }
                 if !b.singletons.is_empty() {
                     // Homelab workloads are mostly single replicas: name a few, count the rest.
                     let shown: Vec<&str> = b.singletons.iter().take(4).map(String::as_str).collect();

@@ -468,7 +468,17 @@ fn the_drain_survey_names_what_a_drain_would_break_or_hurt() {
     let replica = |name: &str, node: &str| {
         with(pod("apps", name, Some(node), &[], "64Mi"), |p| {
             p["metadata"]["ownerReferences"][0]["uid"] = json!("uid-web");
+            p["metadata"]["labels"] = json!({"app": "web", "pod-template-hash": "5d9"});
         })
+    };
+    let budget = |ns: &str, name: &str, selector: Value, allowed: Option<i64>| {
+        let mut b = json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+            "metadata": {"name": name, "namespace": ns}, "spec": {"minAvailable": 1, "selector": selector}});
+        if let Some(n) = allowed {
+            b["status"] = json!({"disruptionsAllowed": n, "currentHealthy": 2, "desiredHealthy": 1,
+                "expectedPods": 2, "observedGeneration": 1});
+        }
+        b
     };
     let mut items = vec![
         with(node("n1"), |n| {
@@ -487,8 +497,29 @@ fn the_drain_survey_names_what_a_drain_would_break_or_hurt() {
         // Two replicas of one controller: nobody's blocker.
         replica("web-0", "n2"),
         replica("web-1", "n3"),
-        pod("apps", "db-0", Some("n2"), &[], "64Mi"),
-        pod("apps", "cache-user", Some("n2"), &["cache"], "64Mi"),
+        with(pod("apps", "db-0", Some("n2"), &[], "64Mi"), |p| {
+            p["metadata"]["labels"] = json!({"app": "db"})
+        }),
+        with(pod("apps", "cache-user", Some("n2"), &["cache"], "64Mi"), |p| {
+            p["metadata"]["labels"] = json!({"app": "cache", "tier": "cache"})
+        }),
+        // Budgets: web's allows no disruption, db's allows one, tier's has no status yet (the
+        // Eviction API refuses until it has), and one in another namespace selects everything.
+        budget("apps", "web", json!({"matchLabels": {"app": "web"}}), Some(0)),
+        budget(
+            "apps",
+            "db",
+            json!({"matchExpressions": [{"key": "app", "operator": "In", "values": ["db", "x"]}]}),
+            Some(1),
+        ),
+        budget(
+            "apps",
+            "tier",
+            json!({"matchExpressions": [{"key": "tier", "operator": "Exists"},
+                                        {"key": "app", "operator": "NotIn", "values": ["web"]}]}),
+            None,
+        ),
+        budget("other", "all", json!({}), Some(0)),
         with(pod("apps", "by-hand", Some("n2"), &[], "64Mi"), |p| {
             p["metadata"].as_object_mut().unwrap().remove("ownerReferences");
         }),
@@ -499,7 +530,11 @@ fn the_drain_survey_names_what_a_drain_would_break_or_hurt() {
     let state = support::state(items);
     let view = accounting::account(&state, &Settings::from(&Config::default()), &Reservations::new());
     let blockers = planner::drain_blockers(&state, &view);
-    assert_eq!(blockers.keys().collect::<Vec<_>>(), ["n1", "n2"], "{blockers:#?}");
+    assert_eq!(
+        blockers.keys().collect::<Vec<_>>(),
+        ["n1", "n2", "n3"],
+        "{blockers:#?}"
+    );
     assert_eq!(blockers["n1"].gpus, 1);
     assert!(blockers["n1"].cannot_move.is_empty() && blockers["n1"].singletons.is_empty());
     let n2 = &blockers["n2"];
@@ -511,6 +546,18 @@ fn the_drain_survey_names_what_a_drain_would_break_or_hurt() {
     );
     // web-0 has a replica on n3: no singleton.
     assert_eq!(n2.singletons, ["apps/cache-user", "apps/db-0"]);
+    assert_eq!(
+        n2.budgets,
+        [
+            "apps/cache-user (PodDisruptionBudget tier allows no disruption)",
+            "apps/web-0 (PodDisruptionBudget web allows no disruption)"
+        ]
+    );
+    assert_eq!(
+        blockers["n3"].budgets,
+        ["apps/web-1 (PodDisruptionBudget web allows no disruption)"]
+    );
+    assert!(blockers["n3"].cannot_move.is_empty() && blockers["n3"].singletons.is_empty());
 }
 
 /// A pod stuck on n1 because its volume found no LUN there, as the cluster shows it: the

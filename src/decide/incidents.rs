@@ -16,7 +16,7 @@ use crate::{
     decide::{
         actuation::{ActuatorStatus, REFUSAL_MEMORY},
         placement::pod_block_keys,
-        planner::immovable,
+        planner::{blocking_budget, immovable},
         projection::Condition,
         rebalance::{MoveCause, PodMove, Situation, replicas_on_nodes},
         time::Timestamp,
@@ -220,6 +220,13 @@ fn answer_lun_cap(input: &Situation<'_>, ledger: &Ledger, out: &mut Response) {
         }
         if let Some(why) = immovable(state, pod, node) {
             refusals.push(why);
+            continue;
+        }
+        if let Some(b) = blocking_budget(state, pod) {
+            refusals.push(format!(
+                "{id}: PodDisruptionBudget {} allows no disruption now",
+                b.name
+            ));
             continue;
         }
         if let Some(at) = actuator.passed_over.get(&id)

@@ -375,6 +375,19 @@ pub(crate) fn immovable(state: &ClusterState, pod: &PodInfo, node: &str) -> Opti
     None
 }
 
+/// The PodDisruptionBudget that allows no disruption of `pod` now, if one covers it: the
+/// Eviction API would refuse it (429).
+pub(crate) fn blocking_budget<'s>(
+    state: &'s ClusterState,
+    pod: &PodInfo,
+) -> Option<&'s crate::model::BudgetInfo> {
+    state
+        .budgets
+        .values()
+        .filter(|b| b.namespace == pod.namespace && b.disruptions_allowed <= 0)
+        .find(|b| b.covers(&pod.labels))
+}
+
 /// A node the planner may remove.
 struct Removable {
     node: String,
@@ -441,6 +454,10 @@ pub struct DrainBlockers {
     /// Pods whose controller runs no other replica: down until they run elsewhere.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub singletons: Vec<String>,
+    /// Pods a PodDisruptionBudget allowing no disruption covers: the drain waits on them, up
+    /// to `scaleDown.drainTimeout`, then gives up.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub budgets: Vec<String>,
 }
 
 fn is_zero(n: &i64) -> bool {
@@ -448,7 +465,6 @@ fn is_zero(n: &i64) -> bool {
 }
 
 /// The runbook's survey before a drain, per node; nodes with nothing in the way are left out.
-/// PodDisruptionBudgets are not watched: the Eviction API enforces them during a drain.
 pub fn drain_blockers(state: &ClusterState, view: &ClusterView) -> BTreeMap<String, DrainBlockers> {
     let survey = DrainSurvey::of(state);
     let mut out = BTreeMap::new();
@@ -460,10 +476,24 @@ pub fn drain_blockers(state: &ClusterState, view: &ClusterView) -> BTreeMap<Stri
             .filter_map(|pod| immovable(state, pod, name))
             .collect();
         cannot_move.sort();
+        let mut budgets: Vec<String> = survey
+            .evicted(name)
+            .iter()
+            .filter_map(|pod| {
+                blocking_budget(state, pod).map(|b| {
+                    format!(
+                        "{}/{} (PodDisruptionBudget {} allows no disruption)",
+                        pod.namespace, pod.name, b.name
+                    )
+                })
+            })
+            .collect();
+        budgets.sort();
         let blockers = DrainBlockers {
             gpus: node.gpus,
             cannot_move,
             singletons: survey.singletons(name),
+            budgets,
         };
         if blockers != DrainBlockers::default() {
             out.insert(name.to_owned(), blockers);

@@ -18,7 +18,7 @@ use crate::{
         accounting::{ClusterView, NodeUsage},
         actuation::{ActuatorStatus, REFUSAL_MEMORY},
         placement::{Placement, pod_block_keys},
-        planner::{DrainSurvey, immovable},
+        planner::{DrainSurvey, blocking_budget, immovable},
         projection::Windows,
         time::Timestamp,
     },
@@ -296,6 +296,13 @@ fn pick(input: &Situation<'_>, from: &NodeUsage, held: i64) -> Result<PodMove, S
         }
         if let Some(why) = immovable(input.state, pod, &from.name) {
             refused.push(why);
+            continue;
+        }
+        if let Some(b) = blocking_budget(input.state, pod) {
+            refused.push(format!(
+                "{id}: PodDisruptionBudget {} allows no disruption now",
+                b.name
+            ));
             continue;
         }
         if let Some(at) = input.actuator.passed_over.get(&id)
@@ -588,6 +595,26 @@ mod tests {
                 |s| {
                     s.pods.remove(&("apps".into(), "n1-p0".into()));
                     add_pod(s, "n1", "n1-p0", 2);
+                },
+                "n1-p1",
+            ),
+            (
+                "a budget allowing no disruption passes the pod over",
+                |s| {
+                    let db = (String::from("app"), String::from("db"));
+                    s.pods.get_mut(&("apps".into(), "n1-p0".into())).unwrap().labels =
+                        crate::model::label_hashes([(&db.0, &db.1)]);
+                    s.budgets.insert(
+                        ("apps".into(), "db".into()),
+                        crate::model::BudgetInfo {
+                            namespace: "apps".into(),
+                            name: "db".into(),
+                            disruptions_allowed: 0,
+                            selector: Some(vec![crate::model::Requirement::In(vec![
+                                crate::model::name_hash("app=db"),
+                            ])]),
+                        },
+                    );
                 },
                 "n1-p1",
             ),

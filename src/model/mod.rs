@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::{
     core::v1::{Container, Event, Node, PersistentVolume, PersistentVolumeClaim, Pod},
+    policy::v1::PodDisruptionBudget,
     storage::v1::{CSINode, StorageClass, VolumeAttachment},
 };
 use quantity::QuantityError;
@@ -109,6 +110,99 @@ pub struct PodInfo {
     /// replicas of each other. A hash, not the UID, to keep 150,000 pods small.
     #[serde(default)]
     pub owner: u64,
+    /// Its labels as hashes of `key` and `key=value`, sorted: enough to match a
+    /// PodDisruptionBudget's selector, 16 bytes a label instead of two strings.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<u64>,
+}
+
+/// The hashes a pod's labels are kept as (see [`PodInfo::labels`]).
+pub fn label_hashes<'a>(labels: impl IntoIterator<Item = (&'a String, &'a String)>) -> Vec<u64> {
+    let mut out: Vec<u64> = labels
+        .into_iter()
+        .flat_map(|(k, v)| [name_hash(k), name_hash(&format!("{k}={v}"))])
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// One requirement of a label selector, on hashed labels.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Requirement {
+    /// The label is set to one of these (`key=value` hashes); `matchLabels` is one value each.
+    In(Vec<u64>),
+    NotIn(Vec<u64>),
+    /// The label is set (its key's hash).
+    Exists(u64),
+    DoesNotExist(u64),
+}
+
+/// A PodDisruptionBudget: whom it covers and whether it allows an eviction now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BudgetInfo {
+    pub namespace: String,
+    pub name: String,
+    /// `status.disruptionsAllowed`; 0 until the disruption controller has computed it (the
+    /// Eviction API refuses meanwhile too).
+    pub disruptions_allowed: i64,
+    /// All must hold; `None` (no selector) covers no pod, an empty list every pod of the
+    /// namespace (policy/v1).
+    pub selector: Option<Vec<Requirement>>,
+}
+
+impl BudgetInfo {
+    /// Whether the budget covers a pod with `labels` (in its namespace).
+    pub fn covers(&self, labels: &[u64]) -> bool {
+        let has = |h: &u64| labels.binary_search(h).is_ok();
+        self.selector.as_ref().is_some_and(|all| {
+            all.iter().all(|r| match r {
+                Requirement::In(values) => values.iter().any(has),
+                Requirement::NotIn(values) => !values.iter().any(has),
+                Requirement::Exists(key) => has(key),
+                Requirement::DoesNotExist(key) => !has(key),
+            })
+        })
+    }
+}
+
+impl From<&PodDisruptionBudget> for BudgetInfo {
+    fn from(pdb: &PodDisruptionBudget) -> Self {
+        let selector = pdb.spec.as_ref().and_then(|s| s.selector.as_ref()).map(|sel| {
+            let mut all: Vec<Requirement> = sel
+                .match_labels
+                .iter()
+                .flatten()
+                .map(|(k, v)| Requirement::In(vec![name_hash(&format!("{k}={v}"))]))
+                .collect();
+            for e in sel.match_expressions.iter().flatten() {
+                let values = || {
+                    e.values
+                        .iter()
+                        .flatten()
+                        .map(|v| name_hash(&format!("{}={v}", e.key)))
+                        .collect()
+                };
+                all.push(match e.operator.as_str() {
+                    "In" => Requirement::In(values()),
+                    "NotIn" => Requirement::NotIn(values()),
+                    "Exists" => Requirement::Exists(name_hash(&e.key)),
+                    // DoesNotExist, and what the API server would have refused.
+                    _ => Requirement::DoesNotExist(name_hash(&e.key)),
+                });
+            }
+            all
+        });
+        BudgetInfo {
+            namespace: pdb.metadata.namespace.clone().unwrap_or_default(),
+            name: pdb.metadata.name.clone().unwrap_or_default(),
+            disruptions_allowed: pdb
+                .status
+                .as_ref()
+                .map_or(0, |s| i64::from(s.disruptions_allowed)),
+            selector,
+        }
+    }
 }
 
 /// What owns a pod, as far as a drain cares.
@@ -508,6 +602,12 @@ impl TryFrom<&Pod> for PodInfo {
             cpu_request_millis,
             controller,
             owner,
+            labels: pod
+                .metadata
+                .labels
+                .as_ref()
+                .map(|l| label_hashes(l.iter()))
+                .unwrap_or_default(),
         })
     }
 }

@@ -212,6 +212,7 @@ fn decode(file: &str, position: &str, value: Value) -> Result<Option<Object>, Sn
         "Pod" => Kind::Pod,
         "VolumeAttachment" => Kind::VolumeAttachment,
         "Event" => Kind::Event,
+        "PodDisruptionBudget" => Kind::PodDisruptionBudget,
         "" => return Err(fail(described, "has no `kind`".into())),
         _ => return Ok(None),
     };
@@ -233,6 +234,7 @@ fn decode(file: &str, position: &str, value: Value) -> Result<Option<Object>, Sn
         Kind::Pod => typed::<core::Pod>(value),
         Kind::VolumeAttachment => typed::<storage::VolumeAttachment>(value),
         Kind::Event => typed::<core::Event>(value),
+        Kind::PodDisruptionBudget => typed::<k8s_openapi::api::policy::v1::PodDisruptionBudget>(value),
     }
     .map_err(|reason| fail(described, reason))?;
     Ok(object)

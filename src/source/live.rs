@@ -8,6 +8,7 @@ use std::path::Path;
 use futures::StreamExt;
 use k8s_openapi::api::{
     core::v1::{Event, Node, PersistentVolume, PersistentVolumeClaim, Pod},
+    policy::v1::PodDisruptionBudget,
     storage::v1::{CSINode, StorageClass, VolumeAttachment},
 };
 use kube::{
@@ -77,6 +78,7 @@ pub async fn watch_all(client: Client, index: SharedIndex) {
         watch::<PersistentVolumeClaim>(client.clone(), index.clone()),
         watch::<Pod>(client.clone(), index.clone()),
         watch::<VolumeAttachment>(client.clone(), index.clone()),
+        watch::<PodDisruptionBudget>(client.clone(), index.clone()),
         watch::<Event>(client, index),
     );
 }
@@ -147,6 +149,7 @@ pub async fn snapshot(client: Client) -> Result<Value, LiveError> {
     list_into::<PersistentVolumeClaim>(&client, &mut items).await?;
     list_into::<Pod>(&client, &mut items).await?;
     list_into::<VolumeAttachment>(&client, &mut items).await?;
+    list_into::<PodDisruptionBudget>(&client, &mut items).await?;
     list_into::<Event>(&client, &mut items).await?;
     Ok(serde_json::json!({"apiVersion": "v1", "kind": "List", "metadata": {}, "items": items}))
 }

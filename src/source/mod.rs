@@ -6,6 +6,7 @@ pub mod live;
 use k8s_openapi::{
     api::{
         core::v1::{Event, Node, PersistentVolume, PersistentVolumeClaim, Pod},
+        policy::v1::PodDisruptionBudget,
         storage::v1::{CSINode, StorageClass, VolumeAttachment},
     },
     serde::de::DeserializeOwned,
@@ -52,6 +53,7 @@ watched!(StorageClass, StorageClass, StorageClass);
 watched!(PersistentVolume, PersistentVolume, Volume);
 watched!(PersistentVolumeClaim, PersistentVolumeClaim, Claim);
 watched!(VolumeAttachment, VolumeAttachment, Attachment);
+watched!(PodDisruptionBudget, PodDisruptionBudget, Budget);
 
 impl Watched for Event {
     const KIND: Kind = Kind::Event;

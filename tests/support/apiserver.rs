@@ -27,6 +27,12 @@ use tokio::sync::broadcast;
 const COLLECTIONS: &[(&str, &str, &str, &str)] = &[
     ("Node", "/api/v1/nodes", "NodeList", "v1"),
     ("Event", "/api/v1/events", "EventList", "v1"),
+    (
+        "PodDisruptionBudget",
+        "/apis/policy/v1/poddisruptionbudgets",
+        "PodDisruptionBudgetList",
+        "policy/v1",
+    ),
     ("Pod", "/api/v1/pods", "PodList", "v1"),
     (
         "PersistentVolume",
