@@ -1074,3 +1074,69 @@ async fn ghost_repair_detaches_only_orphans_one_per_read_and_keeps_every_volume(
         "{told:?}"
     );
 }
+
+/// The end state: a worker with three ghost disks and `repair: detach` ends with none,
+/// one detached per read, and every volume kept (only `delete=scsiN` is sent).
+#[tokio::test]
+async fn three_ghost_disks_end_at_zero_one_per_read() {
+    let mut rig = Rig::configured(NUMBERED, "ghostDisks: {repair: detach, repairAfter: 0s}\n").await;
+    rig.api.apply(with(node("n2"), |v| {
+        v["spec"]["providerID"] = json!("proxmox://homelab/202")
+    }));
+    rig.pve
+        .cmd(
+            json!({"op": "add_vm", "vmid": 202, "name": "worker-two", "status": "stopped", "config": {
+            "scsi0": "local-lvm:vm-202-disk-0,size=32G",
+            "scsi4": "local-lvm:vm-9999-pvc-g1,backup=0,size=5G",
+            "scsi5": "local-lvm:vm-9999-pvc-g2,backup=0,size=5G",
+            "scsi6": "local-lvm:vm-9999-pvc-g3,backup=0,size=5G"}}),
+        )
+        .await;
+    rig.index_shows("n2's providerID", |s| s.nodes["n2"].provider_id.is_some())
+        .await;
+    let (mut actuator, _) = rig.actuator();
+    let ghosts = |m: &str| {
+        m.lines()
+            .find_map(|l| l.strip_prefix("headroom_ghost_disks{node=\"n2\"} "))
+            .map(|v| v.parse::<i64>().unwrap())
+    };
+    let mut seen = Vec::new();
+    for _ in 0..5 {
+        actuator.refresh().await.unwrap();
+        seen.push(ghosts(&rig.app.metrics.encode()).unwrap());
+    }
+    // Read 1 confirms nothing; reads 2–4 detach one each (the gauge is what that read saw).
+    assert_eq!(seen, [3, 3, 2, 1, 0]);
+    let vm = rig
+        .pve
+        .vms()
+        .await
+        .into_iter()
+        .find(|v| v["vmid"] == 202)
+        .unwrap();
+    let keys: Vec<&String> = vm["config"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .filter(|k| k.starts_with("scsi"))
+        .collect();
+    assert_eq!(keys, ["scsi0"]);
+    let writes: Vec<String> = rig
+        .pve
+        .requests()
+        .await
+        .into_iter()
+        .filter(|(method, _, _)| method != "GET")
+        .map(|(method, path, body)| format!("{method} {path} {body}"))
+        .collect();
+    assert_eq!(
+        writes,
+        ["scsi4", "scsi5", "scsi6"].map(|s| format!("PUT /api2/json/nodes/pve1/qemu/202/config delete={s}"))
+    );
+    assert!(
+        rig.app
+            .metrics
+            .encode()
+            .contains("headroom_ghost_repairs_total{result=\"detached\"} 3")
+    );
+}
