@@ -31,12 +31,13 @@ use headroom::{
         time::Timestamp,
     },
     events::EventSink,
-    index::{ClusterState, SharedIndex},
+    index::ClusterState,
     model::{
         AttachmentInfo, ClaimInfo, Controller, CsiNodeInfo, NodeInfo, PodInfo, StorageClassInfo, VolumeInfo,
     },
     read_model::ReadModel,
     server,
+    shared_index::SharedIndex,
 };
 
 const BLOCK: &str = "csi.proxmox.sinextra.dev";
@@ -196,7 +197,9 @@ fn main() {
         b.iter(|| admission::validate_pod(placement, &config, black_box(&fresh), outlook))
     });
     c.bench_function("admission: mutate_pod", |b| {
-        b.iter(|| admission::mutate_pod(placement, &config, &demand, black_box(&object)))
+        b.iter(|| {
+            headroom::server::patch::patch(black_box(&object), &admission::steer(placement, &config, &demand))
+        })
     });
     c.bench_function(&format!("extender: filter {nodes} nodes"), |b| {
         b.iter(|| extender::filter(placement, black_box(&fresh), &names))

@@ -18,6 +18,7 @@ pub mod proxmox;
 pub mod read_model;
 pub mod serve;
 pub mod server;
+pub mod shared_index;
 pub mod simulate;
 pub mod source;
 pub mod status;

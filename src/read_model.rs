@@ -19,9 +19,9 @@ use crate::{
         projection::AdmittedDemand,
     },
     events::EventSink,
-    index::SharedIndex,
     ledger::{Admitted, AdmittedLedger, BindingLedger},
     metrics::Metrics,
+    shared_index::SharedIndex,
 };
 
 /// How long a binding is held if the watch never shows its pod on the node.

@@ -12,13 +12,13 @@ use crate::{
     decide::actuation::ActuatorStatus,
     durable::{self, Durable},
     events::{self, EventSink},
-    index::SharedIndex,
     provisioner::{Actuator, Persistence, Planned},
     read_model::ReadModel,
     server::{
         self,
         tls::{ClientTrust, Reload, ReloadingCert},
     },
+    shared_index::SharedIndex,
     source::{file, live},
 };
 

@@ -4,7 +4,7 @@ mod support;
 
 use std::collections::BTreeMap;
 
-use headroom::{config::Config, index::SharedIndex, source::live};
+use headroom::{config::Config, shared_index::SharedIndex, source::live};
 use serde_json::{Value, json};
 use support::{app::Harness, *};
 

@@ -4,12 +4,7 @@ mod support;
 
 use std::time::Duration;
 
-use headroom::{
-    config::Config,
-    index::{Kind, SharedIndex},
-    source::live,
-    status::StatusReport,
-};
+use headroom::{config::Config, index::Kind, shared_index::SharedIndex, source::live, status::StatusReport};
 use serde_json::{Value, json};
 use support::{apiserver::ApiServer, *};
 

@@ -14,13 +14,13 @@ use headroom::{
         time::Timestamp,
     },
     events::EventSink,
-    index::SharedIndex,
     provisioner::{self, Actuator, Planned},
     proxmox::{
         client::{Auth, PveClient, PveError, Secret},
         tls::Trust,
     },
     read_model::ReadModel,
+    shared_index::SharedIndex,
     source::live,
 };
 use serde_json::{Value, json};

@@ -13,12 +13,12 @@ use std::{
 use headroom::{
     config::Config,
     events::EventSink,
-    index::SharedIndex,
     read_model::ReadModel,
     server::{
         self,
         tls::{ClientTrust, Reload, ReloadingCert},
     },
+    shared_index::SharedIndex,
 };
 use rustls::pki_types::ServerName;
 use serde_json::Value;

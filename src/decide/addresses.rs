@@ -4,7 +4,8 @@
 //! (the 10th worker got `10.0.20.1010`). A pool of ranges can, and it skips what is taken: the
 //! Nodes' InternalIPs and the `ipconfig0` of every VM in Proxmox, hand-made ones included.
 
-use std::{collections::BTreeSet, net::Ipv4Addr, ops::RangeInclusive};
+use core::net::Ipv4Addr;
+use std::{collections::BTreeSet, ops::RangeInclusive};
 
 /// The configured ranges, in order.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

@@ -1,19 +1,17 @@
 //! Admission decisions for Pod and PVC creation: steer (mutate) and guard (validate).
 //!
 //! Pure: takes the placement (view + reservations), the config, the object and whether
-//! capacity is on its way, and returns a verdict or a JSON patch. The webhook handlers only
-//! parse, call these, and encode.
+//! capacity is on its way, and returns a verdict or how to steer the pod. The webhook handlers
+//! only parse, call these, and encode (the JSON patch is built in `server::patch`).
 
 use std::collections::BTreeSet;
 
-use json_patch::{AddOperation, PatchOperation, ReplaceOperation, jsonptr::PointerBuf};
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::{
     config::{Config, Enforcement, Steering},
     decide::placement::{BlockDemand, Placement},
-    model::BLOCK_VOLUMES_RESOURCE,
 };
 
 /// The label that opts an object out of headroom.
@@ -197,140 +195,37 @@ fn warning(text: &str) -> String {
     cut
 }
 
-/// The JSON patch `/mutate` returns for a pod (empty: nothing to change).
-///
-/// `extender` steering puts `headroom.io/block-volumes: <n>` in the first container's limits
-/// (and requests, if that map exists, since an extended resource's request must equal its
-/// limit). `affinity` steering adds `kubernetes.io/hostname NotIn [nodes without room]` to
-/// every required node-selector term. Both are no-ops on an already mutated pod.
-pub fn mutate_pod(
-    placement: Placement<'_>,
-    config: &Config,
-    demand: &BlockDemand,
-    pod: &Value,
-) -> Vec<PatchOperation> {
+/// How `/mutate` steers a pod that mounts block volumes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Steer {
+    /// No block volume: the pod is left as it is.
+    Nothing,
+    /// `extender` steering: ask for `headroom.io/block-volumes: n` (a limit, and a request
+    /// where the container has requests), so kube-scheduler calls the extender for it.
+    BlockVolumes(usize),
+    /// `affinity` steering: keep the pod off these nodes (no room under their soft cap).
+    AvoidNodes(BTreeSet<String>),
+}
+
+/// How a pod with `demand` is steered. The webhook encodes it as a JSON patch.
+pub fn steer(placement: Placement<'_>, config: &Config, demand: &BlockDemand) -> Steer {
     if demand.is_empty() {
-        return Vec::new();
+        return Steer::Nothing;
     }
     match config.steering {
-        Steering::Extender => extended_resource_patch(pod, demand.keys.len()),
+        Steering::Extender => Steer::BlockVolumes(demand.keys.len()),
         Steering::Affinity => {
             let fits = placement.fits_on(&demand.keys);
-            let full: BTreeSet<&str> = placement
-                .view
-                .schedulable()
-                .filter(|n| !fits(n))
-                .map(|n| n.name.as_str())
-                .collect();
-            affinity_patch(pod, &full)
+            Steer::AvoidNodes(
+                placement
+                    .view
+                    .schedulable()
+                    .filter(|n| !fits(n))
+                    .map(|n| n.name.clone())
+                    .collect(),
+            )
         }
     }
-}
-
-fn pointer(parts: &[&str]) -> PointerBuf {
-    PointerBuf::from_tokens(parts.iter().copied())
-}
-
-fn add(parts: &[&str], value: Value) -> PatchOperation {
-    PatchOperation::Add(AddOperation {
-        path: pointer(parts),
-        value,
-    })
-}
-
-fn extended_resource_patch(pod: &Value, n: usize) -> Vec<PatchOperation> {
-    let want = Value::String(n.to_string());
-    let Some(container) = pod.pointer("/spec/containers/0") else {
-        return Vec::new();
-    };
-    let base = ["spec", "containers", "0", "resources"];
-    let Some(resources) = container.get("resources").filter(|r| r.is_object()) else {
-        return vec![add(&base, json!({"limits": {BLOCK_VOLUMES_RESOURCE: want}}))];
-    };
-    let mut ops = Vec::new();
-    for (map, required) in [("limits", true), ("requests", false)] {
-        match resources.get(map).filter(|m| m.is_object()) {
-            None if required => ops.push(add(
-                &[&base[..], &[map]].concat(),
-                json!({BLOCK_VOLUMES_RESOURCE: want}),
-            )),
-            None => {}
-            Some(m) => match m.get(BLOCK_VOLUMES_RESOURCE) {
-                Some(v) if *v == want => {}
-                Some(_) => ops.push(PatchOperation::Replace(ReplaceOperation {
-                    path: pointer(&[&base[..], &[map, BLOCK_VOLUMES_RESOURCE]].concat()),
-                    value: want.clone(),
-                })),
-                None => ops.push(add(
-                    &[&base[..], &[map, BLOCK_VOLUMES_RESOURCE]].concat(),
-                    want.clone(),
-                )),
-            },
-        }
-    }
-    ops
-}
-
-fn affinity_patch(pod: &Value, full: &BTreeSet<&str>) -> Vec<PatchOperation> {
-    if full.is_empty() {
-        return Vec::new();
-    }
-    let expression = json!({"key": "kubernetes.io/hostname", "operator": "NotIn", "values": full});
-    let ours = |e: &Value| e["key"] == "kubernetes.io/hostname" && e["operator"] == "NotIn";
-    let required = pod.pointer("/spec/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution");
-    let Some(terms) = required
-        .and_then(|r| r.get("nodeSelectorTerms"))
-        .and_then(Value::as_array)
-    else {
-        let term = json!({"nodeSelectorTerms": [{"matchExpressions": [expression]}]});
-        let (path, value): (&[&str], Value) = match (
-            pod.pointer("/spec/affinity"),
-            pod.pointer("/spec/affinity/nodeAffinity"),
-        ) {
-            (None, _) => (
-                &["spec", "affinity"],
-                json!({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": term}}),
-            ),
-            (Some(_), None) => (
-                &["spec", "affinity", "nodeAffinity"],
-                json!({"requiredDuringSchedulingIgnoredDuringExecution": term}),
-            ),
-            (Some(_), Some(_)) => (
-                &[
-                    "spec",
-                    "affinity",
-                    "nodeAffinity",
-                    "requiredDuringSchedulingIgnoredDuringExecution",
-                ],
-                term,
-            ),
-        };
-        return vec![add(path, value)];
-    };
-    // Terms are ORed: the exclusion must be ANDed into each of them.
-    let base = [
-        "spec",
-        "affinity",
-        "nodeAffinity",
-        "requiredDuringSchedulingIgnoredDuringExecution",
-        "nodeSelectorTerms",
-    ];
-    let mut ops = Vec::new();
-    for (i, term) in terms.iter().enumerate() {
-        let i = i.to_string();
-        match term.get("matchExpressions").and_then(Value::as_array) {
-            Some(exprs) if exprs.iter().any(ours) => {}
-            Some(_) => ops.push(add(
-                &[&base[..], &[&i, "matchExpressions", "-"]].concat(),
-                expression.clone(),
-            )),
-            None => ops.push(add(
-                &[&base[..], &[&i, "matchExpressions"]].concat(),
-                json!([expression]),
-            )),
-        }
-    }
-    ops
 }
 
 /// Parses the pod for the decisions (shared by both endpoints).

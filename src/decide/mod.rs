@@ -1,7 +1,9 @@
 //! Decisions: pure functions from a cluster state (and `now` as a value) to an answer.
 //!
-//! Nothing under this module performs I/O, reads the clock or touches a client; the compiler
-//! keeps it that way because none of those crates is imported here.
+//! Nothing under this module performs I/O, reads the clock, takes a lock or touches a client,
+//! and it imports only the crate's pure modules (`index`, `model`, `config`): `tests/purity.rs`
+//! fails the build's tests when a file here names a runtime, a client, the network, the file
+//! system or the clock.
 
 pub mod accounting;
 pub mod actuation;

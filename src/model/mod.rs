@@ -52,7 +52,7 @@ pub struct NodeInfo {
     pub provider_id: Option<String>,
     /// `status.addresses` of type InternalIP: taken when a worker's address is chosen.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub internal_ips: Vec<std::net::Ipv4Addr>,
+    pub internal_ips: Vec<core::net::Ipv4Addr>,
 }
 
 /// The block driver's published attach limit on one node (the hard cap).

@@ -226,7 +226,7 @@ async fn mutate(
     let reservations = app.reservations();
     let placement = Placement::new(&view, &reservations);
     let demand = placement::pod_block_demand(&view, &review.namespace, &pod);
-    let patch = admission::mutate_pod(placement, &app.config, &demand, &review.object);
+    let patch = super::patch::patch(&review.object, &admission::steer(placement, &app.config, &demand));
     count(
         &app,
         &review,

@@ -19,7 +19,7 @@ use kube::{
 use serde_json::Value;
 
 use super::{EVENT_FIELDS, Watched};
-use crate::index::{ObjectKey, SharedIndex};
+use crate::{index::ObjectKey, shared_index::SharedIndex};
 
 /// The live source could not be reached or read.
 #[derive(Debug, thiserror::Error)]

@@ -12,10 +12,10 @@ use headroom::{
         time::Timestamp,
     },
     events::{EventSink, PlannedEvent},
-    index::SharedIndex,
     provisioner,
     read_model::ReadModel,
     server,
+    shared_index::SharedIndex,
 };
 use serde_json::Value;
 use tokio::sync::{mpsc::Receiver, watch};
