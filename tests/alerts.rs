@@ -150,13 +150,23 @@ async fn a_real_prometheus_scraping_headroom_sees_the_denial_alert_go_pending() 
         .await
         .unwrap();
     assert_eq!(filtered["NodeNames"], json!([]), "{filtered}");
-    tokio::time::sleep(Duration::from_millis(500)).await; // a planning tick
 
-    // Every metric the rules name is exported (ghost disks need Proxmox: the provisioner tests
-    // assert `headroom_ghost_disks{node=…}` there).
-    let metrics = support::get_text(&format!("http://127.0.0.1:{admin}/metrics"))
-        .await
-        .unwrap();
+    // Every metric the rules name is exported, once a planning tick has published its gauges
+    // (ghost disks need Proxmox: the provisioner tests assert `headroom_ghost_disks{node=…}`).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let metrics = loop {
+        let text = support::get_text(&format!("http://127.0.0.1:{admin}/metrics"))
+            .await
+            .unwrap_or_default();
+        if support::plan_ticks(&text) >= 1 {
+            break text;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no planning tick ran:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     // … and every metric the Grafana dashboard queries.
     let rules = std::fs::read_to_string(Path::new(RULES_DIR).join("rules.yaml")).unwrap()
         + &std::fs::read_to_string(Path::new(RULES_DIR).join("../grafana/headroom-dashboard.json")).unwrap();

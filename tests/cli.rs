@@ -484,13 +484,11 @@ async fn serve_provisions_when_the_snapshot_crosses_a_trigger_and_status_shows_i
         let text = support::get_text(&format!("http://127.0.0.1:{admin}/metrics"))
             .await
             .unwrap_or_default();
-        text.lines()
-            .find_map(|l| l.strip_prefix("headroom_plan_ticks_total ")?.parse::<f64>().ok())
-            .unwrap_or(0.0)
+        support::plan_ticks(&text)
     };
     let seen = ticks().await;
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
-    while ticks().await < seen + 10.0 {
+    while ticks().await < seen + 10 {
         assert!(
             tokio::time::Instant::now() < deadline,
             "the planner stopped ticking"

@@ -326,14 +326,8 @@ async fn serve_rebalances_one_pod_at_a_time_and_passes_over_a_protected_pod() {
     let s = status(&api, &config, dir.path()).await;
     assert_eq!(s["rebalance"]["spread"], 1, "{s}");
     assert_eq!(s["rebalance"]["next"]["state"], "balanced", "{s}");
-    let ticks = |m: &str| {
-        m.lines()
-            .find_map(|l| l.strip_prefix("headroom_plan_ticks_total "))
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    let from = ticks(&metrics(&admin).await);
-    while ticks(&metrics(&admin).await) < from + 20 {
+    let from = plan_ticks(&metrics(&admin).await);
+    while plan_ticks(&metrics(&admin).await) < from + 20 {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let m = metrics(&admin).await;

@@ -5,19 +5,8 @@ mod support;
 use std::time::Duration;
 
 use headroom::lease::{self, Timings};
-use support::apiserver::ApiServer;
+use support::{apiserver::ApiServer, until};
 use tokio::sync::watch;
-
-async fn until(what: &str, cond: impl Fn() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while !cond() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 #[tokio::test]
 async fn one_replica_leads_and_another_takes_over_when_it_stops_renewing() {
@@ -40,8 +29,15 @@ async fn one_replica_leads_and_another_takes_over_when_it_stops_renewing() {
     };
     let (a_task, a) = contender("replica-a");
     until("a leads", || *a.borrow()).await;
+    // While a renews, b asks and is refused: exactly one leader over several rounds of both
+    // (counted in the requests the lease got, not waited out on the clock).
+    let lease_requests = || server.requests().iter().filter(|r| r.contains("/leases")).count();
+    let before = lease_requests();
     let (b_task, b) = contender("replica-b");
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    until("b and a each try the lease several times", || {
+        lease_requests() >= before + 8
+    })
+    .await;
     assert!(*a.borrow() && !*b.borrow(), "exactly one leader while a renews");
 
     a_task.abort();

@@ -2,8 +2,6 @@
 
 mod support;
 
-use std::time::Duration;
-
 use headroom::{config::Config, index::Kind, shared_index::SharedIndex, source::live, status::StatusReport};
 use serde_json::{Value, json};
 use support::{apiserver::ApiServer, *};
@@ -25,18 +23,6 @@ fn node_field(status: &Value, node: &str, field: &str) -> Value {
         .find(|n| n["name"] == node)
         .map(|n| n[field].clone())
         .unwrap_or(Value::Null)
-}
-
-/// Waits (up to 20 s) for `cond`; the watch is asynchronous, the condition is exact.
-async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while !cond() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 fn seed(server: &ApiServer) -> Vec<Value> {
@@ -68,7 +54,7 @@ async fn watch_events_change_status() {
     seed(&server);
     let index = SharedIndex::default();
     tokio::spawn(live::watch_all(server.client(), index.clone()));
-    eventually("synced", || index.is_synced()).await;
+    until("synced", || index.is_synced()).await;
     let s = status_json(&index);
     assert_eq!(node_field(&s, "n1", "blockVolumes"), 1);
     assert_eq!(node_field(&s, "n2", "blockVolumes"), 0);
@@ -77,14 +63,14 @@ async fn watch_events_change_status() {
     // Added: an attachment for c2 on n2.
     let va2 = attachment("va2", BLOCK, "n2", "pv-c2", false);
     server.apply(va2.clone());
-    eventually("va2 counted on n2", || {
+    until("va2 counted on n2", || {
         node_field(&status_json(&index), "n2", "blockVolumes") == 1
     })
     .await;
 
     // Modified: n2 cordoned.
     server.apply(with(node("n2"), |v| v["spec"]["unschedulable"] = json!(true)));
-    eventually("n2 unschedulable", || {
+    until("n2 unschedulable", || {
         node_field(&status_json(&index), "n2", "schedulable") == false
     })
     .await;
@@ -97,7 +83,7 @@ async fn watch_events_change_status() {
     // Deleted: the pod and attachment of c1 go; c1 becomes dormant.
     server.delete(&pod("a", "p1", Some("n1"), &["c1"], "1Gi"));
     server.delete(&attachment("va1", BLOCK, "n1", "pv-c1", true));
-    eventually("n1 empty", || {
+    until("n1 empty", || {
         node_field(&status_json(&index), "n1", "blockVolumes") == 0
     })
     .await;
@@ -113,8 +99,8 @@ async fn a_watch_ending_in_410_relists_and_drops_what_was_deleted_meanwhile() {
     server.apply(attachment("va2", BLOCK, "n2", "pv-c2", true));
     let index = SharedIndex::default();
     tokio::spawn(live::watch_all(server.client(), index.clone()));
-    eventually("synced", || index.is_synced()).await;
-    eventually("both attachments seen", || {
+    until("synced", || index.is_synced()).await;
+    until("both attachments seen", || {
         node_field(&status_json(&index), "n2", "blockVolumes") == 1
     })
     .await;
@@ -130,7 +116,7 @@ async fn a_watch_ending_in_410_relists_and_drops_what_was_deleted_meanwhile() {
     server.delete_silently(&attachment("va2", BLOCK, "n2", "pv-c2", true));
     server.expire_watches();
 
-    eventually("relist drops va2", || {
+    until("relist drops va2", || {
         node_field(&status_json(&index), "n2", "blockVolumes") == 0
     })
     .await;
@@ -159,10 +145,10 @@ async fn not_synced_until_every_watch_has_listed() {
     server.hold("Pod");
     let index = SharedIndex::default();
     tokio::spawn(live::watch_all(server.client(), index.clone()));
-    eventually("every other kind listed", || index.unsynced() == [Kind::Pod]).await;
+    until("every other kind listed", || index.unsynced() == [Kind::Pod]).await;
     assert!(!index.is_synced());
     server.release();
-    eventually("synced", || index.is_synced()).await;
+    until("synced", || index.is_synced()).await;
     assert_eq!(
         node_field(&status_json(&index), "n1", "memoryRequestedBytes"),
         1024 * 1024 * 1024

@@ -97,14 +97,7 @@ impl Rig {
 
     /// Waits until the watched index shows `what`.
     async fn index_shows(&self, what: &str, f: impl Fn(&headroom::index::ClusterState) -> bool) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        while !self.app.index.with_state(|s, _| f(s)) {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the index never showed {what}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        until(what, || self.app.index.with_state(|s, _| f(s))).await;
     }
 
     /// A fresh actuator (a restarted headroom) and where it publishes its status.
@@ -345,14 +338,7 @@ async fn a_new_worker_gets_a_pool_address_no_node_or_vm_uses_and_its_node_labels
             "config": {"memory": "1024", "cores": 1, "ipconfig0": "ip=10.0.20.108/22,gw=10.0.20.1"}}),
         )
         .await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while rig.app.index.with_state(|s, _| !s.nodes.contains_key("gpu-1")) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the watch never showed gpu-1"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    rig.index_shows("gpu-1", |s| s.nodes.contains_key("gpu-1")).await;
     let kubelets = rig.kubelets();
     rig.run(scale_up(), finished).await;
     kubelets.abort();
@@ -435,11 +421,8 @@ async fn attachments_of_a_gone_node_go_only_once_its_vm_is_down() {
         "finalizer cleared and deleted"
     );
     assert!(rig.api.get("VolumeAttachment", "/va-node6").is_some());
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while rig.app.index.with_state(|s, _| s.attachments.len()) != before - 1 {
-        assert!(tokio::time::Instant::now() < deadline, "only va-node4 goes");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    rig.index_shows("only va-node4 gone", |s| s.attachments.len() == before - 1)
+        .await;
     let event = rig.events.lock().unwrap().try_recv().expect("an Event");
     assert_eq!(
         (event.kind.as_str(), event.name.as_str()),

@@ -495,11 +495,10 @@ async fn with_a_client_ca_only_allowed_client_certificates_reach_the_routes() {
             !err.is_status(),
             "{reason}: refused in the handshake, not by HTTP: {err:?}"
         );
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        while metric(&app, &series) == before {
-            assert!(tokio::time::Instant::now() < deadline, "{reason} not counted");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        support::until(&format!("{reason} to be counted"), || {
+            metric(&app, &series) != before
+        })
+        .await;
     }
     assert_eq!(app.admitted().block_volumes, 0);
 

@@ -201,6 +201,29 @@ pub fn state(items: impl IntoIterator<Item = Value>) -> headroom::index::Cluster
     headroom::source::file::parse("fixture", &list(items).to_string()).expect("fixture decodes")
 }
 
+/// Waits (up to 30 s) until `cond` holds: what a watch, a task or a process does happens
+/// asynchronously; the condition itself is exact.
+pub async fn until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+/// The planning ticks a `/metrics` text counts (`headroom_plan_ticks_total`; 0 before the
+/// first): "the planner ran N ticks and did nothing" is proven by this counter, not a sleep.
+pub fn plan_ticks(metrics: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("headroom_plan_ticks_total "))
+        .and_then(|v| v.parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}
+
 /// A TCP port free on loopback now (for a process the test starts).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
