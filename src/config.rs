@@ -454,8 +454,8 @@ pub struct Proxmox {
     pub vm: VmShape,
     #[serde(default = "default_max_nodes")]
     pub max_nodes: u32,
-    #[serde(default = "default_host_reserve")]
-    pub host_memory_reserve_mi_b: u64,
+    #[serde(default = "default_host_reserve", rename = "hostMemoryReserveMiB")]
+    pub host_memory_reserve_mib: u64,
     #[serde(default = "default_join_timeout")]
     pub join_timeout: Period,
 }

@@ -680,7 +680,7 @@ impl Actuator {
         memory: i64,
         storage: Option<&str>,
     ) -> Result<Result<i64, String>, ProvisionError> {
-        let need = memory + self.proxmox().host_memory_reserve_mi_b as i64 * 1024 * 1024;
+        let need = memory + self.proxmox().host_memory_reserve_mib as i64 * 1024 * 1024;
         let free = inventory::host_free_memory(pve, host).await?;
         if free < need {
             return Ok(Err(format!(

@@ -27,26 +27,47 @@ use crate::{
 /// How long a binding is held if the watch never shows its pod on the node.
 const BINDING_TTL: Duration = Duration::from_secs(300);
 
+/// The generations a view was built from: the index's and the ghost disks'. Generation 0 of
+/// the index is "never built".
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Built {
+    index: u64,
+    ghosts: u64,
+}
+
+/// A view and what it was built from.
+struct CachedView {
+    built: Built,
+    view: Arc<ClusterView>,
+}
+
+/// Ghost disks per node, with a generation bumped when they change.
+#[derive(Default)]
+struct Ghosts {
+    generation: u64,
+    disks: Reservations,
+}
+
 /// The accounting of the index, rebuilt only when the index changed since the last build.
 struct ViewCache {
     settings: Settings,
-    current: RwLock<((u64, u64), Arc<ClusterView>)>,
+    current: RwLock<CachedView>,
     rebuild: Mutex<()>,
 }
 
 impl ViewCache {
     /// The view for the index's and the ghost disks' current generations. With `wait`, never
     /// an older one: the caller waits for a rebuild under way.
-    fn get(&self, index: &SharedIndex, ghosts: &RwLock<(u64, Reservations)>, wait: bool) -> Arc<ClusterView> {
-        let key = (
-            index.generation(),
-            ghosts.read().unwrap_or_else(|e| e.into_inner()).0,
-        );
-        let fresh = |c: &((u64, u64), Arc<ClusterView>)| c.0 == key && key.0 != 0;
+    fn get(&self, index: &SharedIndex, ghosts: &RwLock<Ghosts>, wait: bool) -> Arc<ClusterView> {
+        let key = Built {
+            index: index.generation(),
+            ghosts: ghosts.read().unwrap_or_else(|e| e.into_inner()).generation,
+        };
+        let fresh = |c: &CachedView| c.built == key && key.index != 0;
         {
             let current = self.current.read().unwrap_or_else(|e| e.into_inner());
             if fresh(&current) {
-                return current.1.clone();
+                return current.view.clone();
             }
         }
         // One rebuild at a time. A request that finds one under way answers from the current
@@ -57,8 +78,8 @@ impl ViewCache {
             Ok(guard) => guard,
             Err(_) => {
                 let current = self.current.read().unwrap_or_else(|e| e.into_inner());
-                if current.0.0 != 0 && !wait {
-                    return current.1.clone();
+                if current.built.index != 0 && !wait {
+                    return current.view.clone();
                 }
                 drop(current);
                 self.rebuild.lock().unwrap_or_else(|e| e.into_inner())
@@ -67,14 +88,20 @@ impl ViewCache {
         {
             let current = self.current.read().unwrap_or_else(|e| e.into_inner());
             if fresh(&current) {
-                return current.1.clone();
+                return current.view.clone();
             }
         }
         let ghosts = ghosts.read().unwrap_or_else(|e| e.into_inner());
         let (view, generation) =
-            index.with_state(|state, g| (accounting::account(state, &self.settings, &ghosts.1), g));
+            index.with_state(|state, g| (accounting::account(state, &self.settings, &ghosts.disks), g));
         let view = Arc::new(view);
-        *self.current.write().unwrap_or_else(|e| e.into_inner()) = ((generation, ghosts.0), view.clone());
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = CachedView {
+            built: Built {
+                index: generation,
+                ghosts: ghosts.generation,
+            },
+            view: view.clone(),
+        };
         view
     }
 }
@@ -87,7 +114,7 @@ pub struct ReadModel {
     /// Volumes placed by the extender's bind and not yet seen through the watch.
     pub bindings: Mutex<BindingLedger>,
     /// Ghost disks per node from the last Proxmox inventory, with a generation.
-    ghosts: RwLock<(u64, Reservations)>,
+    ghosts: RwLock<Ghosts>,
     /// How bind reaches the API server (None: snapshot mode, bindings are only recorded).
     pub client: Option<kube::Client>,
     pub ledger: Mutex<AdmittedLedger>,
@@ -108,13 +135,16 @@ impl ReadModel {
         Self {
             views: ViewCache {
                 settings: Settings::from(&config),
-                current: RwLock::new(((0, 0), Arc::new(ClusterView::default()))),
+                current: RwLock::new(CachedView {
+                    built: Built::default(),
+                    view: Arc::new(ClusterView::default()),
+                }),
                 rebuild: Mutex::new(()),
             },
             config,
             index,
             bindings: Mutex::new(BindingLedger::new(BINDING_TTL)),
-            ghosts: RwLock::new((0, Reservations::new())),
+            ghosts: RwLock::default(),
             client: None,
             ledger: Mutex::new(AdmittedLedger::new(confirm_within)),
             metrics: Metrics::default(),
@@ -225,14 +255,15 @@ impl ReadModel {
                 .set(keys.len() as i64);
         }
         let mut current = self.ghosts.write().unwrap_or_else(|e| e.into_inner());
-        for node in current.1.keys().filter(|n| !ghosts.contains_key(*n)) {
+        for node in current.disks.keys().filter(|n| !ghosts.contains_key(*n)) {
             self.metrics
                 .ghost_disks
                 .get_or_create(&crate::metrics::NodeLabels { node: node.clone() })
                 .set(0);
         }
-        if current.1 != ghosts {
-            *current = (current.0 + 1, ghosts);
+        if current.disks != ghosts {
+            current.generation += 1;
+            current.disks = ghosts;
         }
     }
 

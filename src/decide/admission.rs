@@ -161,7 +161,7 @@ fn no_room(placement: Placement<'_>, config: &Config, needed: i64, outlook: Outl
             let fullest: Vec<String> = placement
                 .fullest(3)
                 .into_iter()
-                .map(|(n, bv, cap)| format!("{n} {bv}/{cap}"))
+                .map(|n| format!("{} {}/{}", n.name, n.block_volumes, n.soft_cap))
                 .collect();
             let fullest = if fullest.is_empty() {
                 "no schedulable nodes".to_owned()

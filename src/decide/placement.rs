@@ -88,22 +88,34 @@ impl<'a> Placement<'a> {
         self.view.schedulable().map(|n| self.free_slots(n)).sum()
     }
 
-    /// The fullest schedulable nodes, fullest first: (name, block volumes, soft cap).
-    pub fn fullest(&self, limit: usize) -> Vec<(String, i64, i64)> {
-        let mut nodes: Vec<_> = self
+    /// The fullest schedulable nodes, fullest first (closest to or past their soft cap).
+    pub fn fullest(&self, limit: usize) -> Vec<NodeFill> {
+        let mut nodes: Vec<NodeFill> = self
             .view
             .schedulable()
-            .map(|n| (n.name.clone(), self.block_volumes(n), n.soft_cap))
+            .map(|n| NodeFill {
+                name: n.name.clone(),
+                block_volumes: self.block_volumes(n),
+                soft_cap: n.soft_cap,
+            })
             .collect();
         nodes.sort_by(|a, b| {
-            (b.1 - b.2)
-                .cmp(&(a.1 - a.2))
-                .then(b.1.cmp(&a.1))
-                .then(a.0.cmp(&b.0))
+            (b.block_volumes - b.soft_cap)
+                .cmp(&(a.block_volumes - a.soft_cap))
+                .then(b.block_volumes.cmp(&a.block_volumes))
+                .then(a.name.cmp(&b.name))
         });
         nodes.truncate(limit);
         nodes
     }
+}
+
+/// How full one node is: its block volumes against its soft cap.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeFill {
+    pub name: String,
+    pub block_volumes: i64,
+    pub soft_cap: i64,
 }
 
 /// The volume keys of an indexed pod's block claims (claims the view does not know are not
