@@ -168,7 +168,7 @@ impl ReadModel {
     }
 
     /// Rebuilds the view whenever the index or the ghost disks change, shortly after, so that
-    /// requests find it built (composition root: `serve` runs this).
+    /// requests find it built (`serve` runs this).
     pub async fn refresh_views(self: Arc<Self>) {
         let mut changes = self.index.subscribe();
         loop {

@@ -1,12 +1,13 @@
-//! `headroom serve`: the composition root that owns every long-running task.
+//! `headroom serve`: the listeners, the watches, the planning loop, the actuator, the lease and
+//! the event worker, started together and stopped together.
 
 use std::{sync::Arc, time::Duration};
 
 use anyhow::{Context, bail};
-use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
+use tokio::{net::TcpListener, sync::watch};
 
 use crate::{
-    cli::{ServeArgs, SourceArgs},
+    cli::ServeArgs,
     clock::Clock,
     config::Config,
     decide::actuation::ActuatorStatus,
@@ -18,45 +19,8 @@ use crate::{
         self,
         tls::{ClientTrust, Reload, ReloadingCert},
     },
-    shared_index::SharedIndex,
-    source::{file, live},
+    source::{self, Listing, Loaded},
 };
-
-/// A loaded cluster source: the index, and for a live cluster its watches and client.
-pub struct Loaded {
-    pub index: SharedIndex,
-    /// The watch task (the caller decides whether it keeps running).
-    pub watches: Option<JoinHandle<()>>,
-    pub client: Option<kube::Client>,
-}
-
-/// The index from the snapshot file, or from live watches once every kind has listed.
-pub async fn load_index(source: &SourceArgs) -> anyhow::Result<Loaded> {
-    if let Some(path) = &source.snapshot {
-        return Ok(Loaded {
-            index: SharedIndex::from_state(file::load(path)?),
-            watches: None,
-            client: None,
-        });
-    }
-    let client = live::client(source.kubeconfig.as_deref()).await?;
-    let index = SharedIndex::default();
-    let watches = tokio::spawn(live::watch_all(client.clone(), index.clone()));
-    if !index.wait_synced(source.sync_timeout).await {
-        watches.abort();
-        let missing: Vec<_> = index.unsynced().iter().map(|k| k.as_str()).collect();
-        bail!(
-            "the API server did not list {} within {:?}",
-            missing.join(", "),
-            source.sync_timeout
-        );
-    }
-    Ok(Loaded {
-        index,
-        watches: Some(watches),
-        client: Some(client),
-    })
-}
 
 /// The namespace headroom runs in (`$POD_NAMESPACE`): its Lease and its windows live there.
 fn own_namespace() -> String {
@@ -93,15 +57,7 @@ pub async fn run(config: Config, args: ServeArgs) -> anyhow::Result<()> {
 
     // Serving starts before the live source has synced: /readyz says when it has, and
     // kube-apiserver's failurePolicy Ignore covers the gap.
-    let (index, client) = match &source.snapshot {
-        Some(path) => (SharedIndex::from_state(file::load(path)?), None),
-        None => {
-            let client = live::client(source.kubeconfig.as_deref()).await?;
-            let index = SharedIndex::default();
-            tokio::spawn(live::watch_all(client.clone(), index.clone()));
-            (index, Some(client))
-        }
-    };
+    let Loaded { index, client, .. } = source::open(&source, Listing::InBackground).await?;
 
     // A throw-away pair lives in a private directory that goes when the process does.
     let mut throw_away = None;

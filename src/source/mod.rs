@@ -13,9 +13,56 @@ use k8s_openapi::{
 };
 
 use crate::{
+    cli::SourceArgs,
     index::{Kind, Object},
     model::quantity::QuantityError,
+    shared_index::SharedIndex,
 };
+
+/// An opened cluster source: the index, and for a live cluster its watches and client.
+pub struct Loaded {
+    pub index: SharedIndex,
+    /// The watch task (the caller decides whether it keeps running).
+    pub watches: Option<tokio::task::JoinHandle<()>>,
+    pub client: Option<kube::Client>,
+}
+
+/// Whether opening a live source waits until every kind has listed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listing {
+    /// One-shot commands: decide on a whole picture or not at all.
+    Wait,
+    /// `serve`: answer at once; `/readyz` says when the picture is whole.
+    InBackground,
+}
+
+/// The index from the snapshot file, or from live watches (started here).
+pub async fn open(source: &SourceArgs, listing: Listing) -> anyhow::Result<Loaded> {
+    if let Some(path) = &source.snapshot {
+        return Ok(Loaded {
+            index: SharedIndex::from_state(file::load(path)?),
+            watches: None,
+            client: None,
+        });
+    }
+    let client = live::client(source.kubeconfig.as_deref()).await?;
+    let index = SharedIndex::default();
+    let watches = tokio::spawn(live::watch_all(client.clone(), index.clone()));
+    if listing == Listing::Wait && !index.wait_synced(source.sync_timeout).await {
+        watches.abort();
+        let missing: Vec<_> = index.unsynced().iter().map(|k| k.as_str()).collect();
+        anyhow::bail!(
+            "the API server did not list {} within {:?}",
+            missing.join(", "),
+            source.sync_timeout
+        );
+    }
+    Ok(Loaded {
+        index,
+        watches: Some(watches),
+        client: Some(client),
+    })
+}
 
 /// A Kubernetes type headroom watches, and how it is trimmed into the index.
 pub trait Watched:

@@ -1,0 +1,140 @@
+//! The one-shot commands: `status`, `simulate`, `snapshot`, `certs` and `check-config`, each
+//! with its own wiring (`serve` has `crate::serve`).
+
+use std::{io::Write, path::Path};
+
+use anyhow::Context;
+
+use crate::{
+    cli::{Output, SimPolicy, SourceArgs},
+    clock::Clock,
+    config::Config,
+    decide::ghosts,
+    proxmox::inventory::AttachedDisks,
+    simulate::{self, Policy, Scenario},
+    source::{self, Listing, Loaded, live},
+    status::StatusReport,
+};
+
+fn print(text: &str) -> anyhow::Result<()> {
+    std::io::stdout()
+        .write_all(text.as_bytes())
+        .context("writing to stdout")
+}
+
+/// `headroom status`: one tick on the cluster as it is, with what Proxmox shows and what the
+/// lease holder persisted — the inputs `serve`'s next tick would have.
+pub async fn status(config: &Config, source: &SourceArgs, output: Output) -> anyhow::Result<()> {
+    let Loaded {
+        index,
+        watches,
+        client,
+    } = source::open(source, Listing::Wait).await?;
+    if let Some(w) = &watches {
+        w.abort();
+    }
+    // Proxmox is read without holding the index: only the attachment facts are taken.
+    let observed = match &config.proxmox {
+        Some(p) => {
+            let attached = index.with_state(|s, _| AttachedDisks::from_state(s, &config.block_driver));
+            Some(crate::provisioner::observe(p, &attached).await)
+        }
+        None => None,
+    };
+    let (drift, in_flight, error) = match observed {
+        Some(Ok(o)) => (o.drift, o.in_flight, None),
+        Some(Err(e)) => (
+            Default::default(),
+            Vec::new(),
+            Some(format!("Proxmox not read: {e}")),
+        ),
+        None => (Default::default(), Vec::new(), None),
+    };
+    // What Proxmox shows in flight is what the actuator would resume: its status.
+    let clock = Clock::system();
+    let mut actuator = crate::provisioner::resumed_status(config, &in_flight, clock.now());
+    // The windows and scale times serve persisted: the same inputs as its next tick.
+    let record = crate::serve::load_durable(client.as_ref()).await;
+    record.merge_status(&mut actuator);
+    let mut windows = record.windows;
+    let mut report = index.with_state(|s, _| {
+        let mut report =
+            StatusReport::observed(s, config, &drift.ghosts, &actuator, &mut windows, clock.now());
+        report.ghost_repairs = ghosts::repairs(&drift.found, None, s, config, clock.now());
+        report
+    });
+    report.provisioner.in_flight = in_flight
+        .iter()
+        .map(|v| format!("{} (VM {})", v.name, v.vmid))
+        .collect();
+    report.provisioner.error = error;
+    print(&match output {
+        Output::Json => report.to_json() + "\n",
+        Output::Table => report.to_table(),
+    })
+}
+
+/// `headroom simulate`: the scenario on its snapshot, under one policy. `--config` (or
+/// `HEADROOM_CONFIG`, given as `config_path`) wins over the scenario's own config.
+pub fn simulate(
+    config: Config,
+    config_path: Option<&Path>,
+    scenario: &Path,
+    snapshot: Option<&Path>,
+    policy: SimPolicy,
+    output: Output,
+) -> anyhow::Result<()> {
+    let (scenario_def, files) = Scenario::load(scenario)?;
+    let Some(snapshot) = snapshot.map(Path::to_path_buf).or(files.snapshot) else {
+        anyhow::bail!("{}: names no snapshot; pass --snapshot FILE", scenario.display());
+    };
+    let config = match (config_path, &files.config) {
+        (None, Some(path)) => Config::load(Some(path))?,
+        _ => config,
+    };
+    let state = source::file::load(&snapshot)?;
+    let policy = match policy {
+        SimPolicy::Proactive => Policy::Proactive,
+        SimPolicy::Reactive => Policy::Reactive,
+    };
+    let report = simulate::run(&scenario_def, state, &config, policy);
+    print(&match output {
+        Output::Json => serde_json::to_string_pretty(&report)? + "\n",
+        Output::Table => report.to_table(),
+    })
+}
+
+/// `headroom snapshot`: what headroom reads of the live cluster, as a `List` (to `-`: stdout).
+pub async fn snapshot(kubeconfig: Option<&Path>, out: &Path) -> anyhow::Result<()> {
+    let client = live::client(kubeconfig).await?;
+    let list = live::snapshot(client).await?;
+    let text = serde_json::to_string_pretty(&list)? + "\n";
+    if out.as_os_str() == "-" {
+        print(&text)
+    } else {
+        std::fs::write(out, text).with_context(|| format!("{}: cannot write", out.display()))
+    }
+}
+
+/// `headroom certs`: the webhook's serving pair and CA, and a client pair per name.
+pub fn certs(service: &str, namespace: &str, out: &Path, clients: &[String]) -> anyhow::Result<()> {
+    let names = crate::certs::service_names(service, namespace);
+    let written = crate::certs::write(out, names, clients)?;
+    eprintln!(
+        "wrote {}, {} and {}",
+        written.ca.display(),
+        written.cert.display(),
+        written.key.display()
+    );
+    for pair in &written.clients {
+        eprintln!(
+            "wrote {} and {} (client {:?})",
+            pair.cert.display(),
+            pair.key.display(),
+            pair.name
+        );
+    }
+    eprintln!("caBundle:");
+    println!("{}", written.ca_bundle);
+    Ok(())
+}
