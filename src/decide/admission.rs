@@ -232,3 +232,264 @@ pub fn steer(placement: Placement<'_>, config: &Config, demand: &BlockDemand) ->
 pub fn pod_of(object: &Value) -> Result<Pod, String> {
     crate::model::from_json(object).map_err(|e| format!("object.{}: {}", e.path(), e.inner()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decide::{
+        accounting::{self, ClusterView, Reservations, Settings},
+        fixtures::cluster,
+    };
+
+    fn view_of(counts: &[usize]) -> ClusterView {
+        accounting::account(
+            &cluster(counts),
+            &Settings::from(&Config::default()),
+            &Reservations::new(),
+        )
+    }
+
+    /// `n` new block volumes (claims no node holds yet).
+    fn new_volumes(n: usize) -> BlockDemand {
+        BlockDemand {
+            keys: (0..n).map(|i| format!("claim:apps/new-{i}")).collect(),
+            unindexed: 0,
+        }
+    }
+
+    fn with(enforcement: Enforcement) -> Config {
+        Config {
+            enforcement,
+            ..Config::default()
+        }
+    }
+
+    const NOTHING_COMING: Outlook = Outlook {
+        incoming: false,
+        may_add: false,
+    };
+
+    #[test]
+    fn skip_reasons() {
+        let config = Config::default();
+        let labels = |v: &str| [(IGNORE_LABEL.to_owned(), v.to_owned())].into();
+        type Labels = Option<std::collections::BTreeMap<String, String>>;
+        // (case, namespace, labels, reason)
+        let rows: Vec<(&str, &str, Labels, Option<&str>)> = vec![
+            ("an ordinary namespace", "apps", None, None),
+            (
+                "kube-system is excluded",
+                "kube-system",
+                None,
+                Some("excluded-namespace"),
+            ),
+            (
+                "the ignore label",
+                "apps",
+                Some(labels("true")),
+                Some("ignore-label"),
+            ),
+            (
+                "the ignore label set to false",
+                "apps",
+                Some(labels("false")),
+                None,
+            ),
+        ];
+        for (case, ns, labels, want) in rows {
+            assert_eq!(skip_reason(&config, ns, labels.as_ref()), want, "{case}");
+        }
+    }
+
+    #[test]
+    fn a_pod_is_allowed_warned_or_denied_by_room_outlook_and_enforcement() {
+        // (case, node block volumes, new volumes, enforcement, outlook, verdict label, reason,
+        //  text the message holds)
+        type Row = (
+            &'static str,
+            Vec<usize>,
+            usize,
+            Enforcement,
+            Outlook,
+            &'static str,
+            &'static str,
+            &'static str,
+        );
+        let coming = Outlook {
+            incoming: true,
+            may_add: false,
+        };
+        let may_add = Outlook {
+            incoming: false,
+            may_add: true,
+        };
+        let rows: Vec<Row> = vec![
+            (
+                "no block volume",
+                vec![24],
+                0,
+                Enforcement::Deny,
+                NOTHING_COMING,
+                "allow",
+                "no-block-volumes",
+                "",
+            ),
+            (
+                "room on one node",
+                vec![24, 23],
+                1,
+                Enforcement::Deny,
+                NOTHING_COMING,
+                "allow",
+                "fits",
+                "",
+            ),
+            (
+                "two volumes need one node with two slots",
+                vec![23, 23],
+                2,
+                Enforcement::Deny,
+                NOTHING_COMING,
+                "deny",
+                "no-capacity",
+                "room for 2 more block volumes",
+            ),
+            (
+                "a VM on its way",
+                vec![24],
+                1,
+                Enforcement::Deny,
+                coming,
+                "warn",
+                "capacity-coming",
+                "a new worker is on its way",
+            ),
+            (
+                "headroom may add one",
+                vec![24],
+                1,
+                Enforcement::Deny,
+                may_add,
+                "warn",
+                "capacity-coming",
+                "headroom is adding a worker",
+            ),
+            (
+                "warn",
+                vec![24],
+                1,
+                Enforcement::Warn,
+                NOTHING_COMING,
+                "warn",
+                "no-capacity",
+                "it may stay Pending",
+            ),
+            (
+                "off",
+                vec![24],
+                1,
+                Enforcement::Off,
+                NOTHING_COMING,
+                "allow",
+                "enforcement-off",
+                "",
+            ),
+            (
+                "deny names the fullest",
+                vec![24, 24],
+                1,
+                Enforcement::Deny,
+                NOTHING_COMING,
+                "deny",
+                "no-capacity",
+                "fullest: n1 24/24, n2 24/24",
+            ),
+            (
+                "no nodes at all",
+                vec![],
+                1,
+                Enforcement::Deny,
+                NOTHING_COMING,
+                "deny",
+                "no-capacity",
+                "no schedulable nodes",
+            ),
+        ];
+        for (case, counts, new, enforcement, outlook, label, reason, text) in rows {
+            let view = view_of(&counts);
+            let reservations = Reservations::new();
+            let placement = Placement::new(&view, &reservations);
+            let v = validate_pod(placement, &with(enforcement), &new_volumes(new), outlook);
+            assert_eq!((v.label(), v.reason), (label, reason), "{case}: {:?}", v.outcome);
+            let message = match &v.outcome {
+                Outcome::Allow => "",
+                Outcome::Warn(m) | Outcome::Deny(m) => m.as_str(),
+            };
+            assert!(message.contains(text), "{case}: {message}");
+            assert!(
+                message.chars().count() <= MAX_WARNING || label == "deny",
+                "{case}: a warning fits"
+            );
+        }
+    }
+
+    #[test]
+    fn a_block_claim_fits_while_the_cluster_has_a_free_slot_for_it() {
+        let claim = |class: &str| -> PersistentVolumeClaim {
+            serde_json::from_value(serde_json::json!({"metadata": {"name": "c", "namespace": "apps"},
+                "spec": {"storageClassName": class}}))
+            .unwrap()
+        };
+        // (case, node block volumes, pending and admitted, class, reason)
+        let rows: Vec<(&str, Vec<usize>, i64, &str, &str)> = vec![
+            ("not a block class", vec![24], 0, "nfs", "not-block"),
+            ("a free slot", vec![23], 0, "block", "fits"),
+            ("the free slot is spoken for", vec![23], 1, "block", "no-capacity"),
+            ("no room", vec![24], 0, "block", "no-capacity"),
+        ];
+        for (case, counts, pending, class, reason) in rows {
+            let view = view_of(&counts);
+            let reservations = Reservations::new();
+            let placement = Placement::new(&view, &reservations);
+            let v = validate_claim(
+                placement,
+                &with(Enforcement::Deny),
+                pending,
+                &claim(class),
+                NOTHING_COMING,
+            );
+            assert_eq!(v.reason, reason, "{case}");
+        }
+    }
+
+    #[test]
+    fn steering_follows_the_config() {
+        let view = view_of(&[24, 10]);
+        let reservations = Reservations::new();
+        let placement = Placement::new(&view, &reservations);
+        let affinity = Config {
+            steering: Steering::Affinity,
+            ..Config::default()
+        };
+        let extender = Config::default();
+        // (case, config, new volumes, steer)
+        let rows: Vec<(&str, &Config, usize, Steer)> = vec![
+            ("no block volume: nothing", &affinity, 0, Steer::Nothing),
+            (
+                "extender: the extended resource",
+                &extender,
+                2,
+                Steer::BlockVolumes(2),
+            ),
+            (
+                "affinity: avoid the full node",
+                &affinity,
+                1,
+                Steer::AvoidNodes(["n1".to_owned()].into()),
+            ),
+        ];
+        for (case, config, new, want) in rows {
+            assert_eq!(steer(placement, config, &new_volumes(new)), want, "{case}");
+        }
+    }
+}

@@ -130,3 +130,155 @@ pub fn prioritize<'a, S: AsRef<str>>(
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        config::Config,
+        decide::{
+            accounting::{self, ClusterView, Reservations, Settings},
+            fixtures::cluster,
+        },
+        index::ClusterState,
+    };
+
+    fn view(state: &ClusterState) -> ClusterView {
+        accounting::account(state, &Settings::from(&Config::default()), &Reservations::new())
+    }
+
+    fn demand(keys: &[&str]) -> BlockDemand {
+        BlockDemand {
+            keys: keys.iter().map(|k| k.to_string()).collect(),
+            unindexed: 0,
+        }
+    }
+
+    /// n1 22, n2 24, n3 joining (no CSINode count), n4 24 held by attachments alone.
+    fn nodes() -> ClusterState {
+        let mut s = cluster(&[22, 24, 0, 24]);
+        s.csi_nodes.remove("n3");
+        s.pods.retain(|_, p| p.node_name.as_deref() != Some("n4"));
+        s
+    }
+
+    #[test]
+    fn filter_passes_nodes_under_the_soft_cap_and_says_why_the_rest_fail() {
+        let state = nodes();
+        let view = view(&state);
+        let reservations = Reservations::new();
+        let p = Placement::new(&view, &reservations);
+        // (case, demand, candidate, outcome, reason part)
+        let rows: Vec<(&str, Vec<&str>, &str, &str, &str)> = vec![
+            ("room for one", vec!["claim:apps/new"], "n1", "passed", ""),
+            (
+                "two fit in the last two slots",
+                vec!["claim:apps/a", "claim:apps/b"],
+                "n1",
+                "passed",
+                "",
+            ),
+            (
+                "three do not",
+                vec!["a", "b", "c"],
+                "n1",
+                "failed",
+                "soft cap: 22/24 on n1, pod needs 3 more",
+            ),
+            (
+                "at the cap, pods could be preempted",
+                vec!["claim:apps/new"],
+                "n2",
+                "failed",
+                "24/24 on n2",
+            ),
+            (
+                "a volume already on the node costs nothing",
+                vec!["h/pv-n2-p0-c0"],
+                "n2",
+                "passed",
+                "",
+            ),
+            (
+                "joining: no new volume",
+                vec!["claim:apps/new"],
+                "n3",
+                "failed",
+                "CSINode does not list the block driver",
+            ),
+            (
+                "joining takes a pod without block volumes",
+                vec![],
+                "n3",
+                "passed",
+                "",
+            ),
+            (
+                "not in the view yet",
+                vec!["claim:apps/new"],
+                "n9",
+                "failed",
+                "not yet in headroom's view",
+            ),
+            ("unknown, no block volume", vec![], "n9", "passed", ""),
+            (
+                "held by attachments only: preemption frees nothing",
+                vec!["claim:apps/new"],
+                "n4",
+                "unresolvable",
+                "not freed by preemption",
+            ),
+        ];
+        for (case, keys, candidate, want, reason) in rows {
+            let candidates = [candidate];
+            let out = filter(p, &demand(&keys), &candidates);
+            let (got, why) = if out.passed == [candidate] {
+                ("passed", String::new())
+            } else if let Some(r) = out.failed.get(candidate) {
+                ("failed", r.clone())
+            } else if let Some(r) = out.unresolvable.get(candidate) {
+                ("unresolvable", r.clone())
+            } else {
+                panic!("{case}: {out:?}")
+            };
+            assert_eq!(got, want, "{case}: {why}");
+            assert!(why.contains(reason), "{case}: {why}");
+        }
+    }
+
+    #[test]
+    fn prioritize_scores_relative_to_the_candidates_and_by_weight() {
+        let mut state = cluster(&[20, 10, 0]);
+        state.csi_nodes.remove("n3");
+        let view = view(&state);
+        let reservations = Reservations::new();
+        let p = Placement::new(&view, &reservations);
+        let candidates = ["n1", "n2", "n3", "n9"];
+        let scores = |block_weight, memory_weight| -> Vec<i64> {
+            let scoring = Scoring {
+                block_weight,
+                memory_weight,
+            };
+            prioritize(p, &demand(&["claim:apps/new"]), 1 << 30, scoring, &candidates)
+                .into_iter()
+                .map(|(_, s)| s)
+                .collect()
+        };
+        // Slots: n1 3, n2 13, n3 and n9 none (joining, unknown). Memory: n1 has the least free.
+        assert_eq!(scores(1, 0), [2, 10, 0, 0], "block volumes alone");
+        assert_eq!(
+            scores(0, 1)[0],
+            0,
+            "memory alone: n1, with 20 GiB requested, scores lowest"
+        );
+        assert_eq!(scores(0, 1)[3], 10, "an unknown node counts as free memory");
+        let both = scores(1, 1);
+        assert!(both[1] > both[0] && both[1] > both[2], "{both:?}");
+        assert!(scores(1, 1).iter().all(|s| (0..=10).contains(s)));
+        assert_eq!(
+            prioritize(p, &demand(&[]), 0, Scoring::default(), &["n1"]),
+            [("n1", 10)],
+            "one candidate is the best there is"
+        );
+    }
+}

@@ -192,3 +192,93 @@ pub fn pod_block_demand(view: &ClusterView, namespace: &str, pod: &Pod) -> Block
     }
     demand
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        config::Config,
+        decide::{
+            accounting::{self, Settings},
+            fixtures::cluster,
+        },
+    };
+
+    fn keys(k: &[&str]) -> BTreeSet<String> {
+        k.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn reservations_count_once_and_held_volumes_cost_nothing() {
+        let mut state = cluster(&[22, 20]);
+        state.csi_nodes.remove("n2");
+        let view = accounting::account(&state, &Settings::from(&Config::default()), &Reservations::new());
+        // n1: one new volume reserved, and one it already holds (not counted twice).
+        let reservations: Reservations = [(
+            "n1".to_owned(),
+            keys(&["claim:apps/bound-just-now", "h/pv-n1-p0-c0"]),
+        )]
+        .into();
+        let p = Placement::new(&view, &reservations);
+        let n1 = view.node("n1").unwrap();
+        let n2 = view.node("n2").unwrap();
+        assert_eq!(p.block_volumes(n1), 23);
+        assert_eq!(p.free_slots(n1), 1);
+        assert_eq!(p.free_slots(n2), 0, "joining: no slot offered");
+        // (case, keys, node, needed there, fits there)
+        let rows: Vec<(&str, Vec<&str>, &str, i64, bool)> = vec![
+            ("a new volume", vec!["claim:apps/x"], "n1", 1, true),
+            (
+                "two new volumes, one slot",
+                vec!["claim:apps/x", "claim:apps/y"],
+                "n1",
+                2,
+                false,
+            ),
+            ("held on n1: free there", vec!["h/pv-n1-p3-c0"], "n1", 0, true),
+            (
+                "reserved on n1: free there",
+                vec!["claim:apps/bound-just-now"],
+                "n1",
+                0,
+                true,
+            ),
+            ("held on n1, needed on n2", vec!["h/pv-n1-p3-c0"], "n2", 1, false),
+            (
+                "joining n2 keeps what it holds",
+                vec!["h/pv-n2-p0-c0"],
+                "n2",
+                0,
+                true,
+            ),
+        ];
+        for (case, k, node, needed, fits) in rows {
+            let k = keys(&k);
+            let node = view.node(node).unwrap();
+            assert_eq!(p.needed_on(&k)(node), needed, "{case}");
+            assert_eq!(p.fits_on(&k)(node), fits, "{case}");
+        }
+        assert_eq!(p.room(), 1, "the joining node offers none");
+    }
+
+    #[test]
+    fn the_fullest_come_first_measured_against_their_soft_cap() {
+        let view = accounting::account(
+            &cluster(&[10, 24, 23, 24]),
+            &Settings::from(&Config::default()),
+            &Reservations::new(),
+        );
+        let reservations = Reservations::new();
+        let p = Placement::new(&view, &reservations);
+        let names: Vec<String> = p.fullest(3).into_iter().map(|n| n.name).collect();
+        assert_eq!(names, ["n2", "n4", "n3"], "ties by name");
+        assert_eq!(
+            p.fullest(1),
+            [NodeFill {
+                name: "n2".into(),
+                block_volumes: 24,
+                soft_cap: 24
+            }]
+        );
+    }
+}

@@ -658,4 +658,197 @@ mod tests {
         assert_eq!(room_for_vms(&config, 7, 2), 1);
         assert_eq!(room_for_vms(&config, 12, 0), 0, "never negative");
     }
+
+    /// What the planner is handed in one row of the table below.
+    #[derive(Default)]
+    struct Given {
+        /// A trigger that has held for its `for:`.
+        trigger: bool,
+        /// Every scale-down condition has held for its `for:`.
+        quiet: bool,
+        sizing: Sizing,
+        actuator: ActuatorStatus,
+        incident_vm: Option<&'static str>,
+    }
+
+    fn check(name: &'static str, sustained: bool) -> crate::decide::projection::Check {
+        crate::decide::projection::Check {
+            name,
+            firing: sustained,
+            sustained,
+            r#for: Default::default(),
+            held_for: None,
+            reason: format!("{name} reason"),
+        }
+    }
+
+    fn plan_of(given: &Given) -> Plan {
+        use crate::decide::{
+            accounting::{self, Reservations, Settings},
+            fixtures::cluster,
+        };
+        let config = Config::default();
+        let state = cluster(&[2, 2, 2]);
+        let view = accounting::account(&state, &Settings::from(&config), &Reservations::new());
+        let reservations = Reservations::new();
+        let evaluation = Evaluation {
+            triggers: vec![check("freeBlockSlots", given.trigger)],
+            signals: Vec::new(),
+            scale_down: vec![check("scaleDown.maxNodeBlockVolumes", given.quiet)],
+        };
+        plan(&PlanInput {
+            state: &state,
+            view: &view,
+            placement: Placement::new(&view, &reservations),
+            config: &config,
+            evaluation: &evaluation,
+            sizing: &given.sizing,
+            admitted: AdmittedDemand::default(),
+            actuator: &given.actuator,
+            incident_vm: given.incident_vm,
+            now: crate::decide::time::Timestamp(1_780_000_000_000),
+        })
+        .0
+    }
+
+    #[test]
+    fn the_plan_takes_the_first_branch_that_applies() {
+        use crate::decide::actuation::{Intent, Phase};
+        let needs = |vms: i64| Sizing {
+            vms_needed: Some(vms),
+            room_for_vms: 5,
+            ..Default::default()
+        };
+        let queued = |n: usize| ActuatorStatus {
+            intents: (0..n)
+                .map(|_| Intent {
+                    vm: None,
+                    phase: Phase::Queued,
+                    capacity: VmCapacity {
+                        block_slots: 24,
+                        memory_bytes: 0,
+                        cpu_millis: 0,
+                    },
+                    reason: String::new(),
+                    since: crate::decide::time::Timestamp(0),
+                })
+                .collect(),
+            ..Default::default()
+        };
+        let moving = ActuatorStatus {
+            moving: Some(crate::decide::rebalance::MoveInProgress {
+                pod: crate::decide::rebalance::PodMove {
+                    namespace: "apps".into(),
+                    name: "x".into(),
+                    from: "n1".into(),
+                    toward: "n2".into(),
+                    cause: crate::decide::rebalance::MoveCause::Rebalance,
+                    reason: String::new(),
+                    owner: 1,
+                    replicas: 1,
+                },
+                since: crate::decide::time::Timestamp(0),
+            }),
+            ..Default::default()
+        };
+        // (case, given, plan action, count or node)
+        let rows: Vec<(&str, Given, &str, &str)> = vec![
+            ("calm: nothing", Given::default(), "nothing", ""),
+            (
+                "a sustained trigger: the VMs it needs",
+                Given {
+                    trigger: true,
+                    sizing: needs(2),
+                    ..Default::default()
+                },
+                "scaleUp",
+                "2",
+            ),
+            (
+                "a trigger the VMs in flight already clear",
+                Given {
+                    trigger: true,
+                    sizing: needs(2),
+                    actuator: queued(2),
+                    ..Default::default()
+                },
+                "nothing",
+                "",
+            ),
+            (
+                "pods that fit no node: VMs whatever the triggers",
+                Given {
+                    sizing: Sizing {
+                        unfit_pods: 3,
+                        ..needs(1)
+                    },
+                    ..Default::default()
+                },
+                "scaleUp",
+                "1",
+            ),
+            (
+                "an incident that wants a VM",
+                Given {
+                    incident_vm: Some("stuck"),
+                    sizing: needs(1),
+                    ..Default::default()
+                },
+                "scaleUp",
+                "1",
+            ),
+            (
+                "demand fell below what is queued: cancel",
+                Given {
+                    sizing: needs(1),
+                    actuator: queued(3),
+                    ..Default::default()
+                },
+                "cancel",
+                "2",
+            ),
+            (
+                "quiet for the window: the lightest node goes",
+                Given {
+                    quiet: true,
+                    sizing: needs(0),
+                    ..Default::default()
+                },
+                "scaleDown",
+                "n1",
+            ),
+            (
+                "quiet, but a pod is being moved",
+                Given {
+                    quiet: true,
+                    sizing: needs(0),
+                    actuator: moving,
+                    ..Default::default()
+                },
+                "nothing",
+                "",
+            ),
+            (
+                "quiet, but VMs are on their way",
+                Given {
+                    quiet: true,
+                    sizing: needs(1),
+                    actuator: queued(1),
+                    ..Default::default()
+                },
+                "nothing",
+                "",
+            ),
+        ];
+        for (case, given, action, what) in rows {
+            let got = match plan_of(&given) {
+                Plan::Nothing => ("nothing", String::new()),
+                Plan::ScaleUp { count, .. } => ("scaleUp", count.to_string()),
+                Plan::Cancel { count, .. } => ("cancel", count.to_string()),
+                Plan::ScaleDown { node, .. } => ("scaleDown", node),
+                Plan::Move(m) => ("move", m.name),
+            };
+            assert_eq!((got.0, got.1.as_str()), (action, what), "{case}");
+        }
+    }
 }

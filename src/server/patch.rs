@@ -127,3 +127,103 @@ fn affinity_patch(pod: &Value, full: &BTreeSet<String>) -> Vec<PatchOperation> {
     }
     ops
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ops(pod: Value, steer: &Steer) -> Value {
+        serde_json::to_value(patch(&pod, steer)).unwrap()
+    }
+
+    #[test]
+    fn the_extended_resource_goes_into_limits_and_existing_requests() {
+        let volumes = Steer::BlockVolumes(2);
+        // (case, the first container's resources, the patch)
+        let rows: Vec<(&str, Value, Value)> = vec![
+            (
+                "no resources",
+                json!(null),
+                json!([{"op": "add", "path": "/spec/containers/0/resources",
+                        "value": {"limits": {BLOCK_VOLUMES_RESOURCE: "2"}}}]),
+            ),
+            (
+                "limits only",
+                json!({"limits": {"memory": "1Gi"}}),
+                json!([{"op": "add", "path": "/spec/containers/0/resources/limits/headroom.io~1block-volumes", "value": "2"}]),
+            ),
+            (
+                "requests too (must equal the limit)",
+                json!({"requests": {"memory": "1Gi"}}),
+                json!([{"op": "add", "path": "/spec/containers/0/resources/limits", "value": {BLOCK_VOLUMES_RESOURCE: "2"}},
+                       {"op": "add", "path": "/spec/containers/0/resources/requests/headroom.io~1block-volumes", "value": "2"}]),
+            ),
+            (
+                "a stale count is replaced",
+                json!({"limits": {BLOCK_VOLUMES_RESOURCE: "1"}}),
+                json!([{"op": "replace", "path": "/spec/containers/0/resources/limits/headroom.io~1block-volumes", "value": "2"}]),
+            ),
+            (
+                "already mutated: nothing",
+                json!({"limits": {BLOCK_VOLUMES_RESOURCE: "2"}}),
+                json!([]),
+            ),
+        ];
+        for (case, resources, want) in rows {
+            let mut container = json!({"name": "app"});
+            if !resources.is_null() {
+                container["resources"] = resources;
+            }
+            let pod = json!({"spec": {"containers": [container]}});
+            assert_eq!(ops(pod, &volumes), want, "{case}");
+        }
+        assert_eq!(ops(json!({"spec": {}}), &volumes), json!([]), "no container");
+        assert_eq!(
+            ops(json!({"spec": {"containers": [{}]}}), &Steer::Nothing),
+            json!([])
+        );
+    }
+
+    #[test]
+    fn avoided_nodes_are_anded_into_every_required_term() {
+        let avoid = Steer::AvoidNodes(["n1".to_owned(), "n2".to_owned()].into());
+        let ours = json!({"key": "kubernetes.io/hostname", "operator": "NotIn", "values": ["n1", "n2"]});
+        let required = "/spec/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution";
+        // (case, the pod's affinity, the patch)
+        let rows: Vec<(&str, Value, Value)> = vec![
+            (
+                "no affinity",
+                json!(null),
+                json!([{"op": "add", "path": "/spec/affinity",
+                        "value": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution":
+                                  {"nodeSelectorTerms": [{"matchExpressions": [ours]}]}}}}]),
+            ),
+            (
+                "two terms: one expression each",
+                json!({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+                    {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]},
+                    {"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["n3"]}]}]}}}),
+                json!([{"op": "add", "path": format!("{required}/nodeSelectorTerms/0/matchExpressions/-"), "value": ours},
+                       {"op": "add", "path": format!("{required}/nodeSelectorTerms/1/matchExpressions"), "value": [ours]}]),
+            ),
+            (
+                "already there: nothing",
+                json!({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+                    {"matchExpressions": [ours]}]}}}),
+                json!([]),
+            ),
+        ];
+        for (case, affinity, want) in rows {
+            let mut pod = json!({"spec": {"containers": [{}]}});
+            if !affinity.is_null() {
+                pod["spec"]["affinity"] = affinity;
+            }
+            assert_eq!(ops(pod, &avoid), want, "{case}");
+        }
+        assert_eq!(
+            ops(json!({"spec": {}}), &Steer::AvoidNodes(Default::default())),
+            json!([]),
+            "every node has room: nothing"
+        );
+    }
+}
