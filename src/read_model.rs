@@ -15,6 +15,7 @@ use crate::{
         accounting::{self, ClusterView, Reservations, Settings},
         actuation::ActuatorStatus,
         admission::Outlook,
+        placement::Placement,
         planner,
         projection::AdmittedDemand,
     },
@@ -106,6 +107,19 @@ impl ViewCache {
     }
 }
 
+/// What one request decides on: the view, and the extender's bindings the view does not
+/// show yet, taken together.
+pub struct Basis {
+    pub view: Arc<ClusterView>,
+    pub reservations: Reservations,
+}
+
+impl Basis {
+    pub fn placement(&self) -> Placement<'_> {
+        Placement::new(&self.view, &self.reservations)
+    }
+}
+
 /// Everything the request handlers read.
 pub struct ReadModel {
     pub config: Config,
@@ -187,6 +201,14 @@ impl ReadModel {
     /// it, the previous one (requests must not wait ~1 s at 150k pods).
     pub fn view(&self) -> Arc<ClusterView> {
         self.views.get(&self.index, &self.ghosts, false)
+    }
+
+    /// The view and the reservations over it: what a webhook or extender request decides on.
+    pub fn basis(&self) -> Basis {
+        Basis {
+            view: self.view(),
+            reservations: self.reservations(),
+        }
     }
 
     /// The accounting of the index as it is now, waiting for a rebuild under way. The planner

@@ -23,7 +23,7 @@ use k8s_openapi::api::core::v1::{Binding, ObjectReference, Pod};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use serde_json::{Value, json};
 
-use super::http::{Budget, HttpError, Timer, read_body};
+use super::http::{Budget, HttpError, Timer};
 use crate::read_model::ReadModel;
 use crate::{
     decide::{
@@ -171,29 +171,6 @@ fn parse_args(bytes: &[u8]) -> Result<Request, HttpError> {
     })
 }
 
-async fn read(
-    verb: &Timer<'_>,
-    budget: Budget,
-    headers: &HeaderMap,
-    body: Body,
-) -> Result<Vec<u8>, Response> {
-    read_body(headers, body, budget)
-        .await
-        .map(|b| b.to_vec())
-        .map_err(|e| verb.bad(e))
-}
-
-/// Reads and parses ExtenderArgs (filter and prioritize), or the error answer.
-async fn read_args(
-    verb: &Timer<'_>,
-    budget: Budget,
-    headers: &HeaderMap,
-    body: Body,
-) -> Result<Request, Response> {
-    let bytes = read(verb, budget, headers, body).await?;
-    parse_args(&bytes).map_err(|e| verb.bad(e))
-}
-
 /// The pod's block demand, remembered for the bind that follows.
 fn demand_of(app: &ReadModel, placement: Placement<'_>, req: &Request) -> BlockDemand {
     let demand = placement::pod_block_demand(placement.view, &req.namespace, &req.pod);
@@ -214,13 +191,12 @@ async fn filter(
     body: Body,
 ) -> Response {
     let verb = Timer::start(&app, "extender_filter");
-    let req = match read_args(&verb, budget, &headers, body).await {
+    let req = match verb.read(budget, &headers, body, parse_args).await {
         Ok(r) => r,
         Err(response) => return response,
     };
-    let view = app.view();
-    let reservations = app.reservations();
-    let placement = Placement::new(&view, &reservations);
+    let basis = app.basis();
+    let placement = basis.placement();
     let demand = demand_of(&app, placement, &req);
     let names = req.candidates.names();
     let outcome = if demand.is_empty() {
@@ -280,13 +256,12 @@ async fn prioritize(
     body: Body,
 ) -> Response {
     let verb = Timer::start(&app, "extender_prioritize");
-    let req = match read_args(&verb, budget, &headers, body).await {
+    let req = match verb.read(budget, &headers, body, parse_args).await {
         Ok(r) => r,
         Err(response) => return response,
     };
-    let view = app.view();
-    let reservations = app.reservations();
-    let placement = Placement::new(&view, &reservations);
+    let basis = app.basis();
+    let placement = basis.placement();
     let demand = demand_of(&app, placement, &req);
     let memory = crate::model::pod_resources(&req.pod).map(|r| r.0).unwrap_or(0);
     let names = req.candidates.names();
@@ -300,13 +275,12 @@ async fn prioritize(
 
 async fn bind(State(app): State<Arc<ReadModel>>, budget: Budget, headers: HeaderMap, body: Body) -> Response {
     let verb = Timer::start(&app, "extender_bind");
-    let bytes = match read(&verb, budget, &headers, body).await {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
-    let args: BindingArgs = match parse(&bytes, "ExtenderBindingArgs") {
+    let args: BindingArgs = match verb
+        .read(budget, &headers, body, |b| parse(b, "ExtenderBindingArgs"))
+        .await
+    {
         Ok(a) => a,
-        Err(e) => return verb.bad(e),
+        Err(r) => return r,
     };
     if args.pod_name.is_empty() || args.pod_namespace.is_empty() || args.node.is_empty() {
         return verb.bad(HttpError::new(

@@ -193,6 +193,19 @@ impl<'a> Timer<'a> {
         }
     }
 
+    /// The preamble every route shares: the body read within its budget and parsed, or the
+    /// error answer (counted as a bad request).
+    pub async fn read<T>(
+        &self,
+        budget: Budget,
+        headers: &HeaderMap,
+        body: Body,
+        parse: impl FnOnce(&[u8]) -> Result<T, HttpError>,
+    ) -> Result<T, Response> {
+        let bytes = read_body(headers, body, budget).await.map_err(|e| self.bad(e))?;
+        parse(&bytes).map_err(|e| self.bad(e))
+    }
+
     pub fn bad(&self, e: HttpError) -> Response {
         self.app
             .metrics

@@ -22,12 +22,12 @@ use serde_json::{Value, json};
 
 use super::{
     Caller,
-    http::{Budget, HttpError, Timer, read_body},
+    http::{Budget, HttpError, Timer},
 };
 use crate::{
     decide::{
         admission::{self, Outcome, Verdict},
-        placement::{self, Placement},
+        placement,
         projection::AdmittedDemand,
     },
     ledger::Admitted,
@@ -189,8 +189,7 @@ async fn read_review(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Review, Response> {
-    let bytes = read_body(headers, body, budget).await.map_err(|e| timer.bad(e))?;
-    let review = parse_review(&bytes).map_err(|e| timer.bad(e))?;
+    let review = timer.read(budget, headers, body, parse_review).await?;
     if in_scope(&review) && review.object.is_null() {
         return Err(timer.bad(HttpError::new(
             StatusCode::BAD_REQUEST,
@@ -222,11 +221,10 @@ async fn mutate(
         Ok(p) => p,
         Err(e) => return timer.bad(HttpError::new(StatusCode::BAD_REQUEST, format!("Pod: {e}"))),
     };
-    let view = app.view();
-    let reservations = app.reservations();
-    let placement = Placement::new(&view, &reservations);
-    let demand = placement::pod_block_demand(&view, &review.namespace, &pod);
-    let patch = super::patch::patch(&review.object, &admission::steer(placement, &app.config, &demand));
+    let basis = app.basis();
+    let demand = placement::pod_block_demand(&basis.view, &review.namespace, &pod);
+    let steer = admission::steer(basis.placement(), &app.config, &demand);
+    let patch = super::patch::patch(&review.object, &steer);
     count(
         &app,
         &review,
@@ -256,16 +254,15 @@ async fn validate(
     if let Some(skipped) = skipped(&app, &review) {
         return skipped;
     }
-    let view = app.view();
-    let reservations = app.reservations();
-    let placement = Placement::new(&view, &reservations);
-    let outlook = app.outlook(&view);
+    let basis = app.basis();
+    let (view, placement) = (&basis.view, basis.placement());
+    let outlook = app.outlook(view);
     let (verdict, admitted) = if review.kind == "Pod" {
         let pod = match admission::pod_of(&review.object) {
             Ok(p) => p,
             Err(e) => return timer.bad(HttpError::new(StatusCode::BAD_REQUEST, format!("Pod: {e}"))),
         };
-        let demand = placement::pod_block_demand(&view, &review.namespace, &pod);
+        let demand = placement::pod_block_demand(view, &review.namespace, &pod);
         let verdict = admission::validate_pod(placement, &app.config, &demand, outlook);
         // Indexed claims are counted by accounting; only claims the pod brings (ephemeral) add.
         let memory = crate::model::pod_resources(&pod).map(|r| r.0).unwrap_or(0);
