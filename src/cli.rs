@@ -19,6 +19,17 @@ pub struct Args {
     #[arg(long, global = true, env = "HEADROOM_LOG_FORMAT", default_value = "plain")]
     pub log_format: LogFormat,
 
+    /// The namespace headroom runs in: its Service, Lease and persisted windows live there
+    /// (kubectl's `-n`, so `kubectl headroom -n NS status` reads that install).
+    #[arg(
+        long,
+        short = 'n',
+        global = true,
+        env = "POD_NAMESPACE",
+        default_value = "headroom-system"
+    )]
+    pub namespace: String,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -53,6 +64,10 @@ pub struct SourceArgs {
     /// Kubeconfig for the live source (default: KUBECONFIG, ~/.kube/config or in-cluster).
     #[arg(long, env = "HEADROOM_KUBECONFIG", conflicts_with = "snapshot")]
     pub kubeconfig: Option<PathBuf>,
+
+    /// The kubeconfig context to use (default: its current context), as kubectl's `--context`.
+    #[arg(long, env = "HEADROOM_CONTEXT", conflicts_with = "snapshot")]
+    pub context: Option<String>,
 
     /// How long the live source may take to list every kind.
     #[arg(long, env = "HEADROOM_SYNC_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
@@ -107,8 +122,6 @@ pub enum Command {
     Certs {
         #[arg(long, default_value = "headroom")]
         service: String,
-        #[arg(long, default_value = "headroom-system")]
-        namespace: String,
         #[arg(long)]
         out: PathBuf,
         /// Also issue a client certificate with this common name (repeatable): the API
@@ -127,6 +140,8 @@ pub enum Command {
     Snapshot {
         #[arg(long, env = "HEADROOM_KUBECONFIG")]
         kubeconfig: Option<PathBuf>,
+        #[arg(long, env = "HEADROOM_CONTEXT")]
+        context: Option<String>,
         /// Output file; `-` for stdout.
         #[arg(long, default_value = "-")]
         out: PathBuf,
@@ -142,7 +157,12 @@ pub enum Command {
         /// Overrides the scenario's own snapshot.
         #[arg(long)]
         snapshot: Option<PathBuf>,
+        /// Also run the other policy and draw both over time into this SVG file.
+        #[arg(long, value_name = "FILE.svg")]
+        plot: Option<PathBuf>,
     },
+    /// Print a shell completion script (bash, zsh, fish, elvish or powershell).
+    Completions { shell: clap_complete::Shell },
     /// Validate the config file and print the effective config with defaults.
     CheckConfig,
 }

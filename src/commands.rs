@@ -24,7 +24,12 @@ fn print(text: &str) -> anyhow::Result<()> {
 
 /// `headroom status`: one tick on the cluster as it is, with what Proxmox shows and what the
 /// lease holder persisted — the inputs `serve`'s next tick would have.
-pub async fn status(config: &Config, source: &SourceArgs, output: Output) -> anyhow::Result<()> {
+pub async fn status(
+    config: &Config,
+    namespace: &str,
+    source: &SourceArgs,
+    output: Output,
+) -> anyhow::Result<()> {
     let Loaded {
         index,
         watches,
@@ -54,7 +59,7 @@ pub async fn status(config: &Config, source: &SourceArgs, output: Output) -> any
     let clock = Clock::system();
     let mut actuator = crate::provisioner::resumed_status(config, &in_flight, clock.now());
     // The windows and scale times serve persisted: the same inputs as its next tick.
-    let record = crate::serve::load_durable(client.as_ref()).await;
+    let record = crate::serve::load_durable(client.as_ref(), namespace).await;
     record.merge_status(&mut actuator);
     let mut windows = record.windows;
     let mut report = index.with_state(|s, _| {
@@ -74,16 +79,29 @@ pub async fn status(config: &Config, source: &SourceArgs, output: Output) -> any
     })
 }
 
-/// `headroom simulate`: the scenario on its snapshot, under one policy. `--config` (or
-/// `HEADROOM_CONFIG`, given as `config_path`) wins over the scenario's own config.
-pub fn simulate(
-    config: Config,
-    config_path: Option<&Path>,
-    scenario: &Path,
-    snapshot: Option<&Path>,
-    policy: SimPolicy,
-    output: Output,
-) -> anyhow::Result<()> {
+/// What `simulate` is asked.
+pub struct SimulateArgs<'a> {
+    /// `--config` (or `HEADROOM_CONFIG`): wins over the scenario's own config.
+    pub config_path: Option<&'a Path>,
+    pub scenario: &'a Path,
+    pub snapshot: Option<&'a Path>,
+    pub policy: SimPolicy,
+    pub output: Output,
+    /// Both policies over time, drawn into this SVG file.
+    pub plot: Option<&'a Path>,
+}
+
+/// `headroom simulate`: the scenario on its snapshot, under one policy (and, with a plot,
+/// under the other too).
+pub fn simulate(config: Config, args: SimulateArgs<'_>) -> anyhow::Result<()> {
+    let SimulateArgs {
+        config_path,
+        scenario,
+        snapshot,
+        policy,
+        output,
+        plot,
+    } = args;
     let (scenario_def, files) = Scenario::load(scenario)?;
     let Some(snapshot) = snapshot.map(Path::to_path_buf).or(files.snapshot) else {
         anyhow::bail!("{}: names no snapshot; pass --snapshot FILE", scenario.display());
@@ -97,7 +115,29 @@ pub fn simulate(
         SimPolicy::Proactive => Policy::Proactive,
         SimPolicy::Reactive => Policy::Reactive,
     };
-    let report = simulate::run(&scenario_def, state, &config, policy);
+    let report = simulate::run(&scenario_def, state.clone(), &config, policy);
+    if let Some(path) = plot {
+        let other = match policy {
+            Policy::Proactive => Policy::Reactive,
+            Policy::Reactive => Policy::Proactive,
+        };
+        let other = simulate::run(&scenario_def, state, &config, other);
+        let (headroom, kproximate) = match policy {
+            Policy::Proactive => (&report, &other),
+            Policy::Reactive => (&other, &report),
+        };
+        let title = scenario.file_stem().map_or_else(
+            || scenario.display().to_string(),
+            |s| s.to_string_lossy().into_owned(),
+        );
+        simulate::plot(
+            path,
+            &format!("{title}: headroom against kproximate"),
+            headroom,
+            kproximate,
+        )?;
+        eprintln!("wrote {}", path.display());
+    }
     print(&match output {
         Output::Json => serde_json::to_string_pretty(&report)? + "\n",
         Output::Table => report.to_table(),
@@ -105,8 +145,8 @@ pub fn simulate(
 }
 
 /// `headroom snapshot`: what headroom reads of the live cluster, as a `List` (to `-`: stdout).
-pub async fn snapshot(kubeconfig: Option<&Path>, out: &Path) -> anyhow::Result<()> {
-    let client = live::client(kubeconfig).await?;
+pub async fn snapshot(kubeconfig: Option<&Path>, context: Option<&str>, out: &Path) -> anyhow::Result<()> {
+    let client = live::client(kubeconfig, context).await?;
     let list = live::snapshot(client).await?;
     let text = serde_json::to_string_pretty(&list)? + "\n";
     if out.as_os_str() == "-" {
@@ -114,6 +154,14 @@ pub async fn snapshot(kubeconfig: Option<&Path>, out: &Path) -> anyhow::Result<(
     } else {
         std::fs::write(out, text).with_context(|| format!("{}: cannot write", out.display()))
     }
+}
+
+/// `headroom completions SHELL`: the completion script for the shell, on stdout.
+pub fn completions(shell: clap_complete::Shell) -> anyhow::Result<()> {
+    use clap::CommandFactory;
+    let mut text = Vec::new();
+    clap_complete::generate(shell, &mut crate::cli::Args::command(), "headroom", &mut text);
+    std::io::stdout().write_all(&text).context("writing to stdout")
 }
 
 /// `headroom certs`: the webhook's serving pair and CA, and a client pair per name.

@@ -52,32 +52,41 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let Args {
         config: config_path,
         log_format: _,
+        namespace,
         command,
     } = args;
     let config = Config::load(config_path.as_deref())?;
     match command {
-        Command::Serve(serve) => headroom::serve::run(config, serve).await,
-        Command::Status { source, output } => commands::status(&config, &source, output).await,
+        Command::Serve(serve) => headroom::serve::run(config, namespace, serve).await,
+        Command::Status { source, output } => commands::status(&config, &namespace, &source, output).await,
         Command::Simulate {
             scenario,
             policy,
             output,
             snapshot,
+            plot,
         } => commands::simulate(
             config,
-            config_path.as_deref(),
-            &scenario,
-            snapshot.as_deref(),
-            policy,
-            output,
+            commands::SimulateArgs {
+                config_path: config_path.as_deref(),
+                scenario: &scenario,
+                snapshot: snapshot.as_deref(),
+                policy,
+                output,
+                plot: plot.as_deref(),
+            },
         ),
-        Command::Snapshot { kubeconfig, out } => commands::snapshot(kubeconfig.as_deref(), &out).await,
+        Command::Snapshot {
+            kubeconfig,
+            context,
+            out,
+        } => commands::snapshot(kubeconfig.as_deref(), context.as_deref(), &out).await,
         Command::Certs {
             service,
-            namespace,
             out,
             clients,
         } => commands::certs(&service, &namespace, &out, &clients),
+        Command::Completions { shell } => commands::completions(shell),
         Command::CheckConfig => {
             print!("{}", config.to_yaml());
             Ok(())

@@ -22,18 +22,13 @@ use crate::{
     source::{self, Listing, Loaded},
 };
 
-/// The namespace headroom runs in (`$POD_NAMESPACE`): its Lease and its windows live there.
-fn own_namespace() -> String {
-    std::env::var("POD_NAMESPACE").unwrap_or_else(|_| "headroom-system".into())
-}
-
 /// The windows and scale times the lease holder recorded: none without a live cluster, or
 /// when they cannot be read (then every window counts from now, as the warning says).
-pub async fn load_durable(client: Option<&kube::Client>) -> Durable {
+pub async fn load_durable(client: Option<&kube::Client>, namespace: &str) -> Durable {
     let Some(client) = client else {
         return Durable::default();
     };
-    durable::Store::new(client.clone(), &own_namespace())
+    durable::Store::new(client.clone(), namespace)
         .load()
         .await
         .unwrap_or_else(|error| {
@@ -42,7 +37,8 @@ pub async fn load_durable(client: Option<&kube::Client>) -> Durable {
         })
 }
 
-pub async fn run(config: Config, args: ServeArgs) -> anyhow::Result<()> {
+/// Runs until SIGTERM; `namespace` is where headroom runs (its Lease and windows).
+pub async fn run(config: Config, namespace: String, args: ServeArgs) -> anyhow::Result<()> {
     let ServeArgs {
         source,
         listen,
@@ -97,9 +93,8 @@ pub async fn run(config: Config, args: ServeArgs) -> anyhow::Result<()> {
     let (events, event_rx) = EventSink::new();
     // Windows and scale times as the last process left them: a restart does not start a
     // `for:` window again.
-    let namespace = own_namespace();
     let store = client.clone().map(|c| durable::Store::new(c, &namespace));
-    let record = load_durable(client.as_ref()).await;
+    let record = load_durable(client.as_ref(), &namespace).await;
     let mut initial = ActuatorStatus::default();
     record.merge_status(&mut initial);
     // The actuator is the one writer of its status; handlers and the planner read it.

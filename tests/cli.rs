@@ -690,3 +690,138 @@ async fn status_shows_what_ghost_repair_would_do() {
         "{table}"
     );
 }
+
+#[tokio::test]
+async fn completions_are_printed_for_each_shell() {
+    // (shell, what its script starts or is recognised by)
+    let rows = [
+        ("bash", "_headroom()"),
+        ("zsh", "#compdef headroom"),
+        ("fish", "complete -c headroom"),
+    ];
+    for (shell, marker) in rows {
+        let out = run(&["completions", shell]).await;
+        assert!(out.status.success(), "{shell}");
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert!(text.contains(marker), "{shell}: {}", &text[..text.len().min(300)]);
+        for sub in ["status", "simulate", "completions"] {
+            assert!(text.contains(sub), "{shell} completes {sub}");
+        }
+    }
+    let bad = run(&["completions", "tcsh"]).await;
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("invalid value 'tcsh'"));
+}
+
+/// `kubectl headroom …`: the binary on PATH as `kubectl-headroom` is found by the real kubectl,
+/// which hands it every argument, `--context` and `-n` included.
+#[tokio::test]
+async fn kubectl_finds_the_plugin_and_passes_context_and_namespace() {
+    support::install_crypto();
+    let dir = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(BIN, dir.path().join("kubectl-headroom")).unwrap();
+    let path = format!(
+        "{}:{}",
+        dir.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let kubectl = |args: &[&str]| {
+        tokio::process::Command::new("kubectl")
+            .arg("headroom")
+            .args(args)
+            .env("PATH", &path)
+            .env_remove("HEADROOM_CONFIG")
+            .env_remove("KUBECONFIG")
+            .output()
+    };
+    let seed = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/seed-cluster.yaml");
+    let s = json_of(
+        &kubectl(&["status", "--snapshot", seed, "-o", "json"])
+            .await
+            .unwrap(),
+    );
+    assert_eq!(s["nodes"].as_array().unwrap().len(), 7);
+
+    // Two contexts: the current one points nowhere, `--context` picks the stand-in.
+    let api = support::apiserver::ApiServer::start().await;
+    for item in support::cluster(&[3, 1]) {
+        api.apply(item);
+    }
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: stand-in\n  cluster: {{server: \"{}\"}}\n\
+             - name: gone\n  cluster: {{server: \"http://127.0.0.1:{}\"}}\n\
+             users:\n- name: u\n  user: {{token: test}}\ncontexts:\n\
+             - name: lab\n  context: {{cluster: stand-in, user: u}}\n\
+             - name: old\n  context: {{cluster: gone, user: u}}\ncurrent-context: old\n",
+            api.url(),
+            support::free_port()
+        ),
+    )
+    .unwrap();
+    let kc = kubeconfig.to_str().unwrap();
+    let live = ["status", "--kubeconfig", kc, "--sync-timeout", "5s", "-o", "json"];
+    let s = json_of(
+        &kubectl(&[&live[..], &["--context", "lab", "-n", "headroom-lab"]].concat())
+            .await
+            .unwrap(),
+    );
+    assert_eq!(s["nodes"].as_array().unwrap().len(), 2, "{s}");
+    // The persisted windows are read from the namespace -n names.
+    assert!(
+        api.requests()
+            .iter()
+            .any(|r| r.contains("/namespaces/headroom-lab/configmaps/headroom-windows")),
+        "{:?}",
+        api.requests()
+    );
+    let old = kubectl(&live).await.unwrap();
+    assert!(!old.status.success(), "the current context reaches nothing");
+}
+
+/// The README's picture is what `simulate --plot` draws today, and it is an SVG with the four
+/// panels and a line per policy in each.
+#[tokio::test]
+async fn the_readme_plot_is_what_simulate_draws() {
+    let dir = tempfile::tempdir().unwrap();
+    let svg = dir.path().join("incident.svg");
+    let scenario = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/scenarios/incident-2026-05-26.yaml"
+    );
+    let out = run(&[
+        "simulate",
+        "--scenario",
+        scenario,
+        "--plot",
+        svg.to_str().unwrap(),
+    ])
+    .await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let drawn = std::fs::read_to_string(&svg).unwrap();
+    assert!(drawn.starts_with("<svg") && drawn.trim_end().ends_with("</svg>"));
+    for panel in [
+        "schedulable nodes",
+        "pods waiting",
+        "free block slots under the soft cap",
+        "block volumes on the fullest node",
+    ] {
+        assert!(drawn.contains(panel), "{panel}");
+    }
+    // Per panel, each policy's line and its legend entry, in the policy's colour.
+    for colour in ["#1F77B4", "#D62728"] {
+        let drawn_in = drawn.matches(&format!("stroke=\"{colour}\"")).count();
+        assert_eq!(drawn_in, 4 * 2, "{colour}");
+    }
+    let committed = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docs/img/incident-2026-05-26.svg"
+    ))
+    .unwrap();
+    assert!(
+        drawn == committed,
+        "docs/img/incident-2026-05-26.svg is stale: run `headroom simulate --scenario examples/scenarios/incident-2026-05-26.yaml --plot docs/img/incident-2026-05-26.svg`"
+    );
+}

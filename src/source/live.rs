@@ -48,22 +48,35 @@ pub enum LiveError {
     },
 }
 
-/// A client from `--kubeconfig`, or inferred (KUBECONFIG, ~/.kube/config, in-cluster).
-pub async fn client(kubeconfig: Option<&Path>) -> Result<Client, LiveError> {
-    let config = match kubeconfig {
-        Some(path) => {
+/// A client from `--kubeconfig` and `--context`, or inferred (KUBECONFIG, ~/.kube/config,
+/// in-cluster).
+pub async fn client(kubeconfig: Option<&Path>, context: Option<&str>) -> Result<Client, LiveError> {
+    let options = kube::config::KubeConfigOptions {
+        context: context.map(str::to_owned),
+        ..Default::default()
+    };
+    let config = match (kubeconfig, context) {
+        (Some(path), _) => {
             let kc = kube::config::Kubeconfig::read_from(path).map_err(|source| LiveError::Kubeconfig {
                 path: path.display().to_string(),
                 source,
             })?;
-            kube::Config::from_custom_kubeconfig(kc, &Default::default())
+            kube::Config::from_custom_kubeconfig(kc, &options)
                 .await
                 .map_err(|source| LiveError::Kubeconfig {
                     path: path.display().to_string(),
                     source,
                 })?
         }
-        None => kube::Config::infer().await.map_err(LiveError::Infer)?,
+        (None, Some(_)) => {
+            kube::Config::from_kubeconfig(&options)
+                .await
+                .map_err(|source| LiveError::Kubeconfig {
+                    path: "KUBECONFIG or ~/.kube/config".into(),
+                    source,
+                })?
+        }
+        (None, None) => kube::Config::infer().await.map_err(LiveError::Infer)?,
     };
     Client::try_from(config).map_err(LiveError::Client)
 }

@@ -45,7 +45,7 @@ pub async fn open(source: &SourceArgs, listing: Listing) -> anyhow::Result<Loade
             client: None,
         });
     }
-    let client = live::client(source.kubeconfig.as_deref()).await?;
+    let client = live::client(source.kubeconfig.as_deref(), source.context.as_deref()).await?;
     let index = SharedIndex::default();
     let watches = tokio::spawn(live::watch_all(client.clone(), index.clone()));
     if listing == Listing::Wait && !index.wait_synced(source.sync_timeout).await {

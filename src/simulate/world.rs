@@ -1,39 +1,24 @@
-//! `headroom simulate`: a discrete-event replay of a scenario on a snapshot, one second per step.
-//!
-//! The proactive policy runs headroom's own decisions — admission, extender filter/prioritize,
-//! bind, the planner on the projection — on a simulated clock. The reactive policy is
-//! kproximate's: the default scheduler (memory fit and the CSINode attach limit, least
-//! allocated first, no spread by volumes), and every 10 s one VM of a fixed size when a pod is
-//! Pending and none is booting. Pods whose volume would be a node's 25th attach get stuck in
-//! ContainerCreating, as in the seed incident: they count as waiting for the whole run.
-//!
-//! Scale-down follows each side's rule too: headroom drains the node its planner picks once the
-//! `scaleDown` conditions have held for `for:` and keeps the VM as a cold spare (action
-//! `shutdown`), which the next scale-up starts instead of cloning; kproximate removes one of
-//! the nodes it made as soon as the others' allocatable covers its requests with 20% headroom,
-//! and deletes the VM. While nothing waits and nothing boots, time advances to the next event
-//! and the planner runs every hour, which is what makes a month cheap to replay.
+//! The simulated world: a cluster that answers back. VMs clone and boot, CSI registers late,
+//! drains take time, evicted pods are placed again, attaches fail from a VM's 25th LUN; faults,
+//! restarts and short host memory can be injected. It checks the closed loop's invariants as
+//! it runs.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    path::{Path, PathBuf},
     time::Duration,
 };
 
-use serde::{Deserialize, Serialize};
-
 use crate::{
-    config::{Config, Period, ScaleDownAction},
+    config::{Config, ScaleDownAction},
     decide::{
         accounting::{self, Reservations, Settings},
-        actuation::{Accepted, ActuatorStatus, FailureReason, OutcomeKind, Phase, Planned},
+        actuation::{ActuatorStatus, FailureReason, OutcomeKind, Phase},
         admission::{self, Outcome, Outlook},
         extender,
         placement::{BlockDemand, Placement, pod_block_keys},
         planner,
-        projection::{AdmittedDemand, VmCapacity, Windows},
+        projection::{VmCapacity, Windows},
         rebalance::{self, MoveResult, PodMove},
-        tick::{self, TickInput},
         time::Timestamp,
     },
     index::ClusterState,
@@ -43,335 +28,85 @@ use crate::{
     },
 };
 
+use super::{
+    policy::Policy,
+    report::{Report, Sample},
+    scenario::{CreatePods, DeletePods, Scenario},
+};
+
 /// From this many block volumes on one VM, attaches fail (the harden-proxmox-csi design: safe
 /// up to 24, fails from 25).
-const ATTACH_FAILS_FROM: i64 = 25;
+pub(super) const ATTACH_FAILS_FROM: i64 = 25;
 /// kproximate's poll interval, and headroom's planning interval.
-const TICK: u64 = 10;
+pub(super) const TICK: u64 = 10;
 /// How far time jumps while nothing changes: the `for:` windows it delays are days long.
-const IDLE_STEP: u64 = 360 * TICK;
-/// kproximate's `loadHeadroom` (its minimum, and default).
-const KPROXIMATE_LOAD_HEADROOM: f64 = 0.2;
+pub(super) const IDLE_STEP: u64 = 360 * TICK;
 
-#[derive(Debug, thiserror::Error)]
-pub enum SimulateError {
-    #[error("{file}: {reason}")]
-    Scenario { file: String, reason: String },
-    #[error(transparent)]
-    Snapshot(#[from] crate::source::file::SnapshotError),
-}
-
-/// A scenario file.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct Scenario {
-    /// The snapshot to start from, relative to the scenario file.
-    pub snapshot: Option<String>,
-    /// The headroom config, relative to the scenario file, when `--config` names none.
-    pub config: Option<String>,
-    #[serde(default = "default_duration")]
-    pub duration: Period,
-    /// VM clone/boot to Node Ready (the runbook's 3–5 minutes).
-    #[serde(default = "default_boot")]
-    pub vm_boot_time: Period,
-    /// The clone's share of `vmBootTime`: one clone at a time, the next may start once the
-    /// previous VM boots.
-    #[serde(default = "default_clone")]
-    pub clone_time: Period,
-    /// A stopped cold spare to Node Ready: boot and join, no clone.
-    #[serde(default = "default_spare_boot")]
-    pub cold_spare_boot_time: Period,
-    /// Node Ready to its CSINode listing the block driver with a count (proxmox-csi's node
-    /// plugin starting): until then the node holds no block volume.
-    #[serde(default = "default_csi_delay")]
-    pub csi_registration_delay: Period,
-    /// Cordon to Node deleted: evictions, PodDisruptionBudgets, volumes detaching.
-    #[serde(default = "default_drain_time")]
-    pub drain_time: Period,
-    /// Memory free on the Proxmox hosts for worker VMs (a quantity; default: unlimited). Each
-    /// VM headroom starts takes its configured memory; one shut down gives it back.
-    #[serde(default)]
-    pub host_memory_free: Option<String>,
-    pub events: Vec<Event>,
-}
-
-fn default_duration() -> Period {
-    Period(Duration::from_secs(2 * 3600))
-}
-fn default_boot() -> Period {
-    Period(Duration::from_secs(240))
-}
-fn default_spare_boot() -> Period {
-    Period(Duration::from_secs(120))
-}
-fn default_clone() -> Period {
-    Period(Duration::from_secs(60))
-}
-fn default_csi_delay() -> Period {
-    Period(Duration::from_secs(10))
-}
-fn default_drain_time() -> Period {
-    Period(Duration::from_secs(60))
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct Event {
-    pub at: Period,
-    #[serde(default)]
-    pub create_pods: Option<CreatePods>,
-    #[serde(default)]
-    pub delete_pods: Option<DeletePods>,
-    #[serde(default)]
-    pub lose_node: Option<String>,
-    /// The next `times` provision attempts fail for `reason`.
-    #[serde(default)]
-    pub fault: Option<Fault>,
-    /// headroom restarts: its status is rebuilt from Proxmox and what it persisted.
-    #[serde(default)]
-    pub restart: bool,
-    /// The Proxmox hosts' free memory for worker VMs becomes this (something else took it).
-    #[serde(default)]
-    pub host_memory_free: Option<String>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct Fault {
-    pub reason: FaultReason,
-    #[serde(default = "one")]
-    pub times: u32,
-}
-
-fn one() -> u32 {
-    1
-}
-
-/// The failures a scenario can inject into provisioning.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
-pub enum FaultReason {
-    /// PVE unreachable or 595/596: retried after a short backoff.
-    Transient,
-    /// A clone or start task fails (a VM is left, marked failed).
-    Task,
-    /// 401/403.
-    Credentials,
-}
-
-impl FaultReason {
-    fn reason(self) -> FailureReason {
-        match self {
-            FaultReason::Transient => FailureReason::Transient,
-            FaultReason::Task => FailureReason::Task,
-            FaultReason::Credentials => FailureReason::Credentials,
-        }
-    }
-}
-
-/// `count` pods named `<prefix>-<i>`, one every `every` (0: all at once, a Parallel StatefulSet).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct CreatePods {
-    pub count: u32,
-    pub prefix: String,
-    #[serde(default = "default_namespace")]
-    pub namespace: String,
-    #[serde(default)]
-    pub every: Period,
-    #[serde(default = "default_memory")]
-    pub memory: String,
-    /// New block claims per pod (its own PVCs, created with it).
-    #[serde(default)]
-    pub block_volumes: u32,
-    #[serde(default = "default_class")]
-    pub storage_class: String,
-}
-
-fn default_namespace() -> String {
-    "default".into()
-}
-fn default_memory() -> String {
-    "512Mi".into()
-}
-fn default_class() -> String {
-    "proxmox-lvm".into()
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct DeletePods {
-    pub prefix: String,
-    /// Delete their claims (and volumes) too, not only detach them (a workload retired, not
-    /// scaled to zero).
-    #[serde(default)]
-    pub delete_claims: bool,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Policy {
-    Proactive,
-    Reactive,
-}
-
-/// What happened.
-#[derive(Debug, Clone, Default, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Report {
-    pub policy: String,
-    pub pending_pod_seconds: u64,
-    pub scale_ups: u32,
-    /// Nodes drained and removed.
-    pub scale_downs: u32,
-    /// Stopped VMs kept as cold spares at the end.
-    pub cold_spares: u32,
-    /// Schedulable nodes at the end.
-    pub nodes: u32,
-    pub denied_requests: u32,
-    pub max_node_block_volumes: i64,
-    /// Max − min block volumes over schedulable nodes at the end.
-    pub spread: i64,
-    /// Pods stuck in ContainerCreating (a failed attach) at the end.
-    pub stuck_pods: u32,
-    /// Pods moved off a node (rebalancing, LUN-cap incidents) whose replacement was placed.
-    pub moves: u32,
-    /// The longest a moved pod waited for a node, in seconds.
-    pub longest_move_wait: u64,
-    pub pods_running: u32,
-    /// Provisions that ended without a node (headroom's count; the world checks it).
-    pub provision_failures: u32,
-    /// Broken invariants (proactive policy): must stay empty.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub violations: Vec<String>,
-    pub timeline: Vec<(u64, String)>,
-}
-
-/// Where a scenario's snapshot and config are, resolved against its file.
-#[derive(Debug, Clone, Default)]
-pub struct ScenarioFiles {
-    pub snapshot: Option<PathBuf>,
-    pub config: Option<PathBuf>,
-}
-
-impl Scenario {
-    pub fn load(path: &Path) -> Result<(Self, ScenarioFiles), SimulateError> {
-        let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| SimulateError::Scenario {
-            file: file.clone(),
-            reason: e.to_string(),
-        })?;
-        let value: serde_json::Value =
-            serde_saphyr::from_str(&text).map_err(|e| SimulateError::Scenario {
-                file: file.clone(),
-                reason: e.to_string(),
-            })?;
-        let scenario: Scenario =
-            serde_path_to_error::deserialize(value).map_err(|e| SimulateError::Scenario {
-                file: file.clone(),
-                reason: format!("key `{}`: {}", e.path(), e.inner()),
-            })?;
-        for (i, e) in scenario.events.iter().enumerate() {
-            let actions = [
-                e.create_pods.is_some(),
-                e.delete_pods.is_some(),
-                e.lose_node.is_some(),
-                e.fault.is_some(),
-                e.restart,
-                e.host_memory_free.is_some(),
-            ];
-            if actions.iter().filter(|a| **a).count() != 1 {
-                return Err(SimulateError::Scenario {
-                    file,
-                    reason: format!(
-                        "events[{i}]: exactly one of createPods, deletePods, loseNode, fault, restart, hostMemoryFree"
-                    ),
-                });
-            }
-        }
-        let quantities = std::iter::once(&scenario.host_memory_free)
-            .chain(scenario.events.iter().map(|e| &e.host_memory_free));
-        for q in quantities.flatten() {
-            if let Err(e) = quantity::parse_scaled(q, 1) {
-                return Err(SimulateError::Scenario {
-                    file,
-                    reason: format!("hostMemoryFree: {}", e.0),
-                });
-            }
-        }
-        let dir = path.parent().unwrap_or(Path::new("."));
-        let files = ScenarioFiles {
-            snapshot: scenario.snapshot.as_ref().map(|s| dir.join(s)),
-            config: scenario.config.as_ref().map(|c| dir.join(c)),
-        };
-        Ok((scenario, files))
-    }
-}
-
-struct Sim<'a> {
-    config: &'a Config,
-    policy: Policy,
-    state: ClusterState,
+pub(super) struct Sim<'a> {
+    pub(super) config: &'a Config,
+    pub(super) policy: Policy,
+    pub(super) state: ClusterState,
     /// Pod → seconds it has waited (Pending, or stuck).
-    waiting: BTreeMap<(String, String), u64>,
-    stuck: BTreeSet<(String, String)>,
-    booting: Vec<(u64, String)>,
+    pub(super) waiting: BTreeMap<(String, String), u64>,
+    pub(super) stuck: BTreeSet<(String, String)>,
+    pub(super) booting: Vec<(u64, String)>,
     /// Stopped VMs a scale-up starts before it clones.
-    spares: Vec<String>,
+    pub(super) spares: Vec<String>,
     /// Nodes the autoscaler made (kproximate removes only those).
-    autoscaled: BTreeSet<String>,
-    report: Report,
+    pub(super) autoscaled: BTreeSet<String>,
+    pub(super) report: Report,
     /// The proactive side's durable windows (they survive a restart, as persisted).
-    windows: Windows,
+    pub(super) windows: Windows,
     /// The proactive side's actuator state, driven by the production state machine.
-    status: ActuatorStatus,
+    pub(super) status: ActuatorStatus,
     /// Provisions under way (proactive): one cloning at most, any number booting.
-    provisions: Vec<Provision>,
+    pub(super) provisions: Vec<Provision>,
     /// The actuator generation the last plan was made on: a change asks for a fresh plan.
-    planned_on: u64,
+    pub(super) planned_on: u64,
     /// The one drain under way (proactive).
-    drain: Option<Drain>,
+    pub(super) drain: Option<Drain>,
     /// Failures the scenario injects into the next provision attempts.
-    faults: std::collections::VecDeque<FailureReason>,
+    pub(super) faults: std::collections::VecDeque<FailureReason>,
     /// Failures the world caused (injected or host memory short): each must be counted once.
-    failures_caused: u64,
+    pub(super) failures_caused: u64,
     /// Failures counted by actuators that have since restarted.
-    failures_counted_before: u64,
+    pub(super) failures_counted_before: u64,
     /// Host memory left for worker VMs (None: unlimited).
-    host_free: Option<i64>,
+    pub(super) host_free: Option<i64>,
     /// Pods a drain evicted and when, until they are placed again: (since, drained node).
-    evicted: BTreeMap<(String, String), (u64, String)>,
+    pub(super) evicted: BTreeMap<(String, String), (u64, String)>,
     /// When the scenario last created demand (pods or claims).
-    last_demand_at: Option<u64>,
+    pub(super) last_demand_at: Option<u64>,
     /// When each removal started.
-    removals: Vec<u64>,
+    pub(super) removals: Vec<u64>,
     /// The pod being moved and when it left its node.
-    moving: Option<((String, String), u64)>,
+    pub(super) moving: Option<((String, String), u64)>,
 }
 
 /// A provision the world carries out: the clone ends (the VM boots) at `booting_at`, the Node
 /// is Ready at `ready_at`, its CSI registers at `registered_at`.
-struct Provision {
-    vm: String,
-    booting_at: u64,
-    ready_at: u64,
-    registered_at: u64,
+pub(super) struct Provision {
+    pub(super) vm: String,
+    pub(super) booting_at: u64,
+    pub(super) ready_at: u64,
+    pub(super) registered_at: u64,
 }
 
 /// A drain the world carries out: the node is deleted at `until`.
-struct Drain {
-    node: String,
-    until: u64,
-    reason: String,
+pub(super) struct Drain {
+    pub(super) node: String,
+    pub(super) until: u64,
+    pub(super) reason: String,
 }
 
 /// A pod evicted by a drain must be running again within this long.
-const STRANDED_AFTER: u64 = 900;
+pub(super) const STRANDED_AFTER: u64 = 900;
 
 /// The simulated clock's start: the moment of second 0 (its value matters only to the
 /// timestamps the decisions compare).
-const EPOCH: Timestamp = Timestamp(1_780_000_000_000);
+pub(super) const EPOCH: Timestamp = Timestamp(1_780_000_000_000);
 
-fn at(t: u64) -> Timestamp {
+pub(super) fn at(t: u64) -> Timestamp {
     EPOCH.plus(Duration::from_secs(t))
 }
 
@@ -455,6 +190,7 @@ pub fn run(scenario: &Scenario, state: ClusterState, config: &Config, policy: Po
             sim.autoscale(t, scenario);
         }
         sim.check_stranded(t);
+        sim.sample(t, changed);
         let busy = !sim.booting.is_empty()
             || !sim.provisions.is_empty()
             || sim.drain.is_some()
@@ -483,12 +219,12 @@ pub fn run(scenario: &Scenario, state: ClusterState, config: &Config, policy: Po
 }
 
 impl Sim<'_> {
-    fn view(&self) -> accounting::ClusterView {
+    pub(super) fn view(&self) -> accounting::ClusterView {
         accounting::account(&self.state, &Settings::from(self.config), &Reservations::new())
     }
 
     /// VMs on their way: booting (reactive) or the actuator's intents (proactive).
-    fn incoming(&self) -> i64 {
+    pub(super) fn incoming(&self) -> i64 {
         match self.policy {
             Policy::Reactive => self.booting.len() as i64,
             Policy::Proactive => self.status.incoming_vms(),
@@ -496,7 +232,7 @@ impl Sim<'_> {
     }
 
     /// Creates a pod and its claims; under the proactive policy the webhook may deny them.
-    fn create_pod(&mut self, t: u64, c: &CreatePods, i: u32) -> bool {
+    pub(super) fn create_pod(&mut self, t: u64, c: &CreatePods, i: u32) -> bool {
         self.last_demand_at = Some(t);
         let name = format!("{}-{i}", c.prefix);
         let claims: Vec<String> = (0..c.block_volumes).map(|v| format!("data{v}-{name}")).collect();
@@ -557,7 +293,7 @@ impl Sim<'_> {
     }
 
     /// Deletes pods by name prefix; their volumes detach (and go, with `deleteClaims`).
-    fn delete_pods(&mut self, t: u64, d: &DeletePods) {
+    pub(super) fn delete_pods(&mut self, t: u64, d: &DeletePods) {
         let gone: Vec<(String, String)> = self
             .state
             .pods
@@ -593,7 +329,7 @@ impl Sim<'_> {
             .push((t, format!("deleted {} pods {}*{what}", gone.len(), d.prefix)));
     }
 
-    fn lose_node(&mut self, t: u64, node: &str) {
+    pub(super) fn lose_node(&mut self, t: u64, node: &str) {
         let evicted = self.evict_all(node);
         self.report
             .timeline
@@ -601,7 +337,7 @@ impl Sim<'_> {
     }
 
     /// Takes `node` out of the cluster: its attachments go and its pods wait for a new node.
-    fn evict_all(&mut self, node: &str) -> usize {
+    pub(super) fn evict_all(&mut self, node: &str) -> usize {
         self.state.nodes.remove(node);
         self.state.csi_nodes.remove(node);
         self.autoscaled.remove(node);
@@ -622,18 +358,8 @@ impl Sim<'_> {
         evicted
     }
 
-    /// kproximate drains and removes `node` at once and deletes its VM.
-    fn remove_node(&mut self, t: u64, node: &str, why: &str) {
-        let evicted = self.evict_all(node);
-        self.report.scale_downs += 1;
-        self.report.timeline.push((
-            t,
-            format!("scale-down: {node} drained ({evicted} pods evicted), VM deleted ({why})"),
-        ));
-    }
-
     /// Nodes whose VM finished booting join; true when one did.
-    fn boot(&mut self, t: u64) -> bool {
+    pub(super) fn boot(&mut self, t: u64) -> bool {
         let ready: Vec<String> = self
             .booting
             .iter()
@@ -650,113 +376,9 @@ impl Sim<'_> {
         joined
     }
 
-    /// kproximate clones `count` VMs (it keeps no spares).
-    fn add_vms(&mut self, t: u64, scenario: &Scenario, count: i64, why: &str) {
-        for _ in 0..count {
-            let name = self.free_name();
-            self.booting
-                .push((t + scenario.vm_boot_time.0.as_secs(), name.clone()));
-            self.autoscaled.insert(name.clone());
-            self.report.scale_ups += 1;
-            self.report
-                .timeline
-                .push((t, format!("scale-up: {name} cloned ({why})")));
-        }
-    }
-
-    fn autoscale(&mut self, t: u64, scenario: &Scenario) {
-        let room = planner::room_for_vms(self.config, self.state.nodes.len(), self.booting.len() as i64);
-        match self.policy {
-            Policy::Reactive => {
-                // kproximate sees only Pending pods that fit no node; stuck ones are "running".
-                let pending = self.waiting.keys().any(|id| !self.stuck.contains(id));
-                if pending && self.booting.is_empty() && room > 0 {
-                    self.add_vms(t, scenario, 1, "pending pods");
-                } else if !pending
-                    && self.booting.is_empty()
-                    && let Some((node, why)) = self.kproximate_scale_down_target()
-                {
-                    self.remove_node(t, &node, &why);
-                }
-            }
-            Policy::Proactive => self.plan_and_act(t, scenario),
-        }
-    }
-
-    /// One planning tick and what the actuator's state machine makes of its plan, with the
-    /// invariants checked on the way.
-    fn plan_and_act(&mut self, t: u64, scenario: &Scenario) {
-        let view = self.view();
-        let reservations = Reservations::new();
-        let tick = tick::tick(
-            &TickInput {
-                state: &self.state,
-                view: &view,
-                reservations: &reservations,
-                config: self.config,
-                admitted: AdmittedDemand::default(),
-                actuator: &self.status,
-            },
-            &mut self.windows,
-            at(t),
-        );
-        let planned = Planned {
-            basis: tick.basis,
-            plan: tick.plan.clone(),
-        };
-        let before = self.status.incoming_vms();
-        let capacity = VmCapacity::from_config(self.config);
-        let accepted = self.status.accept(&planned, capacity, at(t), false);
-        let after = self.status.incoming_vms();
-        if after > before {
-            // Zero slack: never more on its way than the fewest that clear the triggers and
-            // hold the pending pods, as a tick made now counts them.
-            let needed = tick
-                .sizing
-                .vms_needed
-                .unwrap_or(before + tick.sizing.room_for_vms);
-            if after > needed {
-                self.violation(t, format!("{after} VMs on their way, {needed} needed"));
-            }
-            let window = self.config.scale_down.r#for.0.as_secs();
-            if let Some(r) = self.removals.last().copied()
-                && t - r < window
-                && self.last_demand_at.is_none_or(|d| d <= r)
-                && tick.sizing.unfit_pods == 0
-            {
-                self.violation(
-                    t,
-                    format!(
-                        "a scale-up {}s after the removal at {r}s, with no demand since",
-                        t - r
-                    ),
-                );
-            }
-        }
-        if let Accepted::Evict(m) = &accepted {
-            self.start_move(t, m);
-        }
-        if let Accepted::Remove {
-            node,
-            reason,
-            singletons,
-        } = accepted
-        {
-            if !singletons.is_empty() {
-                self.report.timeline.push((
-                    t,
-                    format!("singletons named before the drain: {}", singletons.join(", ")),
-                ));
-            }
-            self.start_drain(t, scenario, &node, &reason);
-        }
-        self.start_next(t, scenario);
-        self.planned_on = self.status.generation;
-    }
-
     /// Evicts a moved pod: its volumes detach from its node and it waits for the scheduler,
     /// as a controller's replacement would.
-    fn start_move(&mut self, t: u64, m: &PodMove) {
+    pub(super) fn start_move(&mut self, t: u64, m: &PodMove) {
         let id = (m.namespace.clone(), m.name.clone());
         let Some(pod) = self.state.pods.get(&id).cloned() else {
             return;
@@ -810,7 +432,7 @@ impl Sim<'_> {
     }
 
     /// The move under way settles once its pod runs elsewhere (the production rule).
-    fn settle_move(&mut self, t: u64) -> bool {
+    pub(super) fn settle_move(&mut self, t: u64) -> bool {
         let Some(moving) = self.status.moving.clone() else {
             return false;
         };
@@ -841,61 +463,13 @@ impl Sim<'_> {
         true
     }
 
-    fn violation(&mut self, t: u64, what: String) {
+    pub(super) fn violation(&mut self, t: u64, what: String) {
         self.report.timeline.push((t, format!("VIOLATION: {what}")));
         self.report.violations.push(format!("{t}s: {what}"));
     }
 
-    /// Starts the next queued intent if the state machine lets one start: a cold spare when
-    /// the host has the memory, else a clone; an injected fault fails it instead.
-    fn start_next(&mut self, t: u64, scenario: &Scenario) {
-        let Some(index) = self.status.next_to_start(at(t)) else {
-            return;
-        };
-        self.status.progress(index, Phase::Cloning, None, at(t));
-        let memory = VmCapacity::from_config(self.config).memory_bytes;
-        let fault = self.faults.pop_front().or_else(|| {
-            self.host_free
-                .is_some_and(|free| free < memory)
-                .then_some(FailureReason::NoCapacity)
-        });
-        if let Some(reason) = fault {
-            self.failures_caused += 1;
-            let detail = format!("provision failed ({})", reason.as_str());
-            self.report.timeline.push((t, detail.clone()));
-            let left = (reason == FailureReason::Task).then_some("failed-vm");
-            self.status.failed(index, reason, left, detail, at(t));
-            return;
-        }
-        if let Some(free) = &mut self.host_free {
-            *free -= memory;
-        }
-        let reason = self.status.intents[index].reason.clone();
-        let (name, boot, clone, how) = match self.spares.pop() {
-            Some(spare) => (spare, scenario.cold_spare_boot_time, 0, "cold spare started"),
-            None => {
-                let clone = scenario.clone_time.0.min(scenario.vm_boot_time.0).as_secs();
-                (self.free_name(), scenario.vm_boot_time, clone, "cloned")
-            }
-        };
-        self.status.progress(index, Phase::Starting, Some(&name), at(t));
-        let ready_at = t + boot.0.as_secs();
-        self.provisions.push(Provision {
-            vm: name.clone(),
-            booting_at: t + clone,
-            ready_at,
-            registered_at: ready_at + scenario.csi_registration_delay.0.as_secs(),
-        });
-        // A started spare boots at once: it is joining from now on.
-        self.progress(t);
-        self.report.scale_ups += 1;
-        self.report
-            .timeline
-            .push((t, format!("scale-up: {name} {how} ({reason})")));
-    }
-
     /// A worker name no node, spare or boot uses.
-    fn free_name(&self) -> String {
+    pub(super) fn free_name(&self) -> String {
         let pattern = self
             .config
             .proxmox
@@ -913,7 +487,7 @@ impl Sim<'_> {
     }
 
     /// The provisions and the drain under way move on; true when the cluster changed.
-    fn progress(&mut self, t: u64) -> bool {
+    pub(super) fn progress(&mut self, t: u64) -> bool {
         let mut changed = false;
         let due: Vec<(String, u64, u64, u64)> = self
             .provisions
@@ -962,7 +536,7 @@ impl Sim<'_> {
     }
 
     /// Cordons `node` and evicts what a drain evicts; the Node goes at the drain's end.
-    fn start_drain(&mut self, t: u64, scenario: &Scenario, node: &str, reason: &str) {
+    pub(super) fn start_drain(&mut self, t: u64, scenario: &Scenario, node: &str, reason: &str) {
         if let Some(r) = self.removals.last().copied() {
             let window = self.config.scale_down.r#for.0.as_secs();
             if t - r < window {
@@ -1015,7 +589,7 @@ impl Sim<'_> {
     }
 
     /// The drained node goes; its VM is kept as a cold spare (`shutdown`) or deleted.
-    fn finish_drain(&mut self, t: u64, node: &str, reason: &str) {
+    pub(super) fn finish_drain(&mut self, t: u64, node: &str, reason: &str) {
         // What stays on a drained node (DaemonSet and static pods) goes with it.
         self.state
             .pods
@@ -1046,7 +620,7 @@ impl Sim<'_> {
     }
 
     /// A pod's volumes detach from `node` (its attachments go).
-    fn detach(&mut self, pod: &PodInfo, node: &str) {
+    pub(super) fn detach(&mut self, pod: &PodInfo, node: &str) {
         for claim in &pod.claims {
             let pv = self
                 .state
@@ -1062,7 +636,7 @@ impl Sim<'_> {
     }
 
     /// Pods a drain evicted that have waited too long to run again.
-    fn check_stranded(&mut self, t: u64) {
+    pub(super) fn check_stranded(&mut self, t: u64) {
         if self.policy != Policy::Proactive {
             return;
         }
@@ -1089,7 +663,7 @@ impl Sim<'_> {
 
     /// headroom restarts: the status is rebuilt from Proxmox (a VM in flight is resumed,
     /// queued intents are gone) and from what it persisted (windows, last scale times).
-    fn restart(&mut self, t: u64) {
+    pub(super) fn restart(&mut self, t: u64) {
         let mut status = ActuatorStatus {
             last_scale_up: self.status.last_scale_up,
             last_scale_down: self.status.last_scale_down,
@@ -1122,7 +696,7 @@ impl Sim<'_> {
 
     /// Adds or updates `name`'s Node (Ready) and CSINode (the block driver, with `count` once
     /// registered).
-    fn join(&mut self, name: &str, count: Option<i64>) {
+    pub(super) fn join(&mut self, name: &str, count: Option<i64>) {
         let vm = VmCapacity::from_config(self.config);
         self.state.nodes.insert(
             name.to_owned(),
@@ -1145,7 +719,7 @@ impl Sim<'_> {
     }
 
     /// The attach limit of the cluster's workers.
-    fn hard_cap(&self) -> i64 {
+    pub(super) fn hard_cap(&self) -> i64 {
         self.state
             .csi_nodes
             .values()
@@ -1155,60 +729,12 @@ impl Sim<'_> {
     }
 
     /// One worker VM's CPU in millicores (its configured cores; 8 without a `proxmox:` section).
-    fn vm_cpu_millis(&self) -> i64 {
+    pub(super) fn vm_cpu_millis(&self) -> i64 {
         self.config.proxmox.as_ref().map_or(8, |p| i64::from(p.vm.cores)) * 1000
     }
 
-    /// kproximate's `AssessScaleDown`: with A the requests of pods on the nodes it made, T the
-    /// allocatable of every schedulable worker and n one VM, remove one when A·(1+h) < T − n for
-    /// memory and CPU; the node with the smallest requests relative to a VM goes.
-    fn kproximate_scale_down_target(&self) -> Option<(String, String)> {
-        if self.autoscaled.is_empty() {
-            return None;
-        }
-        let view = self.view();
-        let vm = VmCapacity::from_config(self.config);
-        let vm_cpu = self.vm_cpu_millis();
-        let workers: Vec<&accounting::NodeUsage> = view.schedulable().collect();
-        let ours: Vec<&accounting::NodeUsage> = workers
-            .iter()
-            .copied()
-            .filter(|n| self.autoscaled.contains(&n.name))
-            .collect();
-        let sum = |nodes: &[&accounting::NodeUsage], f: fn(&accounting::NodeUsage) -> i64| {
-            nodes.iter().map(|n| f(n) as f64).sum::<f64>()
-        };
-        // A = 0 always passes; else A·(1+h) < T − n.
-        let fits = |requested: f64, allocatable: f64, size: i64| {
-            requested == 0.0 || requested * (1.0 + KPROXIMATE_LOAD_HEADROOM) < allocatable - size as f64
-        };
-        let memory_ok = fits(
-            sum(&ours, |n| n.memory_requested_bytes),
-            sum(&workers, |n| n.memory_allocatable_bytes),
-            vm.memory_bytes,
-        );
-        let cpu_ok = fits(
-            sum(&ours, |n| n.cpu_requested_millis),
-            sum(&workers, |n| n.cpu_allocatable_millis),
-            vm_cpu,
-        );
-        if !(memory_ok && cpu_ok) {
-            return None;
-        }
-        let load = |n: &accounting::NodeUsage| {
-            n.cpu_requested_millis as f64 / vm_cpu as f64
-                + n.memory_requested_bytes as f64 / vm.memory_bytes as f64
-        };
-        ours.iter().min_by(|a, b| load(a).total_cmp(&load(b))).map(|n| {
-            (
-                n.name.clone(),
-                "requests fit the other nodes with 20% headroom".to_owned(),
-            )
-        })
-    }
-
     /// Places waiting pods, first come first served; true when one was placed.
-    fn schedule(&mut self, t: u64) -> bool {
+    pub(super) fn schedule(&mut self, t: u64) -> bool {
         let waiting: Vec<(String, String)> = self
             .waiting
             .keys()
@@ -1300,7 +826,7 @@ impl Sim<'_> {
     }
 
     /// Binds a pod: its claims get PVs and attachments on the node.
-    fn bind(&mut self, id: &(String, String), node: &str) {
+    pub(super) fn bind(&mut self, id: &(String, String), node: &str) {
         let Some(pod) = self.state.pods.get_mut(id) else {
             return;
         };
@@ -1340,7 +866,24 @@ impl Sim<'_> {
         }
     }
 
-    fn finish(mut self) -> Report {
+    /// Records the cluster for the plot when it changed, and every five minutes anyway.
+    pub(super) fn sample(&mut self, t: u64, changed: bool) {
+        const EVERY: u64 = 300;
+        let due = self.report.series.last().is_none_or(|s| t >= s.t + EVERY);
+        if !changed && !due {
+            return;
+        }
+        let view = self.view();
+        self.report.series.push(Sample {
+            t,
+            schedulable_nodes: view.schedulable().count() as i64,
+            waiting_pods: self.waiting.len() as i64,
+            free_block_slots: view.room() - view.pending_block_claims(),
+            fullest_node: view.max_node_block_volumes(),
+        });
+    }
+
+    pub(super) fn finish(mut self) -> Report {
         let counted = self.failures_counted_before + self.status.failures;
         self.report.provision_failures = counted as u32;
         if counted != self.failures_caused {
@@ -1363,36 +906,5 @@ impl Sim<'_> {
             - self.report.stuck_pods;
         self.report.timeline.sort();
         self.report
-    }
-}
-
-impl Report {
-    pub fn to_table(&self) -> String {
-        let mut out = format!(
-            "policy {}: pending pod-seconds {}, scale-ups {}, scale-downs {}, denied {}, max block volumes on a node {}, spread {}, stuck pods {}; at the end {} nodes, {} cold spares\n",
-            self.policy,
-            self.pending_pod_seconds,
-            self.scale_ups,
-            self.scale_downs,
-            self.denied_requests,
-            self.max_node_block_volumes,
-            self.spread,
-            self.stuck_pods,
-            self.nodes,
-            self.cold_spares,
-        );
-        for v in &self.violations {
-            out.push_str(&format!("  VIOLATION {v}\n"));
-        }
-        for (t, what) in &self.timeline {
-            let clock = format!("{:02}:{:02}:{:02}", t / 3600 % 24, t / 60 % 60, t % 60);
-            let day = if *t >= 86_400 {
-                format!("{}d ", t / 86_400)
-            } else {
-                String::new()
-            };
-            out.push_str(&format!("  {day:>4}{clock}  {what}\n"));
-        }
-        out
     }
 }
