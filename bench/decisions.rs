@@ -250,7 +250,7 @@ fn main() {
         .enable_all()
         .build()
         .expect("a runtime");
-    let (sink, _events) = EventSink::new();
+    let (sink, _events) = EventSink::channel();
     let app = Arc::new(ReadModel::new(
         config.clone(),
         SharedIndex::from_state(state.clone()),

@@ -146,6 +146,8 @@ pub struct ReadModel {
 impl ReadModel {
     pub fn new(config: Config, index: SharedIndex, events: EventSink) -> Self {
         let confirm_within = config.admission.confirm_within.0;
+        let metrics = Metrics::default();
+        let events = events.counting(metrics.events.clone());
         Self {
             views: ViewCache {
                 settings: Settings::from(&config),
@@ -161,7 +163,7 @@ impl ReadModel {
             ghosts: RwLock::default(),
             client: None,
             ledger: Mutex::new(AdmittedLedger::new(confirm_within)),
-            metrics: Metrics::default(),
+            metrics,
             events,
             actuator: watch::channel(ActuatorStatus::default()).1,
             demand_changed: tokio::sync::Notify::new(),

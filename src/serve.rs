@@ -12,7 +12,7 @@ use crate::{
     config::Config,
     decide::actuation::ActuatorStatus,
     durable::{self, Durable},
-    events::{self, EventSink},
+    events::EventSink,
     provisioner::{Actuator, Persistence, Planned},
     read_model::ReadModel,
     server::{
@@ -90,7 +90,19 @@ pub async fn run(config: Config, namespace: String, args: ServeArgs) -> anyhow::
     };
     let tls = server::tls::server_config(reloading, clients)?;
 
-    let (events, event_rx) = EventSink::new();
+    let events = match &client {
+        Some(client) => {
+            let instance = std::env::var("POD_NAME").unwrap_or_else(|_| "headroom".into());
+            EventSink::recording(
+                client.clone(),
+                kube::runtime::events::Reporter {
+                    controller: "headroom".into(),
+                    instance: Some(instance),
+                },
+            )
+        }
+        None => EventSink::logging(),
+    };
     // Windows and scale times as the last process left them: a restart does not start a
     // `for:` window again.
     let store = client.clone().map(|c| durable::Store::new(c, &namespace));
@@ -138,11 +150,6 @@ pub async fn run(config: Config, namespace: String, args: ServeArgs) -> anyhow::
             .await
     });
     tokio::spawn(server::tls::watch(reloads, tls_reload_interval, stop_rx.clone()));
-    let events_task = tokio::spawn(events::run_worker(
-        event_rx,
-        client.clone(),
-        app.metrics.events.clone(),
-    ));
 
     // Provisioning: one planning loop, one actuator, the latest plan between them.
     let pve = match app.config.proxmox.as_ref() {
@@ -189,7 +196,6 @@ pub async fn run(config: Config, namespace: String, args: ServeArgs) -> anyhow::
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(drain_timeout + Duration::from_secs(1), tls_server).await;
     let _ = admin.await;
-    events_task.abort();
     if let Some(dir) = throw_away {
         let _ = std::fs::remove_dir_all(dir);
     }

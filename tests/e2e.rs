@@ -317,7 +317,7 @@ async fn serve_rebalances_one_pod_at_a_time_and_passes_over_a_protected_pod() {
             .is_some_and(|p| p["spec"]["nodeName"] == "n1"),
         "the protected pod stayed"
     );
-    let events = api.objects_under("/api/v1/namespaces/apps/events");
+    let events = api.objects_under("/apis/events.k8s.io/v1/namespaces/apps/events");
     let told = |reason: &str| events.iter().filter(|e| e["reason"] == reason).count();
     assert_eq!(told("HeadroomMove"), 3, "{events:?}");
     assert_eq!(told("HeadroomMoveFailed"), 1, "{events:?}");
@@ -384,10 +384,10 @@ async fn serve_moves_the_pod_a_no_free_lun_event_names() {
         db[0]["spec"]["nodeName"], "n2",
         "placed again on the node with room: {db:?}"
     );
-    let events = api.objects_under("/api/v1/namespaces/apps/events");
+    let events = api.objects_under("/apis/events.k8s.io/v1/namespaces/apps/events");
     assert!(
         events.iter().any(|e| e["reason"] == "HeadroomMove"
-            && e["message"].as_str().unwrap().contains("found no free LUN on n1")),
+            && e["note"].as_str().unwrap().contains("found no free LUN on n1")),
         "{events:?}"
     );
     headroom.kill().await.unwrap();

@@ -84,7 +84,7 @@ impl Rig {
         let index = SharedIndex::default();
         tokio::spawn(live::watch_all(api.client(), index.clone()));
         assert!(index.wait_synced(Duration::from_secs(20)).await);
-        let (sink, events) = EventSink::new();
+        let (sink, events) = EventSink::channel();
         let app = Arc::new(ReadModel::new(config, index, sink).with_client(Some(api.client())));
         Self {
             pve,

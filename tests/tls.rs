@@ -85,7 +85,7 @@ async fn start_with(dir: &Path, limits: server::Limits, clients: Option<Arc<Clie
     let app = Arc::new(ReadModel::new(
         Config::default(),
         SharedIndex::from_state(support::state(items)),
-        EventSink::new().0,
+        EventSink::channel().0,
     ));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

@@ -338,13 +338,6 @@ fn side_effects(
             reason: "BlockCapacity".into(),
             message: message.clone(),
         };
-        if !app.events.emit(event) {
-            app.metrics
-                .events
-                .get_or_create(&crate::metrics::ResultLabels {
-                    result: "dropped".into(),
-                })
-                .inc();
-        }
+        app.events.emit(event);
     }
 }

@@ -388,7 +388,39 @@ async fn generic(server: ApiServer, path: &str, req: Request) -> Response {
                 }
             }
         }
+        // A JSON merge patch (RFC 7386), as kube's Event recorder sends for a series.
+        axum::http::Method::PATCH => {
+            let patch: Value = serde_json::from_slice(&body).unwrap_or_default();
+            let Some(current) = store.others.get(path).cloned() else {
+                return status_response(StatusCode::NOT_FOUND, "NotFound", &format!("{path} not found"));
+            };
+            let mut object = current;
+            merge(&mut object, &patch);
+            store.rv += 1;
+            object["metadata"]["resourceVersion"] = json!(store.rv.to_string());
+            store.others.insert(path.to_owned(), object.clone());
+            axum::Json(object).into_response()
+        }
         _ => status_response(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", path),
+    }
+}
+
+/// RFC 7386: objects merge key by key, `null` removes, anything else replaces.
+fn merge(target: &mut Value, patch: &Value) {
+    let Value::Object(patch) = patch else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = json!({});
+    }
+    let map = target.as_object_mut().expect("made an object above");
+    for (k, v) in patch {
+        if v.is_null() {
+            map.remove(k);
+        } else {
+            merge(map.entry(k.clone()).or_insert(Value::Null), v);
+        }
     }
 }
 

@@ -35,7 +35,7 @@ impl Harness {
     }
 
     pub fn on_index(index: SharedIndex, config: Config, client: Option<kube::Client>) -> Self {
-        let (sink, events) = EventSink::new();
+        let (sink, events) = EventSink::channel();
         let (actuator, status) = watch::channel(ActuatorStatus::default());
         let app = Arc::new(
             ReadModel::new(config, index, sink)
