@@ -17,7 +17,7 @@ use serde::Serialize;
 use crate::{
     config::Config,
     index::ClusterState,
-    model::{ClaimInfo, NodeInfo, NsName},
+    model::{ClaimInfo, NodeInfo, NsName, PodInfo},
 };
 
 /// The accounting settings taken from the config.
@@ -89,6 +89,12 @@ impl NodeUsage {
             return 0;
         }
         (self.soft_cap - used).max(0)
+    }
+
+    /// Whether the memory and CPU `pod` requests are free here (as kube-scheduler's fit).
+    pub fn has_requests_free(&self, pod: &PodInfo) -> bool {
+        self.memory_allocatable_bytes - self.memory_requested_bytes >= pod.memory_request
+            && self.cpu_allocatable_millis - self.cpu_requested_millis >= pod.cpu_request_millis
     }
 }
 

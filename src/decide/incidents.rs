@@ -7,22 +7,24 @@
 //! so the extender places it on a node with room — or, when no node has room or the pod cannot
 //! move, by one VM. Sustained churn asks for one VM per `for:`.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{
+    collections::{BTreeMap, HashSet},
+    time::Duration,
+};
 
 use serde::{Deserialize, Serialize};
 
 use crate::{
     config::Config,
     decide::{
-        actuation::{ActuatorStatus, REFUSAL_MEMORY},
+        actuation::ActuatorStatus,
         placement::pod_block_keys,
-        planner::{blocking_budget, immovable},
         projection::Condition,
-        rebalance::{MoveCause, PodMove, Situation, replicas_on_nodes},
+        rebalance::{MoveCause, PodMove, Situation, destination, replicas_on_nodes, unmovable},
         time::Timestamp,
     },
     index::ClusterState,
-    model::{Controller, Incident},
+    model::{Incident, PodInfo},
 };
 
 const HOUR: u64 = 3600 * 1000;
@@ -199,61 +201,19 @@ fn answer_lun_cap(input: &Situation<'_>, ledger: &Ledger, out: &mut Response) {
     let Situation {
         state,
         view,
-        placement,
         actuator,
         ..
     } = *input;
-    let mut stuck: Vec<(&str, &crate::model::PodInfo)> = state
-        .pods
-        .values()
-        .filter(|p| !p.terminal)
-        .filter_map(|p| Some((p.node_name.as_deref()?, p)))
-        .filter(|(node, p)| failing_on(state, p, node))
-        .collect();
+    let mut stuck = stuck_pods(state);
     stuck.sort_by(|a, b| (&a.1.namespace, &a.1.name).cmp(&(&b.1.namespace, &b.1.name)));
     let mut refusals = Vec::new();
     for (node, pod) in stuck {
-        let id = format!("{}/{}", pod.namespace, pod.name);
-        if pod.controller != Controller::Other {
-            refusals.push(format!("{id} has no controller to place it again"));
-            continue;
-        }
-        if let Some(why) = immovable(state, pod, node) {
+        if let Some(why) = unmovable(input, pod, node) {
             refusals.push(why);
             continue;
         }
-        if let Some(b) = blocking_budget(state, pod) {
-            refusals.push(format!(
-                "{id}: PodDisruptionBudget {} allows no disruption now",
-                b.name
-            ));
-            continue;
-        }
-        if let Some(at) = actuator.passed_over.get(&id)
-            && input.now.since(*at) < REFUSAL_MEMORY
-        {
-            refusals.push(format!(
-                "{id} was moved, or its eviction refused, at {}",
-                at.rfc3339()
-            ));
-            continue;
-        }
         let keys = pod_block_keys(view, pod);
-        let fits = placement.fits_on(&keys);
-        let toward = view
-            .schedulable()
-            .filter(|n| n.name != node && fits(n))
-            .filter(|n| {
-                n.memory_allocatable_bytes - n.memory_requested_bytes >= pod.memory_request
-                    && n.cpu_allocatable_millis - n.cpu_requested_millis >= pod.cpu_request_millis
-            })
-            .min_by(|a, b| {
-                placement
-                    .block_volumes(a)
-                    .cmp(&placement.block_volumes(b))
-                    .then(a.name.cmp(&b.name))
-            });
-        match toward {
+        match destination(input, pod, &keys, node, |_| true) {
             Some(to) if actuator.moving.is_none() && out.stuck_pod_move.is_none() => {
                 out.stuck_pod_move = Some(PodMove {
                     namespace: pod.namespace.clone(),
@@ -270,7 +230,10 @@ fn answer_lun_cap(input: &Situation<'_>, ledger: &Ledger, out: &mut Response) {
                 });
             }
             Some(_) => {}
-            None => refusals.push(format!("no other node has room for {id} under its soft cap")),
+            None => refusals.push(format!(
+                "no other node has room for {}/{} under its soft cap",
+                pod.namespace, pod.name
+            )),
         }
     }
     let last_incident = ledger.lun_cap.iter().map(|i| i.at).max();
@@ -283,21 +246,34 @@ fn answer_lun_cap(input: &Situation<'_>, ledger: &Ledger, out: &mut Response) {
     }
 }
 
-/// Whether a volume of `pod` failed to attach to `node` (attach error, not attached).
-fn failing_on(state: &ClusterState, pod: &crate::model::PodInfo, node: &str) -> bool {
-    pod.claims.iter().any(|claim| {
-        let Some(pv) = state
-            .claims
-            .get(&(pod.namespace.clone(), claim.clone()))
-            .and_then(|c| c.volume_name.as_deref())
-        else {
-            return false;
-        };
-        state
-            .attachments
-            .values()
-            .any(|va| va.node_name == node && va.pv_name.as_deref() == Some(pv) && va.failing())
-    })
+/// The pods stuck on their node: a volume of theirs failed to attach there (attach error, not
+/// attached), each with that node. The failing attachments are few, so they are gathered first
+/// and the pods looked up against them (not every pod against every attachment).
+fn stuck_pods(state: &ClusterState) -> Vec<(&str, &PodInfo)> {
+    let failing: HashSet<(&str, &str)> = state
+        .attachments
+        .values()
+        .filter(|va| va.failing())
+        .filter_map(|va| Some((va.node_name.as_str(), va.pv_name.as_deref()?)))
+        .collect();
+    if failing.is_empty() {
+        return Vec::new();
+    }
+    state
+        .pods
+        .values()
+        .filter(|p| !p.terminal)
+        .filter_map(|p| Some((p.node_name.as_deref()?, p)))
+        .filter(|(node, pod)| {
+            pod.claims.iter().any(|claim| {
+                state
+                    .claims
+                    .get(&(pod.namespace.clone(), claim.clone()))
+                    .and_then(|c| c.volume_name.as_deref())
+                    .is_some_and(|pv| failing.contains(&(*node, pv)))
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -309,7 +285,7 @@ mod tests {
             fixtures::{add_pod, cluster},
             placement::Placement,
         },
-        model::EventInfo,
+        model::{Controller, EventInfo},
     };
 
     const T0: Timestamp = Timestamp(1_780_000_000_000);

@@ -173,12 +173,7 @@ pub fn size(
     {
         let keys = pod_block_keys(view, pod);
         let fits = placement.fits_on(&keys);
-        let takes_it = |n: &&NodeUsage| {
-            n.memory_allocatable_bytes - n.memory_requested_bytes >= pod.memory_request
-                && n.cpu_allocatable_millis - n.cpu_requested_millis >= pod.cpu_request_millis
-                && fits(n)
-        };
-        if view.schedulable().any(|n| takes_it(&n)) {
+        if view.schedulable().any(|n| n.has_requests_free(pod) && fits(n)) {
             continue;
         }
         let need = pod_fit(pod, &keys);

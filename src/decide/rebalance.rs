@@ -290,51 +290,20 @@ fn pick(input: &Situation<'_>, from: &NodeUsage, held: i64) -> Result<PodMove, S
         if keys.is_empty() {
             continue;
         }
-        if pod.controller != Controller::Other {
-            refused.push(format!("{id}: no controller places it again"));
-            continue;
-        }
-        if let Some(why) = immovable(input.state, pod, &from.name) {
+        if let Some(why) = unmovable(input, pod, &from.name) {
             refused.push(why);
-            continue;
-        }
-        if let Some(b) = blocking_budget(input.state, pod) {
-            refused.push(format!(
-                "{id}: PodDisruptionBudget {} allows no disruption now",
-                b.name
-            ));
-            continue;
-        }
-        if let Some(at) = input.actuator.passed_over.get(&id)
-            && input.now.since(*at) < REFUSAL_MEMORY
-        {
-            refused.push(format!(
-                "{id}: moved, or its eviction refused by a disruption budget, at {}",
-                at.rfc3339()
-            ));
             continue;
         }
         if input.config.scale_down.singletons == Singletons::Refuse && singletons.contains(&id) {
             refused.push(format!("{id}: a singleton (scaleDown.singletons: refuse)"));
             continue;
         }
-        let fits = p.fits_on(&keys);
         let needed = p.needed_on(&keys);
         let volumes = keys.len();
-        let toward = input
-            .view
-            .schedulable()
-            .filter(|n| n.name != from.name && n.block_ready && fits(n))
-            .filter(|n| {
-                n.memory_allocatable_bytes - n.memory_requested_bytes >= pod.memory_request
-                    && n.cpu_allocatable_millis - n.cpu_requested_millis >= pod.cpu_request_millis
-            })
-            .filter(|n| p.block_volumes(n) + needed(n) <= held - volumes as i64)
-            .min_by(|a, b| {
-                p.block_volumes(a)
-                    .cmp(&p.block_volumes(b))
-                    .then(a.name.cmp(&b.name))
-            });
+        // Only where the spread narrows: the node it goes to then holds no more than `from`.
+        let toward = destination(input, pod, &keys, &from.name, |n| {
+            n.block_ready && p.block_volumes(n) + needed(n) <= held - volumes as i64
+        });
         let Some(toward) = toward else {
             refused.push(format!(
                 "{id}: no other node takes its {volumes} block volume(s) and {} MiB and narrows the spread",
@@ -368,6 +337,57 @@ fn pick(input: &Situation<'_>, from: &NodeUsage, held: i64) -> Result<PodMove, S
         owner: c.pod.owner,
         replicas: replicas_on_nodes(input.state, c.pod.owner),
     })
+}
+
+/// Why `pod` on `from` may not be evicted to move it now, if it may not: no controller places
+/// it again, a volume is pinned to `from`, a PodDisruptionBudget allows no disruption, or it was
+/// moved (or its eviction refused) within [`REFUSAL_MEMORY`]. Rebalancing and the LUN-cap
+/// incident's answer ask the same.
+pub(crate) fn unmovable(s: &Situation<'_>, pod: &PodInfo, from: &str) -> Option<String> {
+    let id = format!("{}/{}", pod.namespace, pod.name);
+    if pod.controller != Controller::Other {
+        return Some(format!("{id}: no controller places it again"));
+    }
+    if let Some(why) = immovable(s.state, pod, from) {
+        return Some(why);
+    }
+    if let Some(b) = blocking_budget(s.state, pod) {
+        return Some(format!(
+            "{id}: PodDisruptionBudget {} allows no disruption now",
+            b.name
+        ));
+    }
+    s.actuator
+        .passed_over
+        .get(&id)
+        .filter(|at| s.now.since(**at) < REFUSAL_MEMORY)
+        .map(|at| {
+            format!(
+                "{id}: moved, or its eviction refused by a disruption budget, at {}",
+                at.rfc3339()
+            )
+        })
+}
+
+/// The emptiest schedulable node other than `from` that takes `pod`, needing `keys`, under its
+/// soft cap and with its memory and CPU requests free, among those `also` admits (ties by name).
+pub(crate) fn destination<'v>(
+    s: &Situation<'v>,
+    pod: &PodInfo,
+    keys: &BTreeSet<String>,
+    from: &str,
+    also: impl Fn(&NodeUsage) -> bool,
+) -> Option<&'v NodeUsage> {
+    let p = s.placement;
+    let fits = p.fits_on(keys);
+    s.view
+        .schedulable()
+        .filter(|n| n.name != from && fits(n) && n.has_requests_free(pod) && also(n))
+        .min_by(|a, b| {
+            p.block_volumes(a)
+                .cmp(&p.block_volumes(b))
+                .then(a.name.cmp(&b.name))
+        })
 }
 
 /// The pods of `owner` on nodes now.
