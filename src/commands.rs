@@ -115,31 +115,36 @@ pub fn simulate(config: Config, args: SimulateArgs<'_>) -> anyhow::Result<()> {
         SimPolicy::Proactive => Policy::Proactive,
         SimPolicy::Reactive => Policy::Reactive,
     };
-    let report = simulate::run(&scenario_def, state.clone(), &config, policy);
-    if let Some(path) = plot {
-        let other = match policy {
-            Policy::Proactive => Policy::Reactive,
-            Policy::Reactive => Policy::Proactive,
-        };
-        let other = simulate::run(&scenario_def, state, &config, other);
-        let (headroom, kproximate) = match policy {
-            Policy::Proactive => (&report, &other),
-            Policy::Reactive => (&other, &report),
-        };
-        let title = scenario.file_stem().map_or_else(
-            || scenario.display().to_string(),
-            |s| s.to_string_lossy().into_owned(),
-        );
-        simulate::plot(
-            path,
-            &format!("{title}: headroom against kproximate"),
-            headroom,
-            kproximate,
-        )?;
-        eprintln!("wrote {}", path.display());
-    }
+    let Some(path) = plot else {
+        return print_report(&simulate::run(&scenario_def, state, &config, policy), output);
+    };
+    let other = match policy {
+        Policy::Proactive => Policy::Reactive,
+        Policy::Reactive => Policy::Proactive,
+    };
+    let report = simulate::run_traced(&scenario_def, state.clone(), &config, policy);
+    let other = simulate::run_traced(&scenario_def, state, &config, other);
+    let (headroom, kproximate) = match policy {
+        Policy::Proactive => (&report, &other),
+        Policy::Reactive => (&other, &report),
+    };
+    let title = scenario.file_stem().map_or_else(
+        || scenario.display().to_string(),
+        |s| s.to_string_lossy().into_owned(),
+    );
+    simulate::plot(
+        path,
+        &format!("{title}: headroom against kproximate"),
+        headroom,
+        kproximate,
+    )?;
+    eprintln!("wrote {}", path.display());
+    print_report(&report, output)
+}
+
+fn print_report(report: &simulate::Report, output: Output) -> anyhow::Result<()> {
     print(&match output {
-        Output::Json => serde_json::to_string_pretty(&report)? + "\n",
+        Output::Json => serde_json::to_string_pretty(report)? + "\n",
         Output::Table => report.to_table(),
     })
 }

@@ -26,4 +26,4 @@ pub use report::{Report, Sample};
 pub use scenario::{
     CreatePods, DeletePods, Event, Fault, FaultReason, Scenario, ScenarioFiles, SimulateError,
 };
-pub use world::run;
+pub use world::{run, run_traced};

@@ -43,6 +43,8 @@ pub(super) const TICK: u64 = 10;
 pub(super) const IDLE_STEP: u64 = 360 * TICK;
 
 pub(super) struct Sim<'a> {
+    /// Samples the cluster into `report.series` (`run_traced`).
+    pub(super) traced: bool,
     pub(super) config: &'a Config,
     pub(super) policy: Policy,
     pub(super) state: ClusterState,
@@ -110,8 +112,20 @@ pub(super) fn at(t: u64) -> Timestamp {
     EPOCH.plus(Duration::from_secs(t))
 }
 
+/// Replays `scenario` under `policy`; the report's `series` stays empty.
 pub fn run(scenario: &Scenario, state: ClusterState, config: &Config, policy: Policy) -> Report {
+    replay(scenario, state, config, policy, false)
+}
+
+/// [`run`], with the cluster sampled over time into the report's `series` (for `--plot`: a
+/// view per change costs what the invariant checks do not need).
+pub fn run_traced(scenario: &Scenario, state: ClusterState, config: &Config, policy: Policy) -> Report {
+    replay(scenario, state, config, policy, true)
+}
+
+fn replay(scenario: &Scenario, state: ClusterState, config: &Config, policy: Policy, traced: bool) -> Report {
     let mut sim = Sim {
+        traced,
         config,
         policy,
         state,
@@ -190,7 +204,9 @@ pub fn run(scenario: &Scenario, state: ClusterState, config: &Config, policy: Po
             sim.autoscale(t, scenario);
         }
         sim.check_stranded(t);
-        sim.sample(t, changed);
+        if sim.traced {
+            sim.sample(t, changed);
+        }
         let busy = !sim.booting.is_empty()
             || !sim.provisions.is_empty()
             || sim.drain.is_some()
@@ -414,13 +430,7 @@ impl Sim<'_> {
         if let Some(why) = planner::immovable(&self.state, &pod, &m.from) {
             self.violation(t, format!("moved a pod whose volumes cannot follow it: {why}"));
         }
-        self.detach(&pod, &m.from);
-        if let Some(p) = self.state.pods.get_mut(&id) {
-            p.node_name = None;
-        }
-        self.stuck.remove(&id);
-        self.waiting.insert(id.clone(), 0);
-        self.evicted.insert(id.clone(), (t, m.from.clone()));
+        self.evict(t, &pod, &m.from);
         self.moving = Some((id, t));
         self.report.timeline.push((
             t,
@@ -568,13 +578,7 @@ impl Sim<'_> {
                     format!("{}/{} evicted with no controller to place it again", id.0, id.1),
                 );
             }
-            self.detach(&pod, node);
-            if let Some(p) = self.state.pods.get_mut(&id) {
-                p.node_name = None;
-            }
-            self.stuck.remove(&id);
-            self.waiting.insert(id.clone(), 0);
-            self.evicted.insert(id, (t, node.to_owned()));
+            self.evict(t, &pod, node);
             evicted += 1;
         }
         self.drain = Some(Drain {
@@ -617,6 +621,19 @@ impl Sim<'_> {
         self.report
             .timeline
             .push((t, format!("scale-down: {node} removed, {vm}")));
+    }
+
+    /// Evicts `pod` from `node`, as the Eviction API and its controller would: its volumes
+    /// detach, and it waits for the scheduler; it must run again within [`STRANDED_AFTER`].
+    pub(super) fn evict(&mut self, t: u64, pod: &PodInfo, node: &str) {
+        let id = (pod.namespace.clone(), pod.name.clone());
+        self.detach(pod, node);
+        if let Some(p) = self.state.pods.get_mut(&id) {
+            p.node_name = None;
+        }
+        self.stuck.remove(&id);
+        self.waiting.insert(id.clone(), 0);
+        self.evicted.insert(id, (t, node.to_owned()));
     }
 
     /// A pod's volumes detach from `node` (its attachments go).
