@@ -1,6 +1,14 @@
 //! Test fixtures for the decisions: small clusters of trimmed objects, built in code.
 
 use crate::{
+    config::Config,
+    decide::{
+        Situation,
+        accounting::{self, Reservations, Settings},
+        actuation::ActuatorStatus,
+        placement::Placement,
+        time::Timestamp,
+    },
     index::ClusterState,
     model::{
         AttachmentInfo, ClaimInfo, Controller, CsiNodeInfo, NodeInfo, PodInfo, StorageClassInfo, VolumeInfo,
@@ -100,4 +108,24 @@ pub fn add_pod(s: &mut ClusterState, node: &str, name: &str, volumes: usize) {
             ..Default::default()
         },
     );
+}
+
+/// `f` of the situation a tick at `now` would see on `state` (no reservations).
+pub fn in_situation<T>(
+    state: &ClusterState,
+    config: &Config,
+    actuator: &ActuatorStatus,
+    now: Timestamp,
+    f: impl FnOnce(&Situation<'_>) -> T,
+) -> T {
+    let view = accounting::account(state, &Settings::from(config), &Reservations::new());
+    let reservations = Reservations::new();
+    f(&Situation {
+        state,
+        view: &view,
+        placement: Placement::new(&view, &reservations),
+        config,
+        actuator,
+        now,
+    })
 }

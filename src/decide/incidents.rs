@@ -17,10 +17,11 @@ use serde::{Deserialize, Serialize};
 use crate::{
     config::Config,
     decide::{
+        Situation,
         actuation::ActuatorStatus,
         placement::pod_block_keys,
         projection::Condition,
-        rebalance::{MoveCause, PodMove, Situation, destination, replicas_on_nodes, unmovable},
+        rebalance::{MoveCause, PodMove, destination, replicas_on_nodes, unmovable},
         time::Timestamp,
     },
     index::ClusterState,
@@ -280,11 +281,7 @@ fn stuck_pods(state: &ClusterState) -> Vec<(&str, &PodInfo)> {
 mod tests {
     use super::*;
     use crate::{
-        decide::{
-            accounting::{self, Reservations, Settings},
-            fixtures::{add_pod, cluster},
-            placement::Placement,
-        },
+        decide::fixtures::{add_pod, cluster, in_situation},
         model::{Controller, EventInfo},
     };
 
@@ -381,20 +378,7 @@ mod tests {
     }
 
     fn respond_on(state: &ClusterState, actuator: &ActuatorStatus, ledger: &mut Ledger) -> Response {
-        let config = Config::default();
-        let view = accounting::account(state, &Settings::from(&config), &Reservations::new());
-        let reservations = Reservations::new();
-        respond(
-            &Situation {
-                state,
-                view: &view,
-                placement: Placement::new(&view, &reservations),
-                config: &config,
-                actuator,
-                now: at(2),
-            },
-            ledger,
-        )
+        in_situation(state, &Config::default(), actuator, at(2), |s| respond(s, ledger))
     }
 
     #[test]

@@ -21,3 +21,16 @@ pub mod projection;
 pub mod rebalance;
 pub mod tick;
 pub mod time;
+
+use crate::{config::Config, index::ClusterState};
+
+/// What the planner, rebalancing and the incident answers read, one tick's worth: the cluster,
+/// the view and where volumes fit in it, the config, the actuator's status, and `now`.
+pub struct Situation<'a> {
+    pub state: &'a ClusterState,
+    pub view: &'a accounting::ClusterView,
+    pub placement: placement::Placement<'a>,
+    pub config: &'a Config,
+    pub actuator: &'a actuation::ActuatorStatus,
+    pub now: time::Timestamp,
+}

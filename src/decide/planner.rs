@@ -15,12 +15,12 @@ use serde::Serialize;
 use crate::{
     config::{Config, Singletons},
     decide::{
+        Situation,
         accounting::{ClusterView, NodeUsage},
-        actuation::{ActuatorStatus, DemandLevel},
+        actuation::DemandLevel,
         placement::{Placement, pod_block_keys},
         projection::{self, AdmittedDemand, Evaluation, Incoming, Totals, VmCapacity},
         rebalance::PodMove,
-        time::Timestamp,
     },
     index::ClusterState,
     model::{Controller, PodInfo},
@@ -207,27 +207,22 @@ pub fn size(
     }
 }
 
-/// What the planner looks at.
+/// What the planner looks at: the tick's situation, and what the tick made of it.
 pub struct PlanInput<'a> {
-    pub state: &'a ClusterState,
-    pub view: &'a ClusterView,
-    pub placement: Placement<'a>,
-    pub config: &'a Config,
+    pub situation: &'a Situation<'a>,
     pub evaluation: &'a Evaluation,
     pub sizing: &'a Sizing,
     pub admitted: AdmittedDemand,
-    pub actuator: &'a ActuatorStatus,
     /// Why an incident (a stuck pod no node takes, sustained eviction churn) wants a VM.
     pub incident_vm: Option<&'a str>,
-    pub now: Timestamp,
 }
 
 /// Why the planner does not remove a node although the scale-down conditions hold.
 pub type Refusals = Vec<String>;
 
 pub fn plan(input: &PlanInput<'_>) -> (Plan, Refusals) {
-    let config = input.config;
-    let actuator = input.actuator;
+    let config = input.situation.config;
+    let actuator = input.situation.actuator;
     let sizing = input.sizing;
     let in_flight = actuator.incoming_vms();
     let needed_more = sizing
@@ -239,9 +234,9 @@ pub fn plan(input: &PlanInput<'_>) -> (Plan, Refusals) {
     // scales up only when the cluster asks for more than it did when the node was removed.
     // (Pods that fit nowhere always get capacity: nothing may be stranded.)
     let window = config.scale_down.r#for.0;
-    let demand = demand_level(input.view, input.admitted);
+    let demand = demand_level(input.situation.view, input.admitted);
     let outside_demand = match (actuator.last_scale_down, &actuator.demand_at_scale_down) {
-        (Some(at), Some(baseline)) if input.now.since(at) < window => demand.exceeds(baseline),
+        (Some(at), Some(baseline)) if input.situation.now.since(at) < window => demand.exceeds(baseline),
         _ => true,
     };
 
@@ -305,10 +300,10 @@ pub fn plan(input: &PlanInput<'_>) -> (Plan, Refusals) {
     // the conditions count again from the last removal (see `projection::evaluate`).
     let cooled = actuator
         .last_scale_up
-        .is_none_or(|at| input.now.since(at) >= SCALE_DOWN_COOLDOWN)
+        .is_none_or(|at| input.situation.now.since(at) >= SCALE_DOWN_COOLDOWN)
         && actuator
             .last_scale_down
-            .is_none_or(|at| input.now.since(at) >= window);
+            .is_none_or(|at| input.situation.now.since(at) >= window);
     if input.evaluation.scale_down_allowed()
         && cooled
         && in_flight == 0
@@ -498,13 +493,14 @@ pub fn drain_blockers(state: &ClusterState, view: &ClusterView) -> BTreeMap<Stri
 }
 
 fn removable_node(input: &PlanInput<'_>) -> Result<Removable, Refusals> {
-    let p = input.placement;
-    let config = input.config;
-    let survey = DrainSurvey::of(input.state);
-    let before = Totals::of(input.view);
+    let p = input.situation.placement;
+    let config = input.situation.config;
+    let survey = DrainSurvey::of(input.situation.state);
+    let before = Totals::of(input.situation.view);
     // Others may fill up to the scale-up threshold, not past it (that would flap).
     let memory_ceiling = config.triggers.memory_request_ratio.map_or(1.0, |t| t.above);
     let mut candidates: Vec<&NodeUsage> = input
+        .situation
         .view
         .schedulable()
         .filter(|n| n.gpus == 0 && n.block_ready)
@@ -514,7 +510,10 @@ fn removable_node(input: &PlanInput<'_>) -> Result<Removable, Refusals> {
     for candidate in candidates {
         let name = candidate.name.as_str();
         let pods = survey.evicted(name);
-        if let Some(why) = pods.iter().find_map(|pod| immovable(input.state, pod, name)) {
+        if let Some(why) = pods
+            .iter()
+            .find_map(|pod| immovable(input.situation.state, pod, name))
+        {
             refusals.push(format!("{name}: {why}"));
             continue;
         }
@@ -526,7 +525,12 @@ fn removable_node(input: &PlanInput<'_>) -> Result<Removable, Refusals> {
             ));
             continue;
         }
-        let others: Vec<&NodeUsage> = input.view.schedulable().filter(|n| n.name != name).collect();
+        let others: Vec<&NodeUsage> = input
+            .situation
+            .view
+            .schedulable()
+            .filter(|n| n.name != name)
+            .collect();
         let mut rooms: Vec<Fit> = others
             .iter()
             .map(|n| Fit {
@@ -538,7 +542,7 @@ fn removable_node(input: &PlanInput<'_>) -> Result<Removable, Refusals> {
             .collect();
         let needs: Vec<Fit> = pods
             .iter()
-            .map(|pod| pod_fit(pod, &pod_block_keys(input.view, pod)))
+            .map(|pod| pod_fit(pod, &pod_block_keys(input.situation.view, pod)))
             .collect();
         let moved_slots: i64 = needs.iter().map(|n| n.slots).sum();
         if others.is_empty() || first_fit(needs, &mut rooms, None).is_none() {
@@ -556,6 +560,7 @@ fn removable_node(input: &PlanInput<'_>) -> Result<Removable, Refusals> {
             .map(|(n, room)| n.block_volumes + (p.free_slots(n) - room.slots))
             .chain(
                 input
+                    .situation
                     .view
                     .nodes
                     .iter()
@@ -572,7 +577,7 @@ fn removable_node(input: &PlanInput<'_>) -> Result<Removable, Refusals> {
         };
         let projected = projection::project_totals(
             without,
-            input.view.pending_block_claims(),
+            input.situation.view.pending_block_claims(),
             input.admitted,
             Incoming::default(),
             VmCapacity::from_config(config),
@@ -603,6 +608,7 @@ fn removable_node(input: &PlanInput<'_>) -> Result<Removable, Refusals> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::decide::actuation::ActuatorStatus;
 
     fn fit(memory: i64, cpu: i64, slots: i64) -> Fit {
         Fit { memory, cpu, slots }
@@ -678,32 +684,23 @@ mod tests {
     }
 
     fn plan_of(given: &Given) -> Plan {
-        use crate::decide::{
-            accounting::{self, Reservations, Settings},
-            fixtures::cluster,
-        };
-        let config = Config::default();
-        let state = cluster(&[2, 2, 2]);
-        let view = accounting::account(&state, &Settings::from(&config), &Reservations::new());
-        let reservations = Reservations::new();
         let evaluation = Evaluation {
             triggers: vec![check("freeBlockSlots", given.trigger)],
             signals: Vec::new(),
             scale_down: vec![check("scaleDown.maxNodeBlockVolumes", given.quiet)],
         };
-        plan(&PlanInput {
-            state: &state,
-            view: &view,
-            placement: Placement::new(&view, &reservations),
-            config: &config,
-            evaluation: &evaluation,
-            sizing: &given.sizing,
-            admitted: AdmittedDemand::default(),
-            actuator: &given.actuator,
-            incident_vm: given.incident_vm,
-            now: crate::decide::time::Timestamp(1_780_000_000_000),
+        let now = crate::decide::time::Timestamp(1_780_000_000_000);
+        let state = crate::decide::fixtures::cluster(&[2, 2, 2]);
+        crate::decide::fixtures::in_situation(&state, &Config::default(), &given.actuator, now, |s| {
+            plan(&PlanInput {
+                situation: s,
+                evaluation: &evaluation,
+                sizing: &given.sizing,
+                admitted: AdmittedDemand::default(),
+                incident_vm: given.incident_vm,
+            })
+            .0
         })
-        .0
     }
 
     #[test]

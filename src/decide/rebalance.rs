@@ -13,11 +13,12 @@ use std::{collections::BTreeSet, time::Duration};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    config::{Config, Singletons},
+    config::Singletons,
     decide::{
-        accounting::{ClusterView, NodeUsage},
-        actuation::{ActuatorStatus, REFUSAL_MEMORY},
-        placement::{Placement, pod_block_keys},
+        Situation,
+        accounting::NodeUsage,
+        actuation::REFUSAL_MEMORY,
+        placement::pod_block_keys,
         planner::{DrainSurvey, blocking_budget, immovable},
         projection::Windows,
         time::Timestamp,
@@ -165,16 +166,6 @@ pub struct Outlook {
     /// A run is under way: the spread reached `startAt` and has not yet come down to `stopAt`.
     pub running: bool,
     pub next: Next,
-}
-
-/// What the decisions that move pods (rebalancing, the LUN-cap incident's answer) read.
-pub struct Situation<'a> {
-    pub state: &'a ClusterState,
-    pub view: &'a ClusterView,
-    pub placement: Placement<'a>,
-    pub config: &'a Config,
-    pub actuator: &'a ActuatorStatus,
-    pub now: Timestamp,
 }
 
 /// The spread, whether a run is under way (kept in `windows`), and the next move.
@@ -402,10 +393,12 @@ pub fn replicas_on_nodes(state: &ClusterState, owner: u64) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decide::{
-        accounting::{self, Reservations, Settings},
-        actuation::Removal,
-        fixtures::{GI, add_pod, cluster},
+    use crate::{
+        config::Config,
+        decide::{
+            actuation::{ActuatorStatus, Removal},
+            fixtures::{GI, add_pod, cluster, in_situation},
+        },
     };
 
     const T0: Timestamp = Timestamp(1_780_000_000_000);
@@ -422,19 +415,7 @@ mod tests {
         actuator: &ActuatorStatus,
         windows: &mut Windows,
     ) -> Outlook {
-        let view = accounting::account(state, &Settings::from(config), &Reservations::new());
-        let reservations = Reservations::new();
-        outlook(
-            &Situation {
-                state,
-                view: &view,
-                placement: Placement::new(&view, &reservations),
-                config,
-                actuator,
-                now: T0,
-            },
-            windows,
-        )
+        in_situation(state, config, actuator, T0, |s| outlook(s, windows))
     }
 
     fn pods_on_n1(s: &mut ClusterState) -> impl Iterator<Item = &mut PodInfo> {

@@ -7,6 +7,7 @@ use serde::Serialize;
 use crate::{
     config::Config,
     decide::{
+        Situation,
         accounting::{ClusterView, Reservations},
         actuation::ActuatorStatus,
         incidents,
@@ -66,7 +67,7 @@ pub fn tick(input: &TickInput<'_>, windows: &mut Windows, now: Timestamp) -> Tic
     let projection = projection::project(view, admitted, incoming, VmCapacity::from_config(config));
     let mut evaluation = projection::evaluate(&projection, config, windows, now, actuator.last_scale_down);
     let placement = Placement::new(view, reservations);
-    let situation = rebalance::Situation {
+    let situation = Situation {
         state,
         view,
         placement,
@@ -93,16 +94,11 @@ pub fn tick(input: &TickInput<'_>, windows: &mut Windows, now: Timestamp) -> Tic
         i64::from(incident_vm.is_some()),
     );
     let (mut plan, scale_down_refusals) = planner::plan(&PlanInput {
-        state,
-        view,
-        placement,
-        config,
+        situation: &situation,
         evaluation: &evaluation,
         sizing: &sizing,
         admitted,
-        actuator,
         incident_vm: incident_vm.as_deref(),
-        now,
     });
     let rebalance = rebalance::outlook(&situation, windows);
     // Capacity first: a move waits while VMs are wanted or a node is removed; a pod stuck
