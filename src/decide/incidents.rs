@@ -133,11 +133,7 @@ pub struct Response {
 /// Counts the Events into `ledger` and decides the answer.
 pub fn respond(input: &Situation<'_>, ledger: &mut Ledger) -> Response {
     let Situation {
-        state,
-        config,
-        actuator,
-        now,
-        ..
+        state, config, now, ..
     } = *input;
     ledger.observe(state, config, now);
     let mut out = Response::default();
@@ -170,10 +166,6 @@ pub fn respond(input: &Situation<'_>, ledger: &mut Ledger) -> Response {
                 c.per, c.at_least, c.r#for
             ),
         });
-    }
-    // A VM already on its way answers any incident.
-    if actuator.incoming_vms() > 0 {
-        out.wants_vm = None;
     }
     out
 }
@@ -239,7 +231,9 @@ fn answer_lun_cap(input: &Situation<'_>, ledger: &Ledger, out: &mut Response) {
     }
     let last_incident = ledger.lun_cap.iter().map(|i| i.at).max();
     let added_since = matches!((actuator.last_scale_up, last_incident), (Some(up), Some(at)) if up >= at);
-    if out.stuck_pod_move.is_none() && !refusals.is_empty() && !added_since {
+    // A VM already on its way, or added since, answers the incident.
+    let coming = actuator.incoming_vms() > 0;
+    if out.stuck_pod_move.is_none() && !refusals.is_empty() && !added_since && !coming {
         out.wants_vm = Some(format!(
             "LUN-cap incident: {}; one more worker",
             refusals.join("; ")
