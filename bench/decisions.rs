@@ -25,13 +25,14 @@ use headroom::{
         actuation::ActuatorStatus,
         admission::{self, Outlook},
         extender,
+        live_view::LiveView,
         placement::{self, BlockDemand, Placement},
         projection::{self, AdmittedDemand, Incoming, VmCapacity, Windows},
         tick::{self, TickInput},
         time::Timestamp,
     },
     events::EventSink,
-    index::ClusterState,
+    index::{ClusterState, Object},
     model::{
         AttachmentInfo, ClaimInfo, Controller, CsiNodeInfo, NodeInfo, PodInfo, StorageClassInfo, VolumeInfo,
     },
@@ -244,7 +245,81 @@ fn main() {
             )
         },
     );
+    // One change at a time: a pod moves between two nodes (its claim follows), a
+    // VolumeAttachment flips attached/failing. What the index does per watch event.
+    let mut live = LiveView::build(&state, settings.clone(), none.clone());
+    let moved = state
+        .pods
+        .get(&("ns7".to_owned(), "pod-7".to_owned()))
+        .cloned()
+        .expect("pod-7");
+    let mut flip = 0usize;
+    group.bench_function("live view: one pod moves to another node", |b| {
+        let mut state = state.clone();
+        b.iter(|| {
+            flip += 1;
+            let mut pod = moved.clone();
+            pod.node_name = Some(format!("w{:05}", (7 + flip % 2) % nodes));
+            let object = Object::Pod(pod);
+            let key = object.key();
+            let old = state.apply(object);
+            live.changed(&state, &key, old.as_ref());
+        })
+    });
+    let attachment = state.attachments.get("csi-7").cloned().expect("csi-7");
+    group.bench_function("live view: one VolumeAttachment fails and recovers", |b| {
+        let mut state = state.clone();
+        b.iter(|| {
+            flip += 1;
+            let mut va = attachment.clone();
+            va.attach_error = flip.is_multiple_of(2);
+            va.attached = flip % 2 == 1;
+            let object = Object::Attachment(va);
+            let key = object.key();
+            let old = state.apply(object);
+            live.changed(&state, &key, old.as_ref());
+        })
+    });
+    // Publishing: what a reader gets per change. Shared nodes and persistent maps (what the
+    // index does) against copying every node and claim (what a plain copy would cost).
+    group.bench_function("publish: clone the view (shared nodes, persistent maps)", |b| {
+        b.iter(|| Arc::new(black_box(live.view()).clone()))
+    });
+    group.bench_function("publish: deep copy of nodes and claims", |b| {
+        b.iter(|| {
+            let v = black_box(live.view());
+            let nodes: Vec<_> = v.nodes.iter().map(|n| accounting::NodeUsage::clone(n)).collect();
+            let claims: std::collections::HashMap<_, _> = v
+                .block_claims
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            (nodes, claims)
+        })
+    });
     group.finish();
+    // The request path's read of the published view while a writer publishes a new one every
+    // 100 µs (10,000 changes/s): the index's ArcSwap against an RwLock around the Arc.
+    let swapped = arc_swap::ArcSwap::new(Arc::new(live.view().clone()));
+    let locked = std::sync::RwLock::new(Arc::new(live.view().clone()));
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let next = Arc::new(live.view().clone());
+                swapped.store(next.clone());
+                *locked.write().expect("lock") = next;
+                std::thread::sleep(Duration::from_micros(100));
+            }
+        });
+        c.bench_function("view read under publishing: ArcSwap load", |b| {
+            b.iter(|| black_box(swapped.load_full()))
+        });
+        c.bench_function("view read under publishing: RwLock<Arc> read + clone", |b| {
+            b.iter(|| black_box(locked.read().expect("lock").clone()))
+        });
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

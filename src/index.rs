@@ -140,53 +140,51 @@ impl ClusterState {
         state
     }
 
-    /// Adds or replaces an object.
-    pub fn apply(&mut self, object: Object) {
+    /// Adds or replaces an object; returns the one it replaced.
+    pub fn apply(&mut self, object: Object) -> Option<Object> {
         match object {
-            Object::Node(o) => {
-                self.nodes.insert(o.name.clone(), o);
-            }
-            Object::CsiNode(o) => {
-                self.csi_nodes.insert(o.name.clone(), o);
-            }
-            Object::StorageClass(o) => {
-                self.storage_classes.insert(o.name.clone(), o);
-            }
-            Object::Volume(o) => {
-                self.volumes.insert(o.name.clone(), o);
-            }
-            Object::Claim(o) => {
-                self.claims.insert((o.namespace.clone(), o.name.clone()), o);
-            }
-            Object::Pod(o) => {
-                self.pods.insert((o.namespace.clone(), o.name.clone()), o);
-            }
-            Object::Attachment(o) => {
-                self.attachments.insert(o.name.clone(), o);
-            }
-            Object::Event(o) => {
-                self.events.insert((o.namespace.clone(), o.name.clone()), o);
-            }
-            Object::Budget(o) => {
-                self.budgets.insert((o.namespace.clone(), o.name.clone()), o);
-            }
+            Object::Node(o) => self.nodes.insert(o.name.clone(), o).map(Object::Node),
+            Object::CsiNode(o) => self.csi_nodes.insert(o.name.clone(), o).map(Object::CsiNode),
+            Object::StorageClass(o) => self
+                .storage_classes
+                .insert(o.name.clone(), o)
+                .map(Object::StorageClass),
+            Object::Volume(o) => self.volumes.insert(o.name.clone(), o).map(Object::Volume),
+            Object::Claim(o) => self
+                .claims
+                .insert((o.namespace.clone(), o.name.clone()), o)
+                .map(Object::Claim),
+            Object::Pod(o) => self
+                .pods
+                .insert((o.namespace.clone(), o.name.clone()), o)
+                .map(Object::Pod),
+            Object::Attachment(o) => self.attachments.insert(o.name.clone(), o).map(Object::Attachment),
+            Object::Event(o) => self
+                .events
+                .insert((o.namespace.clone(), o.name.clone()), o)
+                .map(Object::Event),
+            Object::Budget(o) => self
+                .budgets
+                .insert((o.namespace.clone(), o.name.clone()), o)
+                .map(Object::Budget),
         }
     }
 
-    /// Removes an object; removing one that is not there is not an error (watches repeat).
-    pub fn delete(&mut self, key: &ObjectKey) {
+    /// Removes an object and returns it; removing one that is not there is not an error
+    /// (watches repeat).
+    pub fn delete(&mut self, key: &ObjectKey) -> Option<Object> {
         let name = &key.name;
         let namespaced = || (key.namespace.clone(), key.name.clone());
         match key.kind {
-            Kind::Node => drop(self.nodes.remove(name)),
-            Kind::CsiNode => drop(self.csi_nodes.remove(name)),
-            Kind::StorageClass => drop(self.storage_classes.remove(name)),
-            Kind::PersistentVolume => drop(self.volumes.remove(name)),
-            Kind::PersistentVolumeClaim => drop(self.claims.remove(&namespaced())),
-            Kind::Pod => drop(self.pods.remove(&namespaced())),
-            Kind::VolumeAttachment => drop(self.attachments.remove(name)),
-            Kind::Event => drop(self.events.remove(&namespaced())),
-            Kind::PodDisruptionBudget => drop(self.budgets.remove(&namespaced())),
+            Kind::Node => self.nodes.remove(name).map(Object::Node),
+            Kind::CsiNode => self.csi_nodes.remove(name).map(Object::CsiNode),
+            Kind::StorageClass => self.storage_classes.remove(name).map(Object::StorageClass),
+            Kind::PersistentVolume => self.volumes.remove(name).map(Object::Volume),
+            Kind::PersistentVolumeClaim => self.claims.remove(&namespaced()).map(Object::Claim),
+            Kind::Pod => self.pods.remove(&namespaced()).map(Object::Pod),
+            Kind::VolumeAttachment => self.attachments.remove(name).map(Object::Attachment),
+            Kind::Event => self.events.remove(&namespaced()).map(Object::Event),
+            Kind::PodDisruptionBudget => self.budgets.remove(&namespaced()).map(Object::Budget),
         }
     }
 

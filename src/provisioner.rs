@@ -1521,13 +1521,9 @@ pub async fn plan_loop(
         if !app.index.is_synced() {
             continue;
         }
-        // The status first, then a view at least as new: see `ReadModel::fresh_view`.
+        // The status first, then a view at least as new: see `ReadModel::view`.
         let status = actuator.borrow_and_update().clone();
-        // A rebuild under way takes up to a second at 150k pods: wait for it off the runtime.
-        let fresh = app.clone();
-        let Ok(view) = tokio::task::spawn_blocking(move || fresh.fresh_view()).await else {
-            continue;
-        };
+        let view = app.view();
         let reservations = app.reservations();
         let admitted = app.admitted();
         let tick = app.index.with_state(|state, _| {

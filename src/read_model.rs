@@ -3,7 +3,7 @@
 //! metrics and the event sink — without API calls on the request path.
 
 use std::{
-    sync::{Arc, Mutex, RwLock},
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use crate::{
     config::Config,
     decide::{
-        accounting::{self, ClusterView, Reservations, Settings},
+        accounting::{ClusterView, Reservations, Settings},
         actuation::ActuatorStatus,
         admission::Outlook,
         placement::Placement,
@@ -27,85 +27,6 @@ use crate::{
 
 /// How long a binding is held if the watch never shows its pod on the node.
 const BINDING_TTL: Duration = Duration::from_secs(300);
-
-/// The generations a view was built from: the index's and the ghost disks'. Generation 0 of
-/// the index is "never built".
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-struct Built {
-    index: u64,
-    ghosts: u64,
-}
-
-/// A view and what it was built from.
-struct CachedView {
-    built: Built,
-    view: Arc<ClusterView>,
-}
-
-/// Ghost disks per node, with a generation bumped when they change.
-#[derive(Default)]
-struct Ghosts {
-    generation: u64,
-    disks: Reservations,
-}
-
-/// The accounting of the index, rebuilt only when the index changed since the last build.
-struct ViewCache {
-    settings: Settings,
-    current: RwLock<CachedView>,
-    rebuild: Mutex<()>,
-}
-
-impl ViewCache {
-    /// The view for the index's and the ghost disks' current generations. With `wait`, never
-    /// an older one: the caller waits for a rebuild under way.
-    fn get(&self, index: &SharedIndex, ghosts: &RwLock<Ghosts>, wait: bool) -> Arc<ClusterView> {
-        let key = Built {
-            index: index.generation(),
-            ghosts: ghosts.read().unwrap_or_else(|e| e.into_inner()).generation,
-        };
-        let fresh = |c: &CachedView| c.built == key && key.index != 0;
-        {
-            let current = self.current.read().unwrap_or_else(|e| e.into_inner());
-            if fresh(&current) {
-                return current.view.clone();
-            }
-        }
-        // One rebuild at a time. A request that finds one under way answers from the current
-        // view rather than wait (at 150k pods a rebuild takes ~1 s); extender bindings and
-        // admitted demand are overlays on it, so they are never stale. Only the very first
-        // view is waited for.
-        let _guard = match self.rebuild.try_lock() {
-            Ok(guard) => guard,
-            Err(_) => {
-                let current = self.current.read().unwrap_or_else(|e| e.into_inner());
-                if current.built.index != 0 && !wait {
-                    return current.view.clone();
-                }
-                drop(current);
-                self.rebuild.lock().unwrap_or_else(|e| e.into_inner())
-            }
-        };
-        {
-            let current = self.current.read().unwrap_or_else(|e| e.into_inner());
-            if fresh(&current) {
-                return current.view.clone();
-            }
-        }
-        let ghosts = ghosts.read().unwrap_or_else(|e| e.into_inner());
-        let (view, generation) =
-            index.with_state(|state, g| (accounting::account(state, &self.settings, &ghosts.disks), g));
-        let view = Arc::new(view);
-        *self.current.write().unwrap_or_else(|e| e.into_inner()) = CachedView {
-            built: Built {
-                index: generation,
-                ghosts: ghosts.generation,
-            },
-            view: view.clone(),
-        };
-        view
-    }
-}
 
 /// What one request decides on: the view, and the extender's bindings the view does not
 /// show yet, taken together.
@@ -124,11 +45,11 @@ impl Basis {
 pub struct ReadModel {
     pub config: Config,
     pub index: SharedIndex,
-    views: ViewCache,
     /// Volumes placed by the extender's bind and not yet seen through the watch.
     pub bindings: Mutex<BindingLedger>,
-    /// Ghost disks per node from the last Proxmox inventory, with a generation.
-    ghosts: RwLock<Ghosts>,
+    /// Ghost disks per node from the last Proxmox inventory (the index holds them in its
+    /// accounting; kept here to zero the gauges of nodes that lost theirs).
+    ghosts: Mutex<Reservations>,
     /// How bind reaches the API server (None: snapshot mode, bindings are only recorded).
     pub client: Option<kube::Client>,
     pub ledger: Mutex<AdmittedLedger>,
@@ -148,19 +69,12 @@ impl ReadModel {
         let confirm_within = config.admission.confirm_within.0;
         let metrics = Metrics::default();
         let events = events.counting(metrics.events.clone());
+        index.account(Settings::from(&config));
         Self {
-            views: ViewCache {
-                settings: Settings::from(&config),
-                current: RwLock::new(CachedView {
-                    built: Built::default(),
-                    view: Arc::new(ClusterView::default()),
-                }),
-                rebuild: Mutex::new(()),
-            },
             config,
             index,
             bindings: Mutex::new(BindingLedger::new(BINDING_TTL)),
-            ghosts: RwLock::default(),
+            ghosts: Mutex::default(),
             client: None,
             ledger: Mutex::new(AdmittedLedger::new(confirm_within)),
             metrics,
@@ -183,26 +97,12 @@ impl ReadModel {
         self
     }
 
-    /// Rebuilds the view whenever the index or the ghost disks change, shortly after, so that
-    /// requests find it built (`serve` runs this).
-    pub async fn refresh_views(self: Arc<Self>) {
-        let mut changes = self.index.subscribe();
-        loop {
-            if changes.changed().await.is_err() {
-                return;
-            }
-            // Coalesce a burst of watch events into one rebuild.
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            changes.borrow_and_update();
-            let app = self.clone();
-            let _ = tokio::task::spawn_blocking(move || app.view()).await;
-        }
-    }
-
-    /// The current accounting (rebuilt if the index changed); while another caller rebuilds
-    /// it, the previous one (requests must not wait ~1 s at 150k pods).
+    /// The current accounting, kept current by the index change by change: read without a
+    /// lock, and at least as new as every change written before the call. The planner reads the
+    /// actuator's status first and then this: a VM the actuator saw register is then in the
+    /// view too, so its capacity is never counted as neither incoming nor joined.
     pub fn view(&self) -> Arc<ClusterView> {
-        self.views.get(&self.index, &self.ghosts, false)
+        self.index.view()
     }
 
     /// The view and the reservations over it: what a webhook or extender request decides on.
@@ -211,13 +111,6 @@ impl ReadModel {
             view: self.view(),
             reservations: self.reservations(),
         }
-    }
-
-    /// The accounting of the index as it is now, waiting for a rebuild under way. The planner
-    /// reads the actuator's status first and then this: a VM the actuator saw register is then
-    /// in the view too, so its capacity is never counted as neither incoming nor joined.
-    pub fn fresh_view(&self) -> Arc<ClusterView> {
-        self.views.get(&self.index, &self.ghosts, true)
     }
 
     /// Volumes bound by the extender that the watch does not show on their node yet.
@@ -278,17 +171,15 @@ impl ReadModel {
                 .get_or_create(&crate::metrics::NodeLabels { node: node.clone() })
                 .set(keys.len() as i64);
         }
-        let mut current = self.ghosts.write().unwrap_or_else(|e| e.into_inner());
-        for node in current.disks.keys().filter(|n| !ghosts.contains_key(*n)) {
+        let mut current = self.ghosts.lock().unwrap_or_else(|e| e.into_inner());
+        for node in current.keys().filter(|n| !ghosts.contains_key(*n)) {
             self.metrics
                 .ghost_disks
                 .get_or_create(&crate::metrics::NodeLabels { node: node.clone() })
                 .set(0);
         }
-        if current.disks != ghosts {
-            current.generation += 1;
-            current.disks = ghosts;
-        }
+        self.index.set_reserved(ghosts.clone());
+        *current = ghosts;
     }
 
     /// The planning loop published a tick's gauges.

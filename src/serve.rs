@@ -117,10 +117,6 @@ pub async fn run(config: Config, namespace: String, args: ServeArgs) -> anyhow::
             .with_actuator(status_rx.clone()),
     );
     let (stop_tx, stop_rx) = watch::channel(false);
-    // Build the accounting before the first request, and again as the index changes.
-    let first = app.clone();
-    tokio::task::spawn_blocking(move || first.view()).await?;
-    tokio::spawn(app.clone().refresh_views());
 
     let tls_listener = TcpListener::bind(listen)
         .await

@@ -1,13 +1,22 @@
 //! The index shared between the watch tasks (writers) and the handlers (readers): the pure
-//! `ClusterState` behind a lock, which kinds have listed, and a generation that wakes whoever
-//! waits on a change. The tokio-facing half of the index; `crate::index` is the data.
+//! `ClusterState` behind a lock, which kinds have listed, the accounting kept current with it
+//! and published for lock-free reads, and a generation that wakes whoever waits on a change.
+//! The tokio-facing half of the index; `crate::index` is the data.
 
 use std::{
     collections::BTreeSet,
     sync::{Arc, RwLock},
 };
 
-use crate::index::{ClusterState, Kind, Object, ObjectKey};
+use arc_swap::ArcSwap;
+
+use crate::{
+    decide::{
+        accounting::{ClusterView, Reservations, Settings},
+        live_view::LiveView,
+    },
+    index::{ClusterState, Kind, Object, ObjectKey},
+};
 
 /// The index shared between the watch tasks (writers) and the handlers (readers).
 #[derive(Clone)]
@@ -15,6 +24,9 @@ pub struct SharedIndex {
     inner: Arc<RwLock<IndexInner>>,
     /// Carries the generation after every change, for whoever waits on one.
     changes: Arc<tokio::sync::watch::Sender<u64>>,
+    /// The accounting as of the last change, swapped in by the writer that made it: a request
+    /// reads it without a lock and keeps it as long as it decides.
+    view: Arc<ArcSwap<ClusterView>>,
 }
 
 impl Default for SharedIndex {
@@ -22,6 +34,7 @@ impl Default for SharedIndex {
         Self {
             inner: Arc::default(),
             changes: Arc::new(tokio::sync::watch::channel(0).0),
+            view: Arc::default(),
         }
     }
 }
@@ -31,6 +44,28 @@ struct IndexInner {
     state: ClusterState,
     synced: BTreeSet<Kind>,
     generation: u64,
+    /// What the accounting is computed with, once a reader asked for it.
+    settings: Option<Settings>,
+    /// Ghost disks, held on top of what is watched.
+    reserved: Reservations,
+    /// The accounting kept current with `state`, once every kind has listed (before that,
+    /// each relist would rebuild it from a half-listed cluster).
+    live: Option<LiveView>,
+}
+
+impl IndexInner {
+    /// Builds the accounting once it is asked for and every kind has listed.
+    fn build_live(&mut self) {
+        if self.synced.len() == Kind::ALL.len()
+            && let Some(settings) = &self.settings
+        {
+            self.live = Some(LiveView::build(
+                &self.state,
+                settings.clone(),
+                self.reserved.clone(),
+            ));
+        }
+    }
 }
 
 impl SharedIndex {
@@ -57,26 +92,62 @@ impl SharedIndex {
     }
 
     pub fn apply(&self, object: Object) {
+        let key = object.key();
         let mut inner = self.write();
-        inner.state.apply(object);
-        inner.generation += 1;
-        self.changes.send_replace(inner.generation);
+        let old = inner.state.apply(object);
+        self.changed(&mut inner, |live, state| live.changed(state, &key, old.as_ref()));
     }
 
     pub fn delete(&self, key: &ObjectKey) {
         let mut inner = self.write();
-        inner.state.delete(key);
-        inner.generation += 1;
-        self.changes.send_replace(inner.generation);
+        let old = inner.state.delete(key);
+        self.changed(&mut inner, |live, state| live.changed(state, key, old.as_ref()));
     }
 
-    /// A completed relist of `kind`; marks it synced.
+    /// A completed relist of `kind`; marks it synced. The accounting is built again.
     pub fn reset(&self, kind: Kind, objects: Vec<Object>) {
         let mut inner = self.write();
         inner.state.reset(kind, objects);
         inner.synced.insert(kind);
+        inner.build_live();
+        self.changed(&mut inner, |_, _| {});
+    }
+
+    /// Keeps the accounting current from now on, computed with `settings`.
+    pub fn account(&self, settings: Settings) {
+        let mut inner = self.write();
+        inner.settings = Some(settings);
+        inner.build_live();
+        self.changed(&mut inner, |_, _| {});
+    }
+
+    /// Replaces the ghost disks the accounting holds on top of what is watched.
+    pub fn set_reserved(&self, reserved: Reservations) {
+        let mut inner = self.write();
+        if inner.reserved == reserved {
+            return;
+        }
+        inner.reserved = reserved.clone();
+        self.changed(&mut inner, |live, state| live.set_reserved(state, reserved));
+    }
+
+    /// After a change to `inner`: brings the accounting up to date with `update`, publishes
+    /// it, and wakes whoever waits on a change. Under the write lock, so the view published
+    /// last is always that of the state written last.
+    fn changed(&self, inner: &mut IndexInner, update: impl FnOnce(&mut LiveView, &ClusterState)) {
+        let IndexInner { state, live, .. } = inner;
+        if let Some(live) = live {
+            update(live, state);
+            self.view.store(Arc::new(live.view().clone()));
+        }
         inner.generation += 1;
         self.changes.send_replace(inner.generation);
+    }
+
+    /// The accounting as of the last change (empty until `account` was called and every kind
+    /// has listed).
+    pub fn view(&self) -> Arc<ClusterView> {
+        self.view.load_full()
     }
 
     /// Notified with the generation after every change.

@@ -56,12 +56,17 @@ fn violations(name: &str, text: &str) -> Vec<String> {
         }
         // Inside `use crate::{ … }` blocks, the module names stand alone at the line start.
         let trimmed = code.trim_start();
-        if let Some(module) = trimmed.strip_suffix("::{").or_else(|| {
-            trimmed
-                .split_once("::")
-                .filter(|_| !trimmed.starts_with("use ") && !trimmed.contains(' '))
-                .map(|(m, _)| m)
-        }) && text_is_in_use_crate_block(text, n)
+        // (`decide::accounting::{` opens a nested group: its first name is the module.)
+        if let Some(module) = trimmed
+            .strip_suffix("::{")
+            .map(|path| path.split("::").next().unwrap_or(path))
+            .or_else(|| {
+                trimmed
+                    .split_once("::")
+                    .filter(|_| !trimmed.starts_with("use ") && !trimmed.contains(' '))
+                    .map(|(m, _)| m)
+            })
+            && text_is_in_use_crate_block(text, n)
             && !PURE_MODULES.contains(&module)
             && module != "super"
             && module != "self"
@@ -154,6 +159,11 @@ fn the_check_fails_on_a_runtime_a_clock_or_an_impure_module() {
         (
             "an impure module in a use block",
             "use crate::{\n    decide::placement::Placement,\n    shared_index::SharedIndex,\n};\n",
+            1,
+        ),
+        (
+            "nested groups: a pure one, then an impure one",
+            "use crate::{\n    decide::accounting::{\n        Load,\n    },\n    server::patch::{\n        Patch,\n    },\n};\n",
             1,
         ),
         (

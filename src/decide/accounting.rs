@@ -10,14 +10,17 @@
 //! no LUN: it is counted apart as failing to attach, and a node never counts more volumes than
 //! its VM has LUNs.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    sync::Arc,
+};
 
 use serde::Serialize;
 
 use crate::{
     config::Config,
     index::ClusterState,
-    model::{ClaimInfo, NodeInfo, NsName, PodInfo},
+    model::{AttachmentInfo, ClaimInfo, NodeInfo, NsName, PodInfo},
 };
 
 /// The accounting settings taken from the config.
@@ -111,33 +114,37 @@ pub enum ClaimState {
 }
 
 /// The accounting of the whole cluster at one moment.
+///
+/// Cheap to clone, so that a view can be published after every change: nodes are shared one
+/// by one, and the claim and key maps are persistent (a clone shares all but the changed path).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ClusterView {
     /// Every node, sorted by name.
-    pub nodes: Vec<NodeUsage>,
+    pub nodes: Vec<Arc<NodeUsage>>,
     /// Node name → its index in `nodes`. The extender looks up 5,000 names per request, and a
-    /// binary search over `nodes` missed the cache on every probe.
-    pub(crate) node_index: HashMap<String, usize>,
-    /// Block claims: namespace/name → (volume key, state).
-    pub block_claims: HashMap<NsName, (String, ClaimState)>,
-    /// Volume key → the nodes holding it (normally one).
-    pub key_nodes: HashMap<String, Vec<String>>,
+    /// binary search over `nodes` missed the cache on every probe. Changes only when a node
+    /// comes or goes.
+    pub(crate) node_index: Arc<HashMap<String, usize>>,
+    /// Block claims: namespace/name → their volume key and state.
+    pub block_claims: imbl::HashMap<NsName, (String, ClaimState)>,
+    /// Volume key → the nodes holding it (normally one), sorted.
+    pub key_nodes: imbl::HashMap<String, Vec<String>>,
     /// StorageClasses whose provisioner is the block driver.
     pub block_classes: BTreeSet<String>,
     /// The default StorageClass, for claims that name none.
     pub default_class: Option<String>,
-    /// How many of `block_claims` are Pending, counted once when the view is built: every PVC
-    /// admission reads it, and there may be 100,000 claims.
+    /// How many of `block_claims` are Pending, kept as the claims change: every PVC admission
+    /// reads it, and there may be 100,000 claims.
     pub(crate) pending_claims: i64,
 }
 
 impl ClusterView {
     pub fn node(&self, name: &str) -> Option<&NodeUsage> {
-        self.node_index.get(name).map(|i| &self.nodes[*i])
+        self.node_index.get(name).map(|i| &*self.nodes[*i])
     }
 
     pub fn schedulable(&self) -> impl Iterator<Item = &NodeUsage> {
-        self.nodes.iter().filter(|n| n.schedulable)
+        self.nodes.iter().map(|n| &**n).filter(|n| n.schedulable)
     }
 
     /// Block claims waiting for a node.
@@ -210,8 +217,8 @@ pub fn unschedulable_reason(node: &NodeInfo) -> Option<String> {
 
 /// Resolves claims to volume keys; the one place that decides whether a claim is "block".
 pub struct ClaimResolver<'a> {
-    state: &'a ClusterState,
-    settings: &'a Settings,
+    pub(crate) state: &'a ClusterState,
+    pub(crate) settings: &'a Settings,
     default_class: Option<&'a str>,
 }
 
@@ -240,6 +247,16 @@ impl<'a> ClaimResolver<'a> {
         class
             .and_then(|c| self.state.storage_classes.get(c))
             .is_some_and(|c| c.provisioner == self.settings.block_driver)
+    }
+
+    /// The StorageClasses whose provisioner is the block driver.
+    pub fn block_classes(&self) -> BTreeSet<String> {
+        self.state
+            .storage_classes
+            .values()
+            .filter(|c| c.provisioner == self.settings.block_driver)
+            .map(|c| c.name.clone())
+            .collect()
     }
 
     /// The volume key of a block claim, or `None` when the claim is not block.
@@ -275,160 +292,206 @@ fn volume_key(pv: &str, handle: Option<&str>) -> String {
     }
 }
 
+/// The volume key a VolumeAttachment holds: its PV's, its inline volume's handle, or its own.
+fn attachment_key(state: &ClusterState, va: &AttachmentInfo) -> String {
+    match (&va.pv_name, &va.inline_handle) {
+        (Some(pv), _) => volume_key(pv, state.volumes.get(pv).and_then(|v| v.volume_handle.as_deref())),
+        (None, Some(handle)) => handle.clone(),
+        (None, None) => format!("va:{}", va.name),
+    }
+}
+
+/// What one node's attachments, pods and reservations add up to: the one computation both
+/// the full accounting and the per-change one make for a node.
+#[derive(Debug, Default)]
+pub(crate) struct Load {
+    /// Keys holding a LUN here.
+    held: BTreeSet<String>,
+    /// Keys whose attachment here failed: they hold no LUN.
+    failing: BTreeSet<String>,
+    /// Distinct keys of the node's pods (failing or not).
+    pod_volumes: i64,
+    memory_requested_bytes: i64,
+    memory_limits_bytes: i64,
+    cpu_requested_millis: i64,
+    pods: usize,
+}
+
+impl Load {
+    pub(crate) fn of<'s>(
+        resolver: &ClaimResolver,
+        attachments: impl IntoIterator<Item = &'s AttachmentInfo>,
+        pods: impl IntoIterator<Item = &'s PodInfo>,
+        reserved: Option<&BTreeSet<String>>,
+    ) -> Load {
+        let mut load = Load::default();
+        // Attached, attaching or detaching, a block attachment holds a LUN; a failed one none.
+        for va in attachments
+            .into_iter()
+            .filter(|va| va.attacher == resolver.settings.block_driver)
+        {
+            let key = attachment_key(resolver.state, va);
+            if va.failing() {
+                load.failing.insert(key);
+            } else {
+                load.held.insert(key);
+            }
+        }
+        let mut pod_keys = BTreeSet::new();
+        for pod in pods.into_iter().filter(|p| !p.terminal) {
+            for c in &pod.claims {
+                if let Some(key) = resolver.key_of(&pod.namespace, c) {
+                    pod_keys.insert(key.clone());
+                    load.held.insert(key);
+                }
+            }
+            load.memory_requested_bytes += pod.memory_request;
+            load.memory_limits_bytes += pod.memory_limit;
+            load.cpu_requested_millis += pod.cpu_request_millis;
+            load.pods += 1;
+        }
+        load.held.extend(reserved.into_iter().flatten().cloned());
+        // The pod of a failing attachment names the volume too; it still holds no LUN.
+        load.held.retain(|k| !load.failing.contains(k));
+        load.pod_volumes = pod_keys.len() as i64;
+        load
+    }
+
+    /// Every key the node names, held or failing: what `key_nodes` lists it under.
+    pub(crate) fn keys(&self) -> impl Iterator<Item = &String> {
+        self.held.iter().chain(&self.failing)
+    }
+
+    /// The node's usage: its capacity from `node` and its CSINode, its use from this load.
+    pub(crate) fn usage(self, resolver: &ClaimResolver, node: &NodeInfo) -> NodeUsage {
+        let settings = resolver.settings;
+        let registered = resolver
+            .state
+            .csi_nodes
+            .get(&node.name)
+            .and_then(|c| c.drivers.get(&settings.block_driver).copied().flatten());
+        let hard_cap = registered.unwrap_or(settings.hard_cap_default);
+        let reason = unschedulable_reason(node);
+        NodeUsage {
+            name: node.name.clone(),
+            block_volumes: (self.held.len() as i64).min(LUNS_PER_VM),
+            soft_cap: settings.soft_cap.min(hard_cap),
+            hard_cap,
+            memory_requested_bytes: self.memory_requested_bytes,
+            memory_limits_bytes: self.memory_limits_bytes,
+            memory_allocatable_bytes: node.memory_allocatable,
+            cpu_requested_millis: self.cpu_requested_millis,
+            cpu_allocatable_millis: node.cpu_allocatable_millis,
+            schedulable: reason.is_none(),
+            unschedulable_reason: reason,
+            gpus: node.gpus,
+            pods: self.pods,
+            block_ready: registered.is_some(),
+            failing_to_attach: self.failing.len() as i64,
+            pod_volumes: self.pod_volumes,
+            volume_keys: self.held,
+        }
+    }
+}
+
+/// Who uses a claim: a pod on a node, a pod waiting for one (non-terminal pods only).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Users {
+    pub on_node: bool,
+    pub unscheduled: bool,
+}
+
+impl Users {
+    pub(crate) fn add(&mut self, pod: &PodInfo) {
+        if !pod.terminal {
+            self.on_node |= pod.node_name.is_some();
+            self.unscheduled |= pod.node_name.is_none();
+        }
+    }
+}
+
+/// The state of a block claim whose volume is `held_somewhere` (on some node's key list).
+pub(crate) fn claim_state(claim: &ClaimInfo, held_somewhere: bool, users: Users) -> ClaimState {
+    if held_somewhere || users.on_node {
+        ClaimState::OnNode
+    } else if claim.volume_name.is_none() || users.unscheduled {
+        ClaimState::Pending
+    } else {
+        ClaimState::Dormant
+    }
+}
+
 /// Computes the accounting of `state`, with `reservations` held on top of what is watched.
 pub fn account(state: &ClusterState, settings: &Settings, reservations: &Reservations) -> ClusterView {
     let resolver = ClaimResolver::new(state, settings);
-    let mut per_node: HashMap<&str, NodeUsage> = state
-        .nodes
-        .values()
-        .map(|n| (n.name.as_str(), new_usage(state, settings, n)))
-        .collect();
-    let mut held: HashMap<&str, BTreeSet<String>> = HashMap::new();
-    let mut failing: HashMap<&str, BTreeSet<String>> = HashMap::new();
-
-    // 1. VolumeAttachments of the block driver: attached, attaching or detaching, each holds a
-    //    LUN; one that failed to attach holds none.
-    for va in state
-        .attachments
-        .values()
-        .filter(|va| va.attacher == settings.block_driver)
-    {
-        let key = match (&va.pv_name, &va.inline_handle) {
-            (Some(pv), _) => volume_key(pv, state.volumes.get(pv).and_then(|v| v.volume_handle.as_deref())),
-            (None, Some(handle)) => handle.clone(),
-            (None, None) => format!("va:{}", va.name),
-        };
-        let into = if va.failing() { &mut failing } else { &mut held };
-        into.entry(va.node_name.as_str()).or_default().insert(key);
+    let mut attachments_on: BTreeMap<&str, Vec<&AttachmentInfo>> = BTreeMap::new();
+    for va in state.attachments.values() {
+        attachments_on.entry(va.node_name.as_str()).or_default().push(va);
     }
-
-    // 2. Block claims of non-terminal pods on a node (attachment or not), plus resources.
-    let mut pod_held: HashMap<&str, BTreeSet<String>> = HashMap::new();
-    let mut wanted_unscheduled: HashSet<NsName> = HashSet::new();
-    let mut used_on_node: HashSet<NsName> = HashSet::new();
-    for pod in state.pods.values().filter(|p| !p.terminal) {
-        let Some(node) = pod.node_name.as_deref() else {
-            for c in &pod.claims {
-                wanted_unscheduled.insert((pod.namespace.clone(), c.clone()));
-            }
-            continue;
-        };
+    let mut pods_on: BTreeMap<&str, Vec<&PodInfo>> = BTreeMap::new();
+    let mut users: HashMap<(&str, &str), Users> = HashMap::new();
+    for pod in state.pods.values() {
         for c in &pod.claims {
-            if let Some(key) = resolver.key_of(&pod.namespace, c) {
-                pod_held.entry(node).or_default().insert(key.clone());
-                held.entry(node).or_default().insert(key);
-                used_on_node.insert((pod.namespace.clone(), c.clone()));
-            }
+            users.entry((&pod.namespace, c)).or_default().add(pod);
         }
-        if let Some(usage) = per_node.get_mut(node) {
-            usage.memory_requested_bytes += pod.memory_request;
-            usage.memory_limits_bytes += pod.memory_limit;
-            usage.cpu_requested_millis += pod.cpu_request_millis;
-            usage.pods += 1;
+        if let Some(node) = pod.node_name.as_deref() {
+            pods_on.entry(node).or_default().push(pod);
+        }
+    }
+    // Every node anything is held on, Node object or not (a pod may name a node that is gone).
+    let names: BTreeSet<&str> = state
+        .nodes
+        .keys()
+        .map(String::as_str)
+        .chain(attachments_on.keys().copied())
+        .chain(pods_on.keys().copied())
+        .chain(reservations.keys().map(String::as_str))
+        .collect();
+    let mut nodes = Vec::with_capacity(state.nodes.len());
+    let mut key_nodes: imbl::HashMap<String, Vec<String>> = imbl::HashMap::new();
+    for name in names {
+        let load = Load::of(
+            &resolver,
+            attachments_on.remove(name).unwrap_or_default(),
+            pods_on.remove(name).unwrap_or_default(),
+            reservations.get(name),
+        );
+        for k in load.keys() {
+            key_nodes.entry(k.clone()).or_default().push(name.to_owned());
+        }
+        if let Some(node) = state.nodes.get(name) {
+            nodes.push(Arc::new(load.usage(&resolver, node)));
         }
     }
 
-    // 3. Reservations made outside the watch.
-    for (node, keys) in reservations {
-        held.entry(node.as_str())
-            .or_default()
-            .extend(keys.iter().cloned());
-    }
-
-    let mut key_nodes: HashMap<String, Vec<String>> = HashMap::new();
-    for (node, mut keys) in held {
-        // The pod of a failing attachment names the volume too; it still holds no LUN.
-        let failed = failing.remove(node).unwrap_or_default();
-        keys.retain(|k| !failed.contains(k));
-        for k in keys.iter().chain(&failed) {
-            key_nodes.entry(k.clone()).or_default().push(node.to_owned());
-        }
-        if let Some(usage) = per_node.get_mut(node) {
-            usage.block_volumes = (keys.len() as i64).min(LUNS_PER_VM);
-            usage.failing_to_attach = failed.len() as i64;
-            usage.pod_volumes = pod_held.get(node).map_or(0, |k| k.len() as i64);
-            usage.volume_keys = keys;
-        }
-    }
-    // Failing attachments on nodes that hold nothing else.
-    for (node, failed) in failing {
-        for k in &failed {
-            key_nodes.entry(k.clone()).or_default().push(node.to_owned());
-        }
-        if let Some(usage) = per_node.get_mut(node) {
-            usage.failing_to_attach = failed.len() as i64;
-        }
-    }
-
-    let block_claims: HashMap<NsName, (String, ClaimState)> = state
+    let mut pending_claims = 0;
+    let block_claims = state
         .claims
         .iter()
         .filter_map(|(id, claim)| {
             let key = resolver.key(claim)?;
-            let claim_state = if key_nodes.contains_key(&key) || used_on_node.contains(id) {
-                ClaimState::OnNode
-            } else if claim.volume_name.is_none() || wanted_unscheduled.contains(id) {
-                ClaimState::Pending
-            } else {
-                ClaimState::Dormant
-            };
+            let users = users.get(&(id.0.as_str(), id.1.as_str())).copied();
+            let claim_state = claim_state(claim, key_nodes.contains_key(&key), users.unwrap_or_default());
+            pending_claims += i64::from(claim_state == ClaimState::Pending);
             Some((id.clone(), (key, claim_state)))
         })
         .collect();
-
-    let mut nodes: Vec<NodeUsage> = per_node.into_values().collect();
-    nodes.sort_by(|a, b| a.name.cmp(&b.name));
-    let block_classes = state
-        .storage_classes
-        .values()
-        .filter(|c| c.provisioner == settings.block_driver)
-        .map(|c| c.name.clone())
-        .collect();
-    let default_class = resolver.default_class.map(str::to_owned);
-    let pending_claims = block_claims
-        .values()
-        .filter(|(_, s)| *s == ClaimState::Pending)
-        .count() as i64;
-    let node_index = nodes
-        .iter()
-        .enumerate()
-        .map(|(i, n)| (n.name.clone(), i))
-        .collect();
     ClusterView {
+        node_index: Arc::new(index_of(&nodes)),
         nodes,
-        node_index,
         block_claims,
         key_nodes,
-        block_classes,
-        default_class,
+        block_classes: resolver.block_classes(),
+        default_class: resolver.default_class.map(str::to_owned),
         pending_claims,
     }
 }
 
-fn new_usage(state: &ClusterState, settings: &Settings, node: &NodeInfo) -> NodeUsage {
-    let registered = state
-        .csi_nodes
-        .get(&node.name)
-        .and_then(|c| c.drivers.get(&settings.block_driver).copied().flatten());
-    let hard_cap = registered.unwrap_or(settings.hard_cap_default);
-    let reason = unschedulable_reason(node);
-    NodeUsage {
-        name: node.name.clone(),
-        block_volumes: 0,
-        soft_cap: settings.soft_cap.min(hard_cap),
-        hard_cap,
-        memory_requested_bytes: 0,
-        memory_limits_bytes: 0,
-        memory_allocatable_bytes: node.memory_allocatable,
-        cpu_requested_millis: 0,
-        cpu_allocatable_millis: node.cpu_allocatable_millis,
-        schedulable: reason.is_none(),
-        unschedulable_reason: reason,
-        gpus: node.gpus,
-        pods: 0,
-        block_ready: registered.is_some(),
-        failing_to_attach: 0,
-        pod_volumes: 0,
-        volume_keys: BTreeSet::new(),
-    }
+/// Node name → position in `nodes`.
+pub(crate) fn index_of(nodes: &[Arc<NodeUsage>]) -> HashMap<String, usize> {
+    nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.name.clone(), i))
+        .collect()
 }

@@ -15,6 +15,7 @@ pub mod extender;
 pub(crate) mod fixtures;
 pub mod ghosts;
 pub mod incidents;
+pub mod live_view;
 pub mod placement;
 pub mod planner;
 pub mod projection;

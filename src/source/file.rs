@@ -134,7 +134,7 @@ fn parse_json_stream(file: &str, text: &str) -> Result<ClusterState, SnapshotErr
             let mut i = 0usize;
             while let Some(item) = seq.next_element::<Value>()? {
                 match decode(self.0.file, &format!("items[{i}]"), item) {
-                    Ok(Some(object)) => self.0.state.apply(object),
+                    Ok(Some(object)) => drop(self.0.state.apply(object)),
                     Ok(None) => {}
                     Err(e) => {
                         *self.0.failure = Some(e);
