@@ -2,7 +2,10 @@
 
 mod support;
 
-use headroom::{config::Config, index::Kind, shared_index::SharedIndex, source::live, status::StatusReport};
+use headroom::{
+    config::Config, decide::accounting::Settings, index::Kind, shared_index::SharedIndex, source::live,
+    status::StatusReport,
+};
 use serde_json::{Value, json};
 use support::{apiserver::ApiServer, *};
 
@@ -153,4 +156,32 @@ async fn not_synced_until_every_watch_has_listed() {
         node_field(&status_json(&index), "n1", "memoryRequestedBytes"),
         1024 * 1024 * 1024
     );
+}
+
+/// A list longer than a page arrives in pages (`limit` and `continue`, as the API server pages
+/// 150,000 pods), and the view the index publishes follows the watch from there.
+#[tokio::test]
+async fn a_paged_list_and_the_watch_after_it_reach_the_published_view() {
+    let server = ApiServer::start().await;
+    seed(&server);
+    for i in 0..1_200 {
+        server.apply(pod("b", &format!("web-{i}"), Some("n2"), &[], "1Mi"));
+    }
+    let index = SharedIndex::default();
+    index.account(Settings::from(&Config::default()));
+    tokio::spawn(live::watch_all(server.client(), index.clone()));
+    until("synced", || index.is_synced()).await;
+    assert_eq!(index.view().node("n2").map(|n| n.pods), Some(1_200));
+    let pages = server
+        .requests()
+        .iter()
+        .filter(|r| r.starts_with("GET /api/v1/pods?") && !r.contains("watch="))
+        .count();
+    assert_eq!(pages, 3, "1,200 pods in pages of 500: {:?}", server.requests());
+
+    server.delete(&pod("b", "web-0", Some("n2"), &[], "1Mi"));
+    until("the deleted pod leaves the published view", || {
+        index.view().node("n2").map(|n| n.pods) == Some(1_199)
+    })
+    .await;
 }

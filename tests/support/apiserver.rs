@@ -318,14 +318,28 @@ async fn handle(
                 .as_ref()
                 .is_none_or(|(k, v)| o["metadata"]["labels"][k.as_str()] == v.as_str())
     };
-    let items: Vec<Value> = store
+    // Pages as the real one: `limit` items in key order, and a `continue` token naming the
+    // last key, given back to ask for the next page (clients page lists of 150,000 pods).
+    let limit: usize = query
+        .get("limit")
+        .and_then(|l| l.parse().ok())
+        .filter(|l| *l > 0)
+        .unwrap_or(usize::MAX);
+    let after = query.get("continue").cloned().unwrap_or_default();
+    let mut matching = store
         .objects
         .get(collection)
-        .map(|m| m.values().filter(on).cloned().collect())
-        .unwrap_or_default();
-    axum::Json(json!({"kind": list_kind, "apiVersion": api_version,
-        "metadata": {"resourceVersion": store.rv.to_string()}, "items": items}))
-    .into_response()
+        .into_iter()
+        .flat_map(|m| m.range::<String, _>((std::ops::Bound::Excluded(&after), std::ops::Bound::Unbounded)))
+        .filter(|(_, o)| on(o));
+    let items: Vec<(&String, &Value)> = matching.by_ref().take(limit).collect();
+    let mut metadata = json!({"resourceVersion": store.rv.to_string()});
+    if let (Some((last, _)), Some(_)) = (items.last(), matching.next()) {
+        metadata["continue"] = json!(last);
+    }
+    let items: Vec<&Value> = items.into_iter().map(|(_, o)| o).collect();
+    axum::Json(json!({"kind": list_kind, "apiVersion": api_version, "metadata": metadata, "items": items}))
+        .into_response()
 }
 
 /// Create (POST to a collection), get, and replace (PUT, with resourceVersion checked as the
