@@ -182,11 +182,6 @@ impl SharedIndex {
             .collect()
     }
 
-    /// Bumped on every change; lets readers skip rebuilding an unchanged view.
-    pub fn generation(&self) -> u64 {
-        self.read().generation
-    }
-
     /// Runs `f` on the current state under the read lock.
     pub fn with_state<T>(&self, f: impl FnOnce(&ClusterState, u64) -> T) -> T {
         let inner = self.read();

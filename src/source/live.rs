@@ -124,7 +124,7 @@ async fn watch<K: Watched>(client: Client, index: SharedIndex) {
             watcher::Event::InitDone => {
                 let objects = std::mem::take(&mut relist);
                 tracing::info!(kind, objects = objects.len(), "listed");
-                // A relist rebuilds the accounting (~0.5 s at 150k pods): off the runtime's
+                // A relist rebuilds the accounting (~0.6 s at 150k pods): off the runtime's
                 // threads, and awaited, so the events after it apply after it.
                 let index = index.clone();
                 let _ = tokio::task::spawn_blocking(move || index.reset(K::KIND, objects)).await;
