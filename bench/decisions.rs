@@ -288,7 +288,7 @@ fn main() {
     group.bench_function("publish: deep copy of nodes and claims", |b| {
         b.iter(|| {
             let v = black_box(live.view());
-            let nodes: Vec<_> = v.nodes.iter().map(|n| accounting::NodeUsage::clone(n)).collect();
+            let nodes: Vec<accounting::NodeUsage> = v.nodes.iter().cloned().collect();
             let claims: std::collections::HashMap<_, _> = v
                 .block_claims
                 .iter()

@@ -59,6 +59,8 @@ impl IndexInner {
         if self.synced.len() == Kind::ALL.len()
             && let Some(settings) = &self.settings
         {
+            // The old one goes first: two at once would double the peak at 150k pods.
+            self.live = None;
             self.live = Some(LiveView::build(
                 &self.state,
                 settings.clone(),

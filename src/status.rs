@@ -97,7 +97,7 @@ impl StatusReport {
             ..
         } = tick;
         StatusReport {
-            nodes: view.nodes.iter().map(|n| NodeUsage::clone(n)).collect(),
+            nodes: view.nodes.iter().cloned().collect(),
             cluster: ClusterSummary {
                 free_block_slots: p.free_block_slots,
                 memory_request_ratio: p.memory_request_ratio,

@@ -261,6 +261,68 @@ proptest! {
     }
 }
 
+/// Nodes by the hundred (the view keeps them in chunks of 64): nodes join and leave between
+/// others, pods come and go on them, and the view stays the one from scratch.
+fn many_nodes_step() -> impl Strategy<Value = Step> {
+    let name = (0u32..200).prop_map(|i| format!("m{i:03}"));
+    prop_oneof![
+        3 => (name.clone(), any::<bool>()).prop_map(|(name, ready)| Step::Apply(Object::Node(NodeInfo {
+            name,
+            ready,
+            ..Default::default()
+        }))),
+        1 => name.clone().prop_map(|name| Step::Delete(ObjectKey {
+            kind: Kind::Node,
+            namespace: String::new(),
+            name,
+        })),
+        3 => (name, 0u32..20, 1i64..4).prop_map(|(node, pod, mem_gi)| Step::Apply(Object::Pod(PodInfo {
+            namespace: "a".into(),
+            name: format!("p{pod}"),
+            node_name: Some(node),
+            memory_request: mem_gi << 30,
+            ..Default::default()
+        }))),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn the_view_of_hundreds_of_nodes_kept_per_change_is_the_view_from_scratch(
+        initial in prop::collection::vec((0u32..200).prop_map(|i| Object::Node(NodeInfo {
+            name: format!("m{i:03}"),
+            ready: true,
+            ..Default::default()
+        })), 100..180),
+        steps in prop::collection::vec(many_nodes_step(), 1..80),
+    ) {
+        let mut state = ClusterState::from_objects(initial);
+        let mut live = LiveView::build(&state, settings(), Reservations::new());
+        for (i, step) in steps.into_iter().enumerate() {
+            // A published copy shares chunks with the live view: changes must not reach it.
+            let published = live.view().clone();
+            let before = accounting::account(&state, &settings(), &Reservations::new());
+            match step.clone() {
+                Step::Apply(object) => {
+                    let key = object.key();
+                    let old = state.apply(object);
+                    live.changed(&state, &key, old.as_ref());
+                }
+                Step::Delete(key) => {
+                    let old = state.delete(&key);
+                    live.changed(&state, &key, old.as_ref());
+                }
+                _ => unreachable!("only applies and deletes are generated"),
+            }
+            let scratch = accounting::account(&state, &settings(), &Reservations::new());
+            prop_assert_eq!(live.view(), &scratch, "after step {} ({:?})", i, step);
+            prop_assert_eq!(&published, &before, "a published view changed at step {}", i);
+        }
+    }
+}
+
 /// The published view follows every change through the shared index, ghost disks included.
 #[test]
 fn the_shared_index_publishes_the_view_of_every_change() {

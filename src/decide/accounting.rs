@@ -120,7 +120,7 @@ pub enum ClaimState {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ClusterView {
     /// Every node, sorted by name.
-    pub nodes: Vec<Arc<NodeUsage>>,
+    pub nodes: Nodes,
     /// Node name → its index in `nodes`. The extender looks up 5,000 names per request, and a
     /// binary search over `nodes` missed the cache on every probe. Changes only when a node
     /// comes or goes.
@@ -140,11 +140,11 @@ pub struct ClusterView {
 
 impl ClusterView {
     pub fn node(&self, name: &str) -> Option<&NodeUsage> {
-        self.node_index.get(name).map(|i| &*self.nodes[*i])
+        self.node_index.get(name).and_then(|i| self.nodes.get(*i))
     }
 
     pub fn schedulable(&self) -> impl Iterator<Item = &NodeUsage> {
-        self.nodes.iter().map(|n| &**n).filter(|n| n.schedulable)
+        self.nodes.iter().filter(|n| n.schedulable)
     }
 
     /// Block claims waiting for a node.
@@ -477,8 +477,8 @@ pub fn account(state: &ClusterState, settings: &Settings, reservations: &Reserva
         })
         .collect();
     ClusterView {
-        node_index: Arc::new(index_of(&nodes)),
-        nodes,
+        node_index: Arc::new(index_of(nodes.iter())),
+        nodes: Nodes::from(nodes),
         block_claims,
         key_nodes,
         block_classes: resolver.block_classes(),
@@ -488,10 +488,109 @@ pub fn account(state: &ClusterState, settings: &Settings, reservations: &Reserva
 }
 
 /// Node name → position in `nodes`.
-pub(crate) fn index_of(nodes: &[Arc<NodeUsage>]) -> HashMap<String, usize> {
-    nodes
-        .iter()
-        .enumerate()
-        .map(|(i, n)| (n.name.clone(), i))
-        .collect()
+pub(crate) fn index_of<'n>(nodes: impl Iterator<Item = &'n Arc<NodeUsage>>) -> HashMap<String, usize> {
+    nodes.enumerate().map(|(i, n)| (n.name.clone(), i)).collect()
+}
+
+/// How many nodes share one chunk of [`Nodes`].
+const CHUNK: usize = 64;
+
+/// A view's nodes, sorted by name, in chunks that views share. A view is published after every
+/// change: cloning this copies ~80 chunk pointers at 5,000 nodes instead of 5,000 node pointers
+/// (70 µs of reference counting on cold cache lines), while a lookup by position stays two
+/// array reads — the extender makes 5,000 per request, which a persistent vector slowed by 60 %.
+#[derive(Debug, Clone, Default)]
+pub struct Nodes {
+    chunks: Vec<Arc<Vec<Arc<NodeUsage>>>>,
+    len: usize,
+}
+
+impl Nodes {
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn get(&self, at: usize) -> Option<&NodeUsage> {
+        self.chunks.get(at / CHUNK)?.get(at % CHUNK).map(|n| &**n)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &NodeUsage> {
+        self.shared().map(|n| &**n)
+    }
+
+    /// The nodes as the shared pointers they are kept in.
+    pub(crate) fn shared(&self) -> impl Iterator<Item = &Arc<NodeUsage>> {
+        self.chunks.iter().flat_map(|c| c.iter())
+    }
+
+    /// Where the node named `name` is, or where it would go.
+    pub(crate) fn search(&self, name: &str) -> Result<usize, usize> {
+        let (mut low, mut high) = (0, self.len);
+        while low < high {
+            let mid = (low + high) / 2;
+            match self.get(mid).map(|n| n.name.as_str().cmp(name)) {
+                Some(std::cmp::Ordering::Less) => low = mid + 1,
+                Some(std::cmp::Ordering::Greater) => high = mid,
+                _ => return Ok(mid),
+            }
+        }
+        Err(low)
+    }
+
+    /// Replaces the node at `at`; copies only its chunk when a published view shares it.
+    pub(crate) fn set(&mut self, at: usize, node: Arc<NodeUsage>) {
+        if let Some(slot) = self
+            .chunks
+            .get_mut(at / CHUNK)
+            .and_then(|c| Arc::make_mut(c).get_mut(at % CHUNK))
+        {
+            *slot = node;
+        }
+    }
+
+    /// Adds or removes a node (nodes come and go rarely): the chunks are laid out again.
+    pub(crate) fn splice(&mut self, at: usize, remove: bool, insert: Option<Arc<NodeUsage>>) {
+        let mut all: Vec<Arc<NodeUsage>> = self.shared().cloned().collect();
+        if remove {
+            all.remove(at);
+        }
+        if let Some(node) = insert {
+            all.insert(at, node);
+        }
+        *self = Nodes::from(all);
+    }
+}
+
+impl From<Vec<Arc<NodeUsage>>> for Nodes {
+    fn from(all: Vec<Arc<NodeUsage>>) -> Self {
+        Nodes {
+            len: all.len(),
+            chunks: all.chunks(CHUNK).map(|c| Arc::new(c.to_vec())).collect(),
+        }
+    }
+}
+
+impl FromIterator<NodeUsage> for Nodes {
+    fn from_iter<I: IntoIterator<Item = NodeUsage>>(nodes: I) -> Self {
+        Nodes::from(nodes.into_iter().map(Arc::new).collect::<Vec<_>>())
+    }
+}
+
+impl PartialEq for Nodes {
+    fn eq(&self, other: &Self) -> bool {
+        self.len == other.len && self.iter().eq(other.iter())
+    }
+}
+
+impl<'a> IntoIterator for &'a Nodes {
+    type Item = &'a NodeUsage;
+    type IntoIter = Box<dyn Iterator<Item = &'a NodeUsage> + 'a>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        Box::new(self.iter())
+    }
 }

@@ -274,22 +274,23 @@ impl LiveView {
             if !keys.is_empty() {
                 self.node_keys.insert(name.clone(), keys);
             }
-            let at = self.view.nodes.binary_search_by(|n| n.name.as_str().cmp(name));
+            let at = self.view.nodes.search(name);
             match (state.nodes.get(name), at) {
-                (Some(node), Ok(at)) => self.view.nodes[at] = Arc::new(load.usage(&resolver, node)),
+                (Some(node), Ok(at)) => self.view.nodes.set(at, Arc::new(load.usage(&resolver, node))),
                 (Some(node), Err(at)) => {
-                    self.view.nodes.insert(at, Arc::new(load.usage(&resolver, node)));
+                    let usage = Arc::new(load.usage(&resolver, node));
+                    self.view.nodes.splice(at, false, Some(usage));
                     nodes_came_or_went = true;
                 }
                 (None, Ok(at)) => {
-                    self.view.nodes.remove(at);
+                    self.view.nodes.splice(at, true, None);
                     nodes_came_or_went = true;
                 }
                 (None, Err(_)) => {}
             }
         }
         if nodes_came_or_went {
-            self.view.node_index = Arc::new(accounting::index_of(&self.view.nodes));
+            self.view.node_index = Arc::new(accounting::index_of(self.view.nodes.shared()));
         }
         for id in dirty.claims {
             self.judge_claim(state, &resolver, id);

@@ -475,7 +475,7 @@ mod tests {
             })
             .collect();
         ClusterView {
-            nodes: nodes.into_iter().map(std::sync::Arc::new).collect(),
+            nodes: nodes.into_iter().collect(),
             block_claims,
             pending_claims: pending as i64,
             ..Default::default()
