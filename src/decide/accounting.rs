@@ -501,7 +501,7 @@ const CHUNK: usize = 64;
 /// array reads — the extender makes 5,000 per request, which a persistent vector slowed by 60 %.
 #[derive(Debug, Clone, Default)]
 pub struct Nodes {
-    chunks: Vec<Arc<Vec<Arc<NodeUsage>>>>,
+    chunks: Vec<Arc<[Arc<NodeUsage>]>>,
     len: usize,
 }
 
@@ -543,11 +543,13 @@ impl Nodes {
 
     /// Replaces the node at `at`; copies only its chunk when a published view shares it.
     pub(crate) fn set(&mut self, at: usize, node: Arc<NodeUsage>) {
-        if let Some(slot) = self
-            .chunks
-            .get_mut(at / CHUNK)
-            .and_then(|c| Arc::make_mut(c).get_mut(at % CHUNK))
-        {
+        let Some(chunk) = self.chunks.get_mut(at / CHUNK) else {
+            return;
+        };
+        if Arc::get_mut(chunk).is_none() {
+            *chunk = chunk.iter().cloned().collect();
+        }
+        if let Some(slot) = Arc::get_mut(chunk).and_then(|c| c.get_mut(at % CHUNK)) {
             *slot = node;
         }
     }
@@ -569,7 +571,7 @@ impl From<Vec<Arc<NodeUsage>>> for Nodes {
     fn from(all: Vec<Arc<NodeUsage>>) -> Self {
         Nodes {
             len: all.len(),
-            chunks: all.chunks(CHUNK).map(|c| Arc::new(c.to_vec())).collect(),
+            chunks: all.chunks(CHUNK).map(Arc::from).collect(),
         }
     }
 }
