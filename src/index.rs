@@ -4,7 +4,7 @@
 //! tested without streams, and the decisions read it without touching a lock or a runtime.
 //! `crate::shared_index::SharedIndex` wraps it for the server.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::model::{
     AttachmentInfo, BudgetInfo, ClaimInfo, CsiNodeInfo, EventInfo, NodeInfo, NsName, PodInfo,
@@ -122,15 +122,25 @@ pub struct ClusterState {
     pub storage_classes: HashMap<String, StorageClassInfo>,
     pub volumes: HashMap<String, VolumeInfo>,
     pub claims: HashMap<NsName, ClaimInfo>,
+    /// Read freely; change only through `apply`, `delete` and `reset`, which keep the pods
+    /// without a node indexed.
     pub pods: HashMap<NsName, PodInfo>,
     pub attachments: HashMap<String, AttachmentInfo>,
     /// LUN-cap incidents and kubelet evictions (core Events live an hour: what must last
     /// longer is counted in the tick's durable windows).
     pub events: BTreeMap<NsName, EventInfo>,
     pub budgets: BTreeMap<NsName, BudgetInfo>,
+    /// The pods without a node, kept as pods change: planning looks at them on every tick, and
+    /// they are a handful among 150,000.
+    unscheduled: BTreeSet<NsName>,
 }
 
 impl ClusterState {
+    /// The pods without a node (terminal ones included).
+    pub fn unscheduled_pods(&self) -> impl Iterator<Item = &PodInfo> {
+        self.unscheduled.iter().filter_map(|id| self.pods.get(id))
+    }
+
     /// Builds a state from a list of objects (a snapshot file).
     pub fn from_objects(objects: impl IntoIterator<Item = Object>) -> Self {
         let mut state = Self::default();
@@ -154,10 +164,15 @@ impl ClusterState {
                 .claims
                 .insert((o.namespace.clone(), o.name.clone()), o)
                 .map(Object::Claim),
-            Object::Pod(o) => self
-                .pods
-                .insert((o.namespace.clone(), o.name.clone()), o)
-                .map(Object::Pod),
+            Object::Pod(o) => {
+                let id = (o.namespace.clone(), o.name.clone());
+                if o.node_name.is_none() {
+                    self.unscheduled.insert(id.clone());
+                } else {
+                    self.unscheduled.remove(&id);
+                }
+                self.pods.insert(id, o).map(Object::Pod)
+            }
             Object::Attachment(o) => self.attachments.insert(o.name.clone(), o).map(Object::Attachment),
             Object::Event(o) => self
                 .events
@@ -181,7 +196,10 @@ impl ClusterState {
             Kind::StorageClass => self.storage_classes.remove(name).map(Object::StorageClass),
             Kind::PersistentVolume => self.volumes.remove(name).map(Object::Volume),
             Kind::PersistentVolumeClaim => self.claims.remove(&namespaced()).map(Object::Claim),
-            Kind::Pod => self.pods.remove(&namespaced()).map(Object::Pod),
+            Kind::Pod => {
+                self.unscheduled.remove(&namespaced());
+                self.pods.remove(&namespaced()).map(Object::Pod)
+            }
             Kind::VolumeAttachment => self.attachments.remove(name).map(Object::Attachment),
             Kind::Event => self.events.remove(&namespaced()).map(Object::Event),
             Kind::PodDisruptionBudget => self.budgets.remove(&namespaced()).map(Object::Budget),
@@ -197,7 +215,10 @@ impl ClusterState {
             Kind::StorageClass => self.storage_classes.clear(),
             Kind::PersistentVolume => self.volumes.clear(),
             Kind::PersistentVolumeClaim => self.claims.clear(),
-            Kind::Pod => self.pods.clear(),
+            Kind::Pod => {
+                self.pods.clear();
+                self.unscheduled.clear();
+            }
             Kind::VolumeAttachment => self.attachments.clear(),
             Kind::Event => self.events.clear(),
             Kind::PodDisruptionBudget => self.budgets.clear(),
@@ -231,6 +252,34 @@ mod tests {
         s.reset(Kind::Node, vec![node("b"), node("c")]);
         assert_eq!(s.nodes.keys().collect::<Vec<_>>(), ["b", "c"]);
         assert_eq!(s.attachments.len(), 1, "a reset touches only its own kind");
+    }
+
+    #[test]
+    fn the_pods_without_a_node_follow_applies_deletes_and_relists() {
+        let pod = |name: &str, node: Option<&str>| {
+            Object::Pod(PodInfo {
+                namespace: "a".into(),
+                name: name.into(),
+                node_name: node.map(str::to_owned),
+                ..Default::default()
+            })
+        };
+        let unscheduled = |s: &ClusterState| {
+            let mut names: Vec<String> = s.unscheduled_pods().map(|p| p.name.clone()).collect();
+            names.sort();
+            names
+        };
+        let mut s = ClusterState::default();
+        s.apply(pod("p1", None));
+        s.apply(pod("p2", None));
+        s.apply(pod("p3", Some("n1")));
+        assert_eq!(unscheduled(&s), ["p1", "p2"]);
+        s.apply(pod("p1", Some("n1")));
+        s.delete(&pod("p2", None).key());
+        s.apply(pod("p3", None));
+        assert_eq!(unscheduled(&s), ["p3"]);
+        s.reset(Kind::Pod, vec![pod("p4", None), pod("p5", Some("n2"))]);
+        assert_eq!(unscheduled(&s), ["p4"]);
     }
 
     #[test]

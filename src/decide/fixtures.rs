@@ -94,20 +94,17 @@ pub fn add_pod(s: &mut ClusterState, node: &str, name: &str, volumes: usize) {
         );
         claims.push(claim);
     }
-    s.pods.insert(
-        ("apps".into(), name.into()),
-        PodInfo {
-            namespace: "apps".into(),
-            name: name.into(),
-            node_name: Some(node.into()),
-            claims,
-            memory_request: GI,
-            cpu_request_millis: 100,
-            controller: Controller::Other,
-            owner: owner_hash(name),
-            ..Default::default()
-        },
-    );
+    s.apply(crate::index::Object::Pod(PodInfo {
+        namespace: "apps".into(),
+        name: name.into(),
+        node_name: Some(node.into()),
+        claims,
+        memory_request: GI,
+        cpu_request_millis: 100,
+        controller: Controller::Other,
+        owner: owner_hash(name),
+        ..Default::default()
+    }));
 }
 
 /// `f` of the situation a tick at `now` would see on `state` (no reservations).

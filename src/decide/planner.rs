@@ -166,11 +166,7 @@ pub fn size(
     };
     let mut unfit = Vec::new();
     let mut oversized_pods = Vec::new();
-    for pod in state
-        .pods
-        .values()
-        .filter(|p| !p.terminal && p.node_name.is_none())
-    {
+    for pod in state.unscheduled_pods().filter(|p| !p.terminal) {
         let keys = pod_block_keys(view, pod);
         let fits = placement.fits_on(&keys);
         if view.schedulable().any(|n| n.has_requests_free(pod) && fits(n)) {

@@ -736,7 +736,11 @@ mod tests {
             let key = ("apps".to_owned(), "n1-p0".to_owned());
             match node {
                 Some("gone") => drop(s.pods.remove(&key)),
-                other => s.pods.get_mut(&key).unwrap().node_name = other.map(str::to_owned),
+                other => {
+                    let mut moved = s.pods[&key].clone();
+                    moved.node_name = other.map(str::to_owned);
+                    s.apply(crate::index::Object::Pod(moved));
+                }
             }
             assert_eq!(settle(&s, &moving, later(mins)), want, "{case}");
         }

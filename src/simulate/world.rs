@@ -21,7 +21,7 @@ use crate::{
         rebalance::{self, MoveResult, PodMove},
         time::Timestamp,
     },
-    index::ClusterState,
+    index::{ClusterState, Kind, Object, ObjectKey},
     model::{
         AttachmentInfo, ClaimInfo, Controller, CsiNodeInfo, NodeInfo, PodInfo, VolumeInfo, owner_hash,
         quantity,
@@ -288,22 +288,19 @@ impl Sim<'_> {
         }
         let memory = quantity::parse_scaled(&c.memory, 1).unwrap_or(0);
         let id = (c.namespace.clone(), name.clone());
-        self.state.pods.insert(
-            id.clone(),
-            PodInfo {
-                namespace: c.namespace.clone(),
-                name,
-                node_name: None,
-                terminal: false,
-                claims,
-                memory_request: memory,
-                memory_limit: memory,
-                cpu_request_millis: 100,
-                controller: Controller::Other,
-                owner: owner_hash(&format!("{}/{}", c.namespace, c.prefix)),
-                labels: Vec::new(),
-            },
-        );
+        self.state.apply(Object::Pod(PodInfo {
+            namespace: c.namespace.clone(),
+            name,
+            node_name: None,
+            terminal: false,
+            claims,
+            memory_request: memory,
+            memory_limit: memory,
+            cpu_request_millis: 100,
+            controller: Controller::Other,
+            owner: owner_hash(&format!("{}/{}", c.namespace, c.prefix)),
+            labels: Vec::new(),
+        }));
         self.waiting.insert(id, 0);
         true
     }
@@ -318,7 +315,11 @@ impl Sim<'_> {
             .cloned()
             .collect();
         for id in &gone {
-            let Some(pod) = self.state.pods.remove(id) else {
+            let Some(Object::Pod(pod)) = self.state.delete(&ObjectKey {
+                kind: Kind::Pod,
+                namespace: id.0.clone(),
+                name: id.1.clone(),
+            }) else {
                 continue;
             };
             self.waiting.remove(id);
@@ -628,8 +629,9 @@ impl Sim<'_> {
     pub(super) fn evict(&mut self, t: u64, pod: &PodInfo, node: &str) {
         let id = (pod.namespace.clone(), pod.name.clone());
         self.detach(pod, node);
-        if let Some(p) = self.state.pods.get_mut(&id) {
+        if let Some(mut p) = self.state.pods.get(&id).cloned() {
             p.node_name = None;
+            self.state.apply(Object::Pod(p));
         }
         self.stuck.remove(&id);
         self.waiting.insert(id.clone(), 0);
@@ -844,11 +846,12 @@ impl Sim<'_> {
 
     /// Binds a pod: its claims get PVs and attachments on the node.
     pub(super) fn bind(&mut self, id: &(String, String), node: &str) {
-        let Some(pod) = self.state.pods.get_mut(id) else {
+        let Some(mut pod) = self.state.pods.get(id).cloned() else {
             return;
         };
         pod.node_name = Some(node.to_owned());
         let claims = pod.claims.clone();
+        self.state.apply(Object::Pod(pod));
         for c in claims {
             let Some(claim) = self.state.claims.get_mut(&(id.0.clone(), c.clone())) else {
                 continue;
