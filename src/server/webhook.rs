@@ -4,7 +4,7 @@
 //! wrong content type); every readable review gets HTTP 200 with an AdmissionReview v1 answer
 //! echoing the request's uid. Work is bounded by the `?timeout=` the API server appends.
 
-use std::sync::Arc;
+use std::{collections::BTreeMap, sync::Arc};
 
 use axum::{
     Extension, Router,
@@ -16,10 +16,10 @@ use axum::{
 };
 use base64::Engine;
 use json_patch::PatchOperation;
-use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use kube::core::{admission::AdmissionResponse, response::StatusSummary};
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::{Value, value::RawValue};
 
 use super::{
     Caller,
@@ -27,7 +27,7 @@ use super::{
 };
 use crate::{
     decide::{
-        admission::{self, Outcome, Verdict},
+        admission::{self, Outcome, Steer, Verdict},
         placement,
         projection::AdmittedDemand,
     },
@@ -63,8 +63,9 @@ struct RequestIn {
     namespace: String,
     #[serde(default)]
     name: String,
+    /// Kept as its text: read once, into the trimmed type its kind needs, never as a tree.
     #[serde(default)]
-    object: Option<Value>,
+    object: Option<Box<RawValue>>,
     #[serde(default)]
     dry_run: Option<bool>,
 }
@@ -84,8 +85,21 @@ struct Review {
     operation: String,
     namespace: String,
     name: String,
-    object: Value,
+    object: Option<Box<RawValue>>,
     dry_run: bool,
+}
+
+impl Review {
+    /// The object as `T`; refused with the path to the refused field, under `what`.
+    fn object<T: serde::de::DeserializeOwned>(&self, what: &str) -> Result<T, HttpError> {
+        let text = self.object.as_deref().map_or("null", RawValue::get);
+        crate::model::from_json_slice(text.as_bytes()).map_err(|e| {
+            HttpError::new(
+                StatusCode::BAD_REQUEST,
+                format!("{what}: object.{}: {}", e.path(), e.inner()),
+            )
+        })
+    }
 }
 
 fn parse_review(bytes: &[u8]) -> Result<Review, HttpError> {
@@ -117,7 +131,7 @@ fn parse_review(bytes: &[u8]) -> Result<Review, HttpError> {
         operation: r.operation,
         namespace: r.namespace,
         name: r.name,
-        object: r.object.unwrap_or(Value::Null),
+        object: r.object,
         dry_run: r.dry_run.unwrap_or(false),
     })
 }
@@ -186,16 +200,33 @@ fn in_scope(review: &Review) -> bool {
         && (review.kind == "Pod" || review.kind == "PersistentVolumeClaim")
 }
 
-fn labels_of(object: &Value) -> Option<std::collections::BTreeMap<String, String>> {
-    serde_json::from_value(object.pointer("/metadata/labels")?.clone()).ok()
-}
-
 /// The answer for a review of an excluded namespace or an object labelled
-/// `headroom.io/ignore`: allowed untouched, counted under the reason.
-fn skipped(app: &ReadModel, review: &Review) -> Option<Response> {
-    let reason = admission::skip_reason(&app.config, &review.namespace, labels_of(&review.object).as_ref())?;
+/// `headroom.io/ignore` (`labels`: the object's, when it could be read): allowed untouched,
+/// counted under the reason.
+fn skipped(app: &ReadModel, review: &Review, labels: Option<&BTreeMap<String, String>>) -> Option<Response> {
+    let reason = admission::skip_reason(&app.config, &review.namespace, labels)?;
     count(app, review, "allow", reason);
     Some(answer(&review.uid, None, &[]))
+}
+
+/// The review's object as `T` with its labels checked: `Err` is the answer to give instead
+/// (skipped, or a 400 for an object that cannot be read outside an excluded namespace).
+fn read_object<T: serde::de::DeserializeOwned>(
+    app: &ReadModel,
+    timer: &Timer<'_>,
+    review: &Review,
+    what: &str,
+    labels: impl FnOnce(&T) -> Option<&BTreeMap<String, String>>,
+) -> Result<T, Box<Response>> {
+    match review.object::<T>(what) {
+        Ok(object) => match skipped(app, review, labels(&object)) {
+            Some(answer) => Err(Box::new(answer)),
+            None => Ok(object),
+        },
+        Err(e) => Err(Box::new(
+            skipped(app, review, None).unwrap_or_else(|| timer.bad(e)),
+        )),
+    }
 }
 
 async fn read_review(
@@ -205,7 +236,7 @@ async fn read_review(
     body: Body,
 ) -> Result<Review, Response> {
     let review = timer.read(budget, headers, body, parse_review).await?;
-    if in_scope(&review) && review.object.is_null() {
+    if in_scope(&review) && review.object.is_none() {
         return Err(timer.bad(HttpError::new(
             StatusCode::BAD_REQUEST,
             "a CREATE review must carry `request.object`",
@@ -229,17 +260,18 @@ async fn mutate(
         count(&app, &review, "allow", "out-of-scope");
         return answer(&review.uid, None, &[]);
     }
-    if let Some(skipped) = skipped(&app, &review) {
-        return skipped;
-    }
-    let pod = match admission::pod_of(&review.object) {
-        Ok(p) => p,
-        Err(e) => return timer.bad(HttpError::new(StatusCode::BAD_REQUEST, format!("Pod: {e}"))),
+    let pod: Pod = match read_object(&app, &timer, &review, "Pod", |p: &Pod| p.metadata.labels.as_ref()) {
+        Ok(pod) => pod,
+        Err(answer) => return *answer,
     };
     let basis = app.basis();
     let demand = placement::pod_block_demand(&basis.view, &review.namespace, &pod);
     let steer = admission::steer(basis.placement(), &app.config, &demand);
-    let patch = super::patch::patch(&review.object, &steer);
+    // The patch is written against the pod as sent: its tree is read only when there is one.
+    let patch = match steer {
+        Steer::Nothing => Vec::new(),
+        _ => super::patch::patch(&review.object::<Value>("Pod").unwrap_or_default(), &steer),
+    };
     count(
         &app,
         &review,
@@ -266,16 +298,13 @@ async fn validate(
         count(&app, &review, "allow", "out-of-scope");
         return answer(&review.uid, None, &[]);
     }
-    if let Some(skipped) = skipped(&app, &review) {
-        return skipped;
-    }
     let basis = app.basis();
     let (view, placement) = (&basis.view, basis.placement());
     let outlook = app.outlook(view);
     let (verdict, admitted) = if review.kind == "Pod" {
-        let pod = match admission::pod_of(&review.object) {
-            Ok(p) => p,
-            Err(e) => return timer.bad(HttpError::new(StatusCode::BAD_REQUEST, format!("Pod: {e}"))),
+        let pod: Pod = match read_object(&app, &timer, &review, "Pod", |p: &Pod| p.metadata.labels.as_ref()) {
+            Ok(pod) => pod,
+            Err(answer) => return *answer,
         };
         let demand = placement::pod_block_demand(view, &review.namespace, &pod);
         let verdict = admission::validate_pod(placement, &app.config, &demand, outlook);
@@ -289,14 +318,15 @@ async fn validate(
             },
         )
     } else {
-        let claim: PersistentVolumeClaim = match crate::model::from_json(&review.object) {
-            Ok(c) => c,
-            Err(e) => {
-                return timer.bad(HttpError::new(
-                    StatusCode::BAD_REQUEST,
-                    format!("PersistentVolumeClaim: object.{}: {}", e.path(), e.inner()),
-                ));
-            }
+        let claim: PersistentVolumeClaim = match read_object(
+            &app,
+            &timer,
+            &review,
+            "PersistentVolumeClaim",
+            |c: &PersistentVolumeClaim| c.metadata.labels.as_ref(),
+        ) {
+            Ok(claim) => claim,
+            Err(answer) => return *answer,
         };
         let taken = view.pending_block_claims() + app.admitted().block_volumes;
         let verdict = admission::validate_claim(placement, &app.config, taken, &claim, outlook);
