@@ -42,6 +42,8 @@ use headroom::{
 };
 
 const BLOCK: &str = "csi.proxmox.sinextra.dev";
+/// What the echo route answers: an allowed AdmissionReview of the same shape as headroom's.
+const ECHO_ANSWER: &str = r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"705ab4f5-6393-11e8-b7cc-42010a800002","allowed":true,"status":{}}}"#;
 const GI: i64 = 1 << 30;
 
 /// The generator's cluster: claim `c` and pod `c` on node `c % nodes`, namespace `ns{c % 500}`.
@@ -199,7 +201,7 @@ fn main() {
     });
     c.bench_function("admission: mutate_pod", |b| {
         b.iter(|| {
-            headroom::server::patch::patch(black_box(&object), &admission::steer(placement, &config, &demand))
+            headroom::server::patch::patch(black_box(&pod), &admission::steer(placement, &config, &demand))
         })
     });
     c.bench_function(&format!("extender: filter {nodes} nodes"), |b| {
@@ -331,7 +333,22 @@ fn main() {
         SharedIndex::from_state(state.clone()),
         sink,
     ));
-    let router = server::routes(app);
+    // The floor, in the harness only: the same router reads the same body within the same
+    // budget and answers a fixed AdmissionReview — everything but parse, decide and encode.
+    let router = server::routes(app).route(
+        "/echo",
+        axum::routing::post(
+            |budget: server::http::Budget, headers: axum::http::HeaderMap, body: Body| async move {
+                match server::http::read_body(&headers, body, budget).await {
+                    Ok(_) => axum::response::IntoResponse::into_response((
+                        [(axum::http::header::CONTENT_TYPE, "application/json")],
+                        ECHO_ANSWER,
+                    )),
+                    Err(e) => axum::response::IntoResponse::into_response(e),
+                }
+            },
+        ),
+    );
     let mut review = review;
     review["request"]["namespace"] = "ns7".into();
     review["request"]["object"] = object.clone();
@@ -339,6 +356,7 @@ fn main() {
     let args = serde_json::json!({"Pod": object, "Nodes": null, "NodeNames": names}).to_string();
     let mut routes = Vec::new();
     for (route, body) in [
+        ("/echo", &review),
         ("/validate", &review),
         ("/mutate", &review),
         ("/extender/filter", &args),

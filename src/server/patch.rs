@@ -1,9 +1,10 @@
 //! The JSON patch `/mutate` answers with: the wire encoding of the admission decision's
-//! `Steer` on the pod as the API server sent it.
+//! `Steer` on the pod as the API server sent it (read once, into the typed Pod).
 
 use std::collections::BTreeSet;
 
 use json_patch::{AddOperation, PatchOperation, ReplaceOperation, jsonptr::PointerBuf};
+use k8s_openapi::api::core::v1::{NodeSelectorRequirement, Pod};
 use serde_json::{Value, json};
 
 use crate::{decide::admission::Steer, model::BLOCK_VOLUMES_RESOURCE};
@@ -14,7 +15,7 @@ use crate::{decide::admission::Steer, model::BLOCK_VOLUMES_RESOURCE};
 /// requests, if that map exists, since an extended resource's request must equal its limit).
 /// `AvoidNodes` adds `kubernetes.io/hostname NotIn [nodes]` to every required node-selector
 /// term. Both are no-ops on an already mutated pod.
-pub fn patch(pod: &Value, steer: &Steer) -> Vec<PatchOperation> {
+pub fn patch(pod: &Pod, steer: &Steer) -> Vec<PatchOperation> {
     match steer {
         Steer::Nothing => Vec::new(),
         Steer::BlockVolumes(n) => extended_resource_patch(pod, *n),
@@ -33,32 +34,35 @@ fn add(parts: &[&str], value: Value) -> PatchOperation {
     })
 }
 
-fn extended_resource_patch(pod: &Value, n: usize) -> Vec<PatchOperation> {
-    let want = Value::String(n.to_string());
-    let Some(container) = pod.pointer("/spec/containers/0") else {
+fn extended_resource_patch(pod: &Pod, n: usize) -> Vec<PatchOperation> {
+    let want = n.to_string();
+    let Some(container) = pod.spec.as_ref().and_then(|s| s.containers.first()) else {
         return Vec::new();
     };
     let base = ["spec", "containers", "0", "resources"];
-    let Some(resources) = container.get("resources").filter(|r| r.is_object()) else {
+    let Some(resources) = &container.resources else {
         return vec![add(&base, json!({"limits": {BLOCK_VOLUMES_RESOURCE: want}}))];
     };
     let mut ops = Vec::new();
-    for (map, required) in [("limits", true), ("requests", false)] {
-        match resources.get(map).filter(|m| m.is_object()) {
+    for (map, quantities, required) in [
+        ("limits", &resources.limits, true),
+        ("requests", &resources.requests, false),
+    ] {
+        match quantities {
             None if required => ops.push(add(
                 &[&base[..], &[map]].concat(),
                 json!({BLOCK_VOLUMES_RESOURCE: want}),
             )),
             None => {}
             Some(m) => match m.get(BLOCK_VOLUMES_RESOURCE) {
-                Some(v) if *v == want => {}
+                Some(v) if v.0 == want => {}
                 Some(_) => ops.push(PatchOperation::Replace(ReplaceOperation {
                     path: pointer(&[&base[..], &[map, BLOCK_VOLUMES_RESOURCE]].concat()),
-                    value: want.clone(),
+                    value: json!(want),
                 })),
                 None => ops.push(add(
                     &[&base[..], &[map, BLOCK_VOLUMES_RESOURCE]].concat(),
-                    want.clone(),
+                    json!(want),
                 )),
             },
         }
@@ -66,22 +70,19 @@ fn extended_resource_patch(pod: &Value, n: usize) -> Vec<PatchOperation> {
     ops
 }
 
-fn affinity_patch(pod: &Value, full: &BTreeSet<String>) -> Vec<PatchOperation> {
+fn affinity_patch(pod: &Pod, full: &BTreeSet<String>) -> Vec<PatchOperation> {
     if full.is_empty() {
         return Vec::new();
     }
     let expression = json!({"key": "kubernetes.io/hostname", "operator": "NotIn", "values": full});
-    let ours = |e: &Value| e["key"] == "kubernetes.io/hostname" && e["operator"] == "NotIn";
-    let required = pod.pointer("/spec/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution");
-    let Some(terms) = required
-        .and_then(|r| r.get("nodeSelectorTerms"))
-        .and_then(Value::as_array)
+    let ours = |e: &NodeSelectorRequirement| e.key == "kubernetes.io/hostname" && e.operator == "NotIn";
+    let affinity = pod.spec.as_ref().and_then(|s| s.affinity.as_ref());
+    let node_affinity = affinity.and_then(|a| a.node_affinity.as_ref());
+    let Some(required) =
+        node_affinity.and_then(|n| n.required_during_scheduling_ignored_during_execution.as_ref())
     else {
         let term = json!({"nodeSelectorTerms": [{"matchExpressions": [expression]}]});
-        let (path, value): (&[&str], Value) = match (
-            pod.pointer("/spec/affinity"),
-            pod.pointer("/spec/affinity/nodeAffinity"),
-        ) {
+        let (path, value): (&[&str], Value) = match (affinity, node_affinity) {
             (None, _) => (
                 &["spec", "affinity"],
                 json!({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": term}}),
@@ -111,9 +112,9 @@ fn affinity_patch(pod: &Value, full: &BTreeSet<String>) -> Vec<PatchOperation> {
         "nodeSelectorTerms",
     ];
     let mut ops = Vec::new();
-    for (i, term) in terms.iter().enumerate() {
+    for (i, term) in required.node_selector_terms.iter().enumerate() {
         let i = i.to_string();
-        match term.get("matchExpressions").and_then(Value::as_array) {
+        match &term.match_expressions {
             Some(exprs) if exprs.iter().any(ours) => {}
             Some(_) => ops.push(add(
                 &[&base[..], &[&i, "matchExpressions", "-"]].concat(),
@@ -133,6 +134,7 @@ mod tests {
     use super::*;
 
     fn ops(pod: Value, steer: &Steer) -> Value {
+        let pod: Pod = serde_json::from_value(pod).unwrap();
         serde_json::to_value(patch(&pod, steer)).unwrap()
     }
 
@@ -177,9 +179,16 @@ mod tests {
             let pod = json!({"spec": {"containers": [container]}});
             assert_eq!(ops(pod, &volumes), want, "{case}");
         }
-        assert_eq!(ops(json!({"spec": {}}), &volumes), json!([]), "no container");
         assert_eq!(
-            ops(json!({"spec": {"containers": [{}]}}), &Steer::Nothing),
+            ops(json!({"spec": {"containers": []}}), &volumes),
+            json!([]),
+            "no container"
+        );
+        assert_eq!(
+            ops(
+                json!({"spec": {"containers": [{"name": "app"}]}}),
+                &Steer::Nothing
+            ),
             json!([])
         );
     }
@@ -214,14 +223,17 @@ mod tests {
             ),
         ];
         for (case, affinity, want) in rows {
-            let mut pod = json!({"spec": {"containers": [{}]}});
+            let mut pod = json!({"spec": {"containers": [{"name": "app"}]}});
             if !affinity.is_null() {
                 pod["spec"]["affinity"] = affinity;
             }
             assert_eq!(ops(pod, &avoid), want, "{case}");
         }
         assert_eq!(
-            ops(json!({"spec": {}}), &Steer::AvoidNodes(Default::default())),
+            ops(
+                json!({"spec": {"containers": []}}),
+                &Steer::AvoidNodes(Default::default())
+            ),
             json!([]),
             "every node has room: nothing"
         );

@@ -19,7 +19,7 @@ use json_patch::PatchOperation;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use kube::core::{admission::AdmissionResponse, response::StatusSummary};
 use serde::Deserialize;
-use serde_json::{Value, value::RawValue};
+use serde_json::value::RawValue;
 
 use super::{
     Caller,
@@ -27,7 +27,7 @@ use super::{
 };
 use crate::{
     decide::{
-        admission::{self, Outcome, Steer, Verdict},
+        admission::{self, Outcome, Verdict},
         placement,
         projection::AdmittedDemand,
     },
@@ -267,11 +267,7 @@ async fn mutate(
     let basis = app.basis();
     let demand = placement::pod_block_demand(&basis.view, &review.namespace, &pod);
     let steer = admission::steer(basis.placement(), &app.config, &demand);
-    // The patch is written against the pod as sent: its tree is read only when there is one.
-    let patch = match steer {
-        Steer::Nothing => Vec::new(),
-        _ => super::patch::patch(&review.object::<Value>("Pod").unwrap_or_default(), &steer),
-    };
+    let patch = super::patch::patch(&pod, &steer);
     count(
         &app,
         &review,
