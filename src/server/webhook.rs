@@ -16,7 +16,10 @@ use axum::{
 };
 use base64::Engine;
 use json_patch::PatchOperation;
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+use k8s_openapi::{
+    api::core::v1::{Affinity, Container, PersistentVolumeClaim, Pod, PodSpec, Volume},
+    apimachinery::pkg::{api::resource::Quantity, apis::meta::v1::ObjectMeta},
+};
 use kube::core::{admission::AdmissionResponse, response::StatusSummary};
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -99,6 +102,53 @@ impl Review {
                 format!("{what}: object.{}: {}", e.path(), e.inner()),
             )
         })
+    }
+}
+
+/// A Pod as admission reads it: the fields the decisions and the patch look at, each in its
+/// Kubernetes type; the rest (managedFields, status, tolerations…) is skipped unread.
+#[derive(Debug, Deserialize)]
+struct PodIn {
+    #[serde(default)]
+    metadata: MetaIn,
+    spec: Option<SpecIn>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct MetaIn {
+    name: Option<String>,
+    labels: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SpecIn {
+    #[serde(default)]
+    containers: Vec<Container>,
+    init_containers: Option<Vec<Container>>,
+    volumes: Option<Vec<Volume>>,
+    overhead: Option<BTreeMap<String, Quantity>>,
+    affinity: Option<Affinity>,
+}
+
+impl From<PodIn> for Pod {
+    fn from(pod: PodIn) -> Self {
+        Pod {
+            metadata: ObjectMeta {
+                name: pod.metadata.name,
+                labels: pod.metadata.labels,
+                ..Default::default()
+            },
+            spec: pod.spec.map(|s| PodSpec {
+                containers: s.containers,
+                init_containers: s.init_containers,
+                volumes: s.volumes,
+                overhead: s.overhead,
+                affinity: s.affinity,
+                ..Default::default()
+            }),
+            status: None,
+        }
     }
 }
 
@@ -260,8 +310,10 @@ async fn mutate(
         count(&app, &review, "allow", "out-of-scope");
         return answer(&review.uid, None, &[]);
     }
-    let pod: Pod = match read_object(&app, &timer, &review, "Pod", |p: &Pod| p.metadata.labels.as_ref()) {
-        Ok(pod) => pod,
+    let pod: Pod = match read_object(&app, &timer, &review, "Pod", |p: &PodIn| {
+        p.metadata.labels.as_ref()
+    }) {
+        Ok(pod) => pod.into(),
         Err(answer) => return *answer,
     };
     let basis = app.basis();
@@ -298,8 +350,10 @@ async fn validate(
     let (view, placement) = (&basis.view, basis.placement());
     let outlook = app.outlook(view);
     let (verdict, admitted) = if review.kind == "Pod" {
-        let pod: Pod = match read_object(&app, &timer, &review, "Pod", |p: &Pod| p.metadata.labels.as_ref()) {
-            Ok(pod) => pod,
+        let pod: Pod = match read_object(&app, &timer, &review, "Pod", |p: &PodIn| {
+            p.metadata.labels.as_ref()
+        }) {
+            Ok(pod) => pod.into(),
             Err(answer) => return *answer,
         };
         let demand = placement::pod_block_demand(view, &review.namespace, &pod);
