@@ -17,7 +17,7 @@ use axum::{
 use base64::Engine;
 use json_patch::PatchOperation;
 use k8s_openapi::{
-    api::core::v1::{Affinity, Container, PersistentVolumeClaim, Pod, PodSpec, Volume},
+    api::core::v1::{Affinity, Container, PersistentVolumeClaim, Pod, PodSpec, ResourceRequirements, Volume},
     apimachinery::pkg::{api::resource::Quantity, apis::meta::v1::ObjectMeta},
 };
 use kube::core::{admission::AdmissionResponse, response::StatusSummary};
@@ -124,11 +124,32 @@ struct MetaIn {
 #[serde(rename_all = "camelCase")]
 struct SpecIn {
     #[serde(default)]
-    containers: Vec<Container>,
-    init_containers: Option<Vec<Container>>,
+    containers: Vec<ContainerIn>,
+    init_containers: Option<Vec<ContainerIn>>,
     volumes: Option<Vec<Volume>>,
     overhead: Option<BTreeMap<String, Quantity>>,
     affinity: Option<Affinity>,
+}
+
+/// A container as admission reads it: what it requests, and whether it is a sidecar.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ContainerIn {
+    #[serde(default)]
+    name: String,
+    resources: Option<ResourceRequirements>,
+    restart_policy: Option<String>,
+}
+
+impl From<ContainerIn> for Container {
+    fn from(c: ContainerIn) -> Self {
+        Container {
+            name: c.name,
+            resources: c.resources,
+            restart_policy: c.restart_policy,
+            ..Default::default()
+        }
+    }
 }
 
 impl From<PodIn> for Pod {
@@ -140,8 +161,10 @@ impl From<PodIn> for Pod {
                 ..Default::default()
             },
             spec: pod.spec.map(|s| PodSpec {
-                containers: s.containers,
-                init_containers: s.init_containers,
+                containers: s.containers.into_iter().map(Container::from).collect(),
+                init_containers: s
+                    .init_containers
+                    .map(|cs| cs.into_iter().map(Container::from).collect()),
                 volumes: s.volumes,
                 overhead: s.overhead,
                 affinity: s.affinity,
@@ -207,17 +230,19 @@ fn answer(uid: &str, verdict: Option<&Outcome>, patch: &[PatchOperation]) -> Res
         }
         _ => {}
     }
-    let mut review = match serde_json::to_value(response.into_review()) {
+    let review = response.into_review();
+    if patch.is_empty() {
+        return axum::Json(review).into_response();
+    }
+    let mut review = match serde_json::to_value(review) {
         Ok(v) => v,
         Err(e) => return HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     };
     // kube's `AdmissionResponse::with_patch` writes the bytes as a JSON array of numbers
     // (kube-rs/kube#1781); the API server reads `patch` as base64, as Go encodes []byte.
-    if !patch.is_empty() {
-        let bytes = serde_json::to_vec(patch).unwrap_or_default();
-        review["response"]["patchType"] = "JSONPatch".into();
-        review["response"]["patch"] = base64::engine::general_purpose::STANDARD.encode(bytes).into();
-    }
+    let bytes = serde_json::to_vec(patch).unwrap_or_default();
+    review["response"]["patchType"] = "JSONPatch".into();
+    review["response"]["patch"] = base64::engine::general_purpose::STANDARD.encode(bytes).into();
     axum::Json(review).into_response()
 }
 
