@@ -565,3 +565,27 @@ async fn made_up_kinds_and_operations_do_not_grow_the_metrics() {
     );
     assert!(!metrics.contains("Made1"));
 }
+
+/// The API server writes `kind` before `object`, and the object is then read in the envelope's
+/// one pass; a review whose object comes first is read all the same, and decided the same.
+#[tokio::test]
+async fn the_object_is_read_whether_its_kind_comes_before_or_after_it() {
+    let h = Harness::new(with_new_claim(cluster(&[24, 24])), config(Enforcement::Deny));
+    let review = pod_review(&["new"]);
+    let request = &review["request"];
+    let kind_first = review.to_string();
+    assert!(kind_first.find("\"kind\":{").unwrap() < kind_first.find("\"object\"").unwrap());
+    let object_first = format!(
+        r#"{{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{{"object":{},"uid":{},"kind":{},"operation":"CREATE","namespace":"apps","name":{}}}}}"#,
+        request["object"], request["uid"], request["kind"], request["name"]
+    );
+    for (order, body) in [("kind first", kind_first), ("object first", object_first)] {
+        let (status, answer) = h.post("/validate", body, "application/json").await;
+        assert_eq!(status, 200, "{order}: {answer}");
+        assert_eq!(
+            answer["response"]["allowed"], false,
+            "{order}: both nodes are full"
+        );
+        assert_eq!(answer["response"]["status"]["code"], 403, "{order}");
+    }
+}

@@ -17,7 +17,10 @@ use axum::{
 use base64::Engine;
 use json_patch::PatchOperation;
 use k8s_openapi::{
-    api::core::v1::{Affinity, Container, PersistentVolumeClaim, Pod, PodSpec, ResourceRequirements, Volume},
+    api::core::v1::{
+        Affinity, Container, PersistentVolumeClaim, PersistentVolumeClaimSpec, Pod, PodSpec,
+        ResourceRequirements, Volume,
+    },
     apimachinery::pkg::{api::resource::Quantity, apis::meta::v1::ObjectMeta},
 };
 use kube::core::{admission::AdmissionResponse, response::StatusSummary};
@@ -56,21 +59,97 @@ struct ReviewIn {
     request: Option<RequestIn>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug)]
 struct RequestIn {
     uid: String,
     kind: GroupVersionKind,
     operation: String,
-    #[serde(default)]
     namespace: String,
-    #[serde(default)]
     name: String,
-    /// Kept as its text: read once, into the trimmed type its kind needs, never as a tree.
-    #[serde(default)]
-    object: Option<Box<RawValue>>,
-    #[serde(default)]
+    object: Option<ObjectIn>,
     dry_run: Option<bool>,
+}
+
+/// A review's object, read in the envelope's one pass into the trimmed type its kind needs
+/// when the kind came first (the API server writes `kind` before `object`); otherwise kept as
+/// its text, read once the kind is known.
+#[derive(Debug)]
+enum ObjectIn {
+    Pod(Box<PodIn>),
+    Claim(Box<ClaimIn>),
+    Text(Box<RawValue>),
+}
+
+/// The fields of an admission request headroom reads.
+#[derive(Deserialize)]
+#[serde(field_identifier, rename_all = "camelCase")]
+enum RequestField {
+    Uid,
+    Kind,
+    Operation,
+    Namespace,
+    Name,
+    Object,
+    DryRun,
+    #[serde(other)]
+    Other,
+}
+
+impl<'de> Deserialize<'de> for RequestIn {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Fields;
+        impl<'de> serde::de::Visitor<'de> for Fields {
+            type Value = RequestIn;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an admission request")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<RequestIn, A::Error> {
+                use serde::de::Error;
+                let (mut uid, mut kind, mut operation) = (None, None::<GroupVersionKind>, None);
+                let (mut namespace, mut name, mut object, mut dry_run) = (None, None, None, None);
+                while let Some(field) = map.next_key::<RequestField>()? {
+                    match field {
+                        RequestField::Uid => uid = Some(map.next_value::<String>()?),
+                        RequestField::Kind => kind = Some(map.next_value()?),
+                        RequestField::Operation => operation = Some(map.next_value::<String>()?),
+                        RequestField::Namespace => namespace = Some(map.next_value::<String>()?),
+                        RequestField::Name => name = Some(map.next_value::<String>()?),
+                        RequestField::DryRun => dry_run = map.next_value::<Option<bool>>()?,
+                        RequestField::Object => {
+                            let core = kind
+                                .as_ref()
+                                .filter(|k| k.group.is_empty())
+                                .map(|k| k.kind.as_str());
+                            object = match core {
+                                Some("Pod") => map
+                                    .next_value::<Option<PodIn>>()?
+                                    .map(|p| ObjectIn::Pod(Box::new(p))),
+                                Some("PersistentVolumeClaim") => map
+                                    .next_value::<Option<ClaimIn>>()?
+                                    .map(|c| ObjectIn::Claim(Box::new(c))),
+                                _ => map.next_value::<Option<Box<RawValue>>>()?.map(ObjectIn::Text),
+                            };
+                        }
+                        RequestField::Other => {
+                            map.next_value::<serde::de::IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(RequestIn {
+                    uid: uid.ok_or_else(|| A::Error::missing_field("uid"))?,
+                    kind: kind.ok_or_else(|| A::Error::missing_field("kind"))?,
+                    operation: operation.ok_or_else(|| A::Error::missing_field("operation"))?,
+                    namespace: namespace.unwrap_or_default(),
+                    name: name.unwrap_or_default(),
+                    object,
+                    dry_run,
+                })
+            }
+        }
+        d.deserialize_map(Fields)
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -88,18 +167,43 @@ struct Review {
     operation: String,
     namespace: String,
     name: String,
-    object: Option<Box<RawValue>>,
+    object: Option<ObjectIn>,
     dry_run: bool,
 }
 
+/// An object admission reads, taken from the review it came in.
+trait FromReview: serde::de::DeserializeOwned {
+    const KIND: &'static str;
+    /// The object, when the envelope's pass read it as this type.
+    fn read(object: ObjectIn) -> Option<Self>;
+    fn labels(&self) -> Option<&BTreeMap<String, String>>;
+}
+
 impl Review {
-    /// The object as `T`; refused with the path to the refused field, under `what`.
-    fn object<T: serde::de::DeserializeOwned>(&self, what: &str) -> Result<T, HttpError> {
-        let text = self.object.as_deref().map_or("null", RawValue::get);
-        crate::model::from_json_slice(text.as_bytes()).map_err(|e| {
+    /// The object as `T`: as the envelope's pass read it, or now from its text; refused with
+    /// the path to the refused field.
+    fn object<T: FromReview>(&mut self) -> Result<T, HttpError> {
+        let text = match self.object.take() {
+            Some(ObjectIn::Text(text)) => text,
+            Some(object) => {
+                return T::read(object).ok_or_else(|| {
+                    HttpError::new(
+                        StatusCode::BAD_REQUEST,
+                        format!("the object is not a {}", T::KIND),
+                    )
+                });
+            }
+            None => {
+                return Err(HttpError::new(
+                    StatusCode::BAD_REQUEST,
+                    "the review has no `request.object`",
+                ));
+            }
+        };
+        crate::model::from_json_slice(text.get().as_bytes()).map_err(|e| {
             HttpError::new(
                 StatusCode::BAD_REQUEST,
-                format!("{what}: object.{}: {}", e.path(), e.inner()),
+                format!("{}: object.{}: {}", T::KIND, e.path(), e.inner()),
             )
         })
     }
@@ -172,6 +276,63 @@ impl From<PodIn> for Pod {
             }),
             status: None,
         }
+    }
+}
+
+impl FromReview for PodIn {
+    const KIND: &'static str = "Pod";
+    fn read(object: ObjectIn) -> Option<Self> {
+        match object {
+            ObjectIn::Pod(pod) => Some(*pod),
+            _ => None,
+        }
+    }
+    fn labels(&self) -> Option<&BTreeMap<String, String>> {
+        self.metadata.labels.as_ref()
+    }
+}
+
+/// A PersistentVolumeClaim as admission reads it: its labels and its class.
+#[derive(Debug, Deserialize)]
+struct ClaimIn {
+    #[serde(default)]
+    metadata: MetaIn,
+    spec: Option<ClaimSpecIn>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ClaimSpecIn {
+    storage_class_name: Option<String>,
+}
+
+impl From<ClaimIn> for PersistentVolumeClaim {
+    fn from(claim: ClaimIn) -> Self {
+        PersistentVolumeClaim {
+            metadata: ObjectMeta {
+                name: claim.metadata.name,
+                labels: claim.metadata.labels,
+                ..Default::default()
+            },
+            spec: claim.spec.map(|s| PersistentVolumeClaimSpec {
+                storage_class_name: s.storage_class_name,
+                ..Default::default()
+            }),
+            status: None,
+        }
+    }
+}
+
+impl FromReview for ClaimIn {
+    const KIND: &'static str = "PersistentVolumeClaim";
+    fn read(object: ObjectIn) -> Option<Self> {
+        match object {
+            ObjectIn::Claim(claim) => Some(*claim),
+            _ => None,
+        }
+    }
+    fn labels(&self) -> Option<&BTreeMap<String, String>> {
+        self.metadata.labels.as_ref()
     }
 }
 
@@ -286,15 +447,13 @@ fn skipped(app: &ReadModel, review: &Review, labels: Option<&BTreeMap<String, St
 
 /// The review's object as `T` with its labels checked: `Err` is the answer to give instead
 /// (skipped, or a 400 for an object that cannot be read outside an excluded namespace).
-fn read_object<T: serde::de::DeserializeOwned>(
+fn read_object<T: FromReview>(
     app: &ReadModel,
     timer: &Timer<'_>,
-    review: &Review,
-    what: &str,
-    labels: impl FnOnce(&T) -> Option<&BTreeMap<String, String>>,
+    review: &mut Review,
 ) -> Result<T, Box<Response>> {
-    match review.object::<T>(what) {
-        Ok(object) => match skipped(app, review, labels(&object)) {
+    match review.object::<T>() {
+        Ok(object) => match skipped(app, review, object.labels()) {
             Some(answer) => Err(Box::new(answer)),
             None => Ok(object),
         },
@@ -327,7 +486,7 @@ async fn mutate(
     body: Body,
 ) -> Response {
     let timer = Timer::start(&app, "mutate");
-    let review = match read_review(&timer, budget, &headers, body).await {
+    let mut review = match read_review(&timer, budget, &headers, body).await {
         Ok(r) => r,
         Err(resp) => return resp,
     };
@@ -335,9 +494,7 @@ async fn mutate(
         count(&app, &review, "allow", "out-of-scope");
         return answer(&review.uid, None, &[]);
     }
-    let pod: Pod = match read_object(&app, &timer, &review, "Pod", |p: &PodIn| {
-        p.metadata.labels.as_ref()
-    }) {
+    let pod: Pod = match read_object::<PodIn>(&app, &timer, &mut review) {
         Ok(pod) => pod.into(),
         Err(answer) => return *answer,
     };
@@ -363,7 +520,7 @@ async fn validate(
 ) -> Response {
     let timer = Timer::start(&app, "validate");
     let caller = caller.map(|Extension(c)| c).unwrap_or_default();
-    let review = match read_review(&timer, budget, &headers, body).await {
+    let mut review = match read_review(&timer, budget, &headers, body).await {
         Ok(r) => r,
         Err(resp) => return resp,
     };
@@ -375,9 +532,7 @@ async fn validate(
     let (view, placement) = (&basis.view, basis.placement());
     let outlook = app.outlook(view);
     let (verdict, admitted) = if review.kind == "Pod" {
-        let pod: Pod = match read_object(&app, &timer, &review, "Pod", |p: &PodIn| {
-            p.metadata.labels.as_ref()
-        }) {
+        let pod: Pod = match read_object::<PodIn>(&app, &timer, &mut review) {
             Ok(pod) => pod.into(),
             Err(answer) => return *answer,
         };
@@ -393,14 +548,8 @@ async fn validate(
             },
         )
     } else {
-        let claim: PersistentVolumeClaim = match read_object(
-            &app,
-            &timer,
-            &review,
-            "PersistentVolumeClaim",
-            |c: &PersistentVolumeClaim| c.metadata.labels.as_ref(),
-        ) {
-            Ok(claim) => claim,
+        let claim: PersistentVolumeClaim = match read_object::<ClaimIn>(&app, &timer, &mut review) {
+            Ok(claim) => claim.into(),
             Err(answer) => return *answer,
         };
         let taken = view.pending_block_claims() + app.admitted().block_volumes;
