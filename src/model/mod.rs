@@ -29,7 +29,7 @@ pub fn from_json<T: serde::de::DeserializeOwned>(value: &serde_json::Value) -> R
 }
 
 /// `T` from JSON text, tracking the path the same way as [`from_json`].
-pub fn from_json_slice<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, JsonError> {
+pub fn from_json_slice<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, JsonError> {
     serde_json::from_slice(bytes)
         .or_else(|_| serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(bytes)))
 }

@@ -6,6 +6,7 @@
 //! and the lowercase spellings older clients use; output is always PascalCase.
 
 use std::{
+    borrow::Cow,
     collections::{BTreeMap, BTreeSet},
     sync::Arc,
     time::Instant,
@@ -20,10 +21,13 @@ use axum::{
     routing::post,
 };
 use k8s_openapi::api::core::v1::{Binding, ObjectReference, Pod};
-use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::http::{Budget, HttpError, Timer};
+use super::{
+    http::{Budget, HttpError, Timer},
+    objects::PodIn,
+};
 use crate::read_model::ReadModel;
 use crate::{
     decide::{
@@ -42,14 +46,22 @@ pub fn router(app: Arc<ReadModel>) -> Router {
         .with_state(app)
 }
 
+/// ExtenderArgs: the pod trimmed to what placement reads, and the candidates' names borrowed
+/// from the body (5,000 of them, copied nowhere unless escaped).
 #[derive(Debug, Deserialize)]
-struct ExtenderArgs {
+struct ExtenderArgs<'a> {
     #[serde(rename = "Pod", alias = "pod")]
-    pod: Option<Value>,
+    pod: Option<PodIn>,
     #[serde(rename = "Nodes", alias = "nodes", default)]
     nodes: Option<NodeList>,
-    #[serde(rename = "NodeNames", alias = "nodenames", alias = "nodeNames", default)]
-    node_names: Option<Vec<String>>,
+    #[serde(
+        rename = "NodeNames",
+        alias = "nodenames",
+        alias = "nodeNames",
+        default,
+        borrow
+    )]
+    node_names: Option<Vec<Cow<'a, str>>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -71,15 +83,15 @@ struct BindingArgs {
 }
 
 /// The candidates in the mode the scheduler used: names (nodeCacheCapable) or full Nodes.
-enum Candidates {
-    Names(Vec<String>),
+enum Candidates<'a> {
+    Names(Vec<Cow<'a, str>>),
     Nodes(Vec<Value>),
 }
 
-impl Candidates {
+impl Candidates<'_> {
     fn names(&self) -> Vec<&str> {
         match self {
-            Candidates::Names(n) => n.iter().map(String::as_str).collect(),
+            Candidates::Names(n) => n.iter().map(|n| n.as_ref()).collect(),
             Candidates::Nodes(items) => items.iter().map(node_name).collect(),
         }
     }
@@ -125,13 +137,13 @@ struct HostPriority<'a> {
 }
 
 /// A parsed filter/prioritize request.
-struct Request {
+struct Request<'a> {
     pod: Pod,
     namespace: String,
-    candidates: Candidates,
+    candidates: Candidates<'a>,
 }
 
-fn parse<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, HttpError> {
+fn parse<'a, T: Deserialize<'a>>(bytes: &'a [u8], what: &str) -> Result<T, HttpError> {
     crate::model::from_json_slice(bytes).map_err(|e| {
         let message = if e.inner().is_syntax() || e.inner().is_eof() {
             format!("malformed JSON: {}", e.inner())
@@ -142,22 +154,10 @@ fn parse<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, HttpError> 
     })
 }
 
-fn parse_args(bytes: &[u8]) -> Result<Request, HttpError> {
+fn parse_args(bytes: &[u8]) -> Result<Request<'_>, HttpError> {
     let bad = |m: &str| HttpError::new(StatusCode::BAD_REQUEST, m.to_owned());
     let args: ExtenderArgs = parse(bytes, "ExtenderArgs")?;
-    let mut pod = args.pod.ok_or_else(|| bad("ExtenderArgs has no `Pod`"))?;
-    // Go encodes an empty container list as null; k8s-openapi wants a list.
-    if let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut)
-        && spec.get("containers").is_none_or(Value::is_null)
-    {
-        spec.insert("containers".into(), json!([]));
-    }
-    let pod: Pod = crate::model::from_json(&pod).map_err(|e| {
-        HttpError::new(
-            StatusCode::BAD_REQUEST,
-            format!("ExtenderArgs field `Pod.{}`: {}", e.path(), e.inner()),
-        )
-    })?;
+    let pod: Pod = args.pod.ok_or_else(|| bad("ExtenderArgs has no `Pod`"))?.into();
     let candidates = match (args.node_names, args.nodes) {
         (Some(names), _) => Candidates::Names(names),
         (None, Some(list)) => Candidates::Nodes(list.items.unwrap_or_default()),
@@ -191,9 +191,13 @@ async fn filter(
     body: Body,
 ) -> Response {
     let verb = Timer::start(&app, "extender_filter");
-    let req = match verb.read(budget, &headers, body, parse_args).await {
-        Ok(r) => r,
+    let bytes = match verb.body(budget, &headers, body).await {
+        Ok(b) => b,
         Err(response) => return response,
+    };
+    let req = match parse_args(&bytes) {
+        Ok(r) => r,
+        Err(e) => return verb.bad(e),
     };
     let basis = app.basis();
     let placement = basis.placement();
@@ -256,9 +260,13 @@ async fn prioritize(
     body: Body,
 ) -> Response {
     let verb = Timer::start(&app, "extender_prioritize");
-    let req = match verb.read(budget, &headers, body, parse_args).await {
-        Ok(r) => r,
+    let bytes = match verb.body(budget, &headers, body).await {
+        Ok(b) => b,
         Err(response) => return response,
+    };
+    let req = match parse_args(&bytes) {
+        Ok(r) => r,
+        Err(e) => return verb.bad(e),
     };
     let basis = app.basis();
     let placement = basis.placement();

@@ -202,8 +202,13 @@ impl<'a> Timer<'a> {
         body: Body,
         parse: impl FnOnce(&[u8]) -> Result<T, HttpError>,
     ) -> Result<T, Response> {
-        let bytes = read_body(headers, body, budget).await.map_err(|e| self.bad(e))?;
+        let bytes = self.body(budget, headers, body).await?;
         parse(&bytes).map_err(|e| self.bad(e))
+    }
+
+    /// The body's bytes, for a parse that borrows from them.
+    pub async fn body(&self, budget: Budget, headers: &HeaderMap, body: Body) -> Result<Bytes, Response> {
+        read_body(headers, body, budget).await.map_err(|e| self.bad(e))
     }
 
     pub fn bad(&self, e: HttpError) -> Response {

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod extender;
 pub mod http;
+pub mod objects;
 pub mod patch;
 pub mod tls;
 pub mod webhook;

@@ -16,13 +16,7 @@ use axum::{
 };
 use base64::Engine;
 use json_patch::PatchOperation;
-use k8s_openapi::{
-    api::core::v1::{
-        Affinity, Container, PersistentVolumeClaim, PersistentVolumeClaimSpec, Pod, PodSpec,
-        ResourceRequirements, Volume,
-    },
-    apimachinery::pkg::{api::resource::Quantity, apis::meta::v1::ObjectMeta},
-};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use kube::core::{admission::AdmissionResponse, response::StatusSummary};
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -30,6 +24,7 @@ use serde_json::value::RawValue;
 use super::{
     Caller,
     http::{Budget, HttpError, Timer},
+    objects::{ClaimIn, PodIn},
 };
 use crate::{
     decide::{
@@ -209,76 +204,6 @@ impl Review {
     }
 }
 
-/// A Pod as admission reads it: the fields the decisions and the patch look at, each in its
-/// Kubernetes type; the rest (managedFields, status, tolerations…) is skipped unread.
-#[derive(Debug, Deserialize)]
-struct PodIn {
-    #[serde(default)]
-    metadata: MetaIn,
-    spec: Option<SpecIn>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct MetaIn {
-    name: Option<String>,
-    labels: Option<BTreeMap<String, String>>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct SpecIn {
-    #[serde(default)]
-    containers: Vec<ContainerIn>,
-    init_containers: Option<Vec<ContainerIn>>,
-    volumes: Option<Vec<Volume>>,
-    overhead: Option<BTreeMap<String, Quantity>>,
-    affinity: Option<Affinity>,
-}
-
-/// A container as admission reads it: what it requests, and whether it is a sidecar.
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ContainerIn {
-    #[serde(default)]
-    name: String,
-    resources: Option<ResourceRequirements>,
-    restart_policy: Option<String>,
-}
-
-impl From<ContainerIn> for Container {
-    fn from(c: ContainerIn) -> Self {
-        Container {
-            name: c.name,
-            resources: c.resources,
-            restart_policy: c.restart_policy,
-            ..Default::default()
-        }
-    }
-}
-
-impl From<PodIn> for Pod {
-    fn from(pod: PodIn) -> Self {
-        Pod {
-            metadata: ObjectMeta {
-                name: pod.metadata.name,
-                labels: pod.metadata.labels,
-                ..Default::default()
-            },
-            spec: pod.spec.map(|s| PodSpec {
-                containers: s.containers.into_iter().map(Container::from).collect(),
-                init_containers: s
-                    .init_containers
-                    .map(|cs| cs.into_iter().map(Container::from).collect()),
-                volumes: s.volumes,
-                overhead: s.overhead,
-                affinity: s.affinity,
-                ..Default::default()
-            }),
-            status: None,
-        }
-    }
-}
-
 impl FromReview for PodIn {
     const KIND: &'static str = "Pod";
     fn read(object: ObjectIn) -> Option<Self> {
@@ -289,37 +214,6 @@ impl FromReview for PodIn {
     }
     fn labels(&self) -> Option<&BTreeMap<String, String>> {
         self.metadata.labels.as_ref()
-    }
-}
-
-/// A PersistentVolumeClaim as admission reads it: its labels and its class.
-#[derive(Debug, Deserialize)]
-struct ClaimIn {
-    #[serde(default)]
-    metadata: MetaIn,
-    spec: Option<ClaimSpecIn>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ClaimSpecIn {
-    storage_class_name: Option<String>,
-}
-
-impl From<ClaimIn> for PersistentVolumeClaim {
-    fn from(claim: ClaimIn) -> Self {
-        PersistentVolumeClaim {
-            metadata: ObjectMeta {
-                name: claim.metadata.name,
-                labels: claim.metadata.labels,
-                ..Default::default()
-            },
-            spec: claim.spec.map(|s| PersistentVolumeClaimSpec {
-                storage_class_name: s.storage_class_name,
-                ..Default::default()
-            }),
-            status: None,
-        }
     }
 }
 
