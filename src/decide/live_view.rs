@@ -17,7 +17,7 @@ use std::{
 use crate::{
     decide::accounting::{self, ClaimResolver, ClaimState, ClusterView, Load, Reservations, Settings, Users},
     index::{ClusterState, Kind, Object, ObjectKey},
-    model::NsName,
+    model::{AttachmentInfo, NsName, PodInfo},
 };
 
 /// The accounting of one `ClusterState`, updated as the state changes.
@@ -96,10 +96,6 @@ impl LiveView {
     /// The current accounting.
     pub fn view(&self) -> &ClusterView {
         &self.view
-    }
-
-    pub fn settings(&self) -> &Settings {
-        &self.settings
     }
 
     /// `state` changed at `key`, which held `old` before (None: it was created). `state` is
@@ -195,7 +191,7 @@ impl LiveView {
         dirty.claims.insert(claim);
     }
 
-    fn index_pod(&mut self, id: &NsName, pod: &crate::model::PodInfo) {
+    fn index_pod(&mut self, id: &NsName, pod: &PodInfo) {
         if let Some(node) = &pod.node_name {
             self.pods_on.entry(node.clone()).or_default().push(id.clone());
         }
@@ -208,7 +204,7 @@ impl LiveView {
         }
     }
 
-    fn unindex_pod(&mut self, id: &NsName, pod: &crate::model::PodInfo) {
+    fn unindex_pod(&mut self, id: &NsName, pod: &PodInfo) {
         if let Some(node) = &pod.node_name {
             remove(&mut self.pods_on, node, id);
         }
@@ -217,7 +213,7 @@ impl LiveView {
         }
     }
 
-    fn index_attachment(&mut self, va: &crate::model::AttachmentInfo) {
+    fn index_attachment(&mut self, va: &AttachmentInfo) {
         self.attachments_on
             .entry(va.node_name.clone())
             .or_default()
@@ -336,7 +332,7 @@ impl LiveView {
 
 impl Dirty {
     /// A pod's node and claims.
-    fn pod(&mut self, pod: &crate::model::PodInfo) {
+    fn pod(&mut self, pod: &PodInfo) {
         if let Some(node) = &pod.node_name {
             self.nodes.insert(node.clone());
         }
