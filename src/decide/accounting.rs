@@ -457,7 +457,11 @@ pub fn account(state: &ClusterState, settings: &Settings, reservations: &Reserva
             reservations.get(name),
         );
         for k in load.keys() {
-            key_nodes.entry(k.clone()).or_default().push(name.to_owned());
+            // One holder is the rule: room for one, not the four a first push reserves.
+            key_nodes
+                .entry(k.clone())
+                .or_insert_with(|| Vec::with_capacity(1))
+                .push(name.to_owned());
         }
         if let Some(node) = state.nodes.get(name) {
             nodes.push(Arc::new(load.usage(&resolver, node)));

@@ -73,14 +73,11 @@ impl LiveView {
         }
         for (id, claim) in &state.claims {
             if let Some(pv) = &claim.volume_name {
-                live.claims_by_pv.entry(pv.clone()).or_default().push(id.clone());
+                add(&mut live.claims_by_pv, pv, id.clone());
             }
         }
         for (id, (key, _)) in &live.view.block_claims {
-            live.claims_by_key
-                .entry(key.clone())
-                .or_default()
-                .push(id.clone());
+            add(&mut live.claims_by_key, key, id.clone());
         }
         for (key, nodes) in &live.view.key_nodes {
             for node in nodes {
@@ -141,7 +138,7 @@ impl LiveView {
                     remove(&mut self.claims_by_pv, pv, &id);
                 }
                 if let Some(pv) = state.claims.get(&id).and_then(|c| c.volume_name.clone()) {
-                    self.claims_by_pv.entry(pv).or_default().push(id.clone());
+                    add(&mut self.claims_by_pv, &pv, id.clone());
                 }
                 self.claim_changed(state, id, &mut dirty);
             }
@@ -193,13 +190,17 @@ impl LiveView {
 
     fn index_pod(&mut self, id: &NsName, pod: &PodInfo) {
         if let Some(node) = &pod.node_name {
-            self.pods_on.entry(node.clone()).or_default().push(id.clone());
+            add(&mut self.pods_on, node, id.clone());
         }
         for c in &pod.claims {
-            let list = self.pods_by_claim.entry((id.0.clone(), c.clone())).or_default();
+            let claim = (id.0.clone(), c.clone());
             // A pod that mounts one claim twice is one user.
-            if !list.contains(&id.1) {
-                list.push(id.1.clone());
+            if !self
+                .pods_by_claim
+                .get(&claim)
+                .is_some_and(|pods| pods.contains(&id.1))
+            {
+                add(&mut self.pods_by_claim, &claim, id.1.clone());
             }
         }
     }
@@ -214,15 +215,9 @@ impl LiveView {
     }
 
     fn index_attachment(&mut self, va: &AttachmentInfo) {
-        self.attachments_on
-            .entry(va.node_name.clone())
-            .or_default()
-            .push(va.name.clone());
+        add(&mut self.attachments_on, &va.node_name, va.name.clone());
         if let Some(pv) = &va.pv_name {
-            self.attachments_by_pv
-                .entry(pv.clone())
-                .or_default()
-                .push(va.name.clone());
+            add(&mut self.attachments_by_pv, pv, va.name.clone());
         }
     }
 
@@ -259,7 +254,11 @@ impl LiveView {
                     .extend(self.claims_by_key.get(gone).into_iter().flatten().cloned());
             }
             for new in keys.difference(&before) {
-                let holders = self.view.key_nodes.entry(new.clone()).or_default();
+                let holders = self
+                    .view
+                    .key_nodes
+                    .entry(new.clone())
+                    .or_insert_with(|| Vec::with_capacity(1));
                 if let Err(at) = holders.binary_search(name) {
                     holders.insert(at, name.clone());
                 }
@@ -320,7 +319,7 @@ impl LiveView {
                 remove(&mut self.claims_by_key, k, &id);
             }
             if let Some(k) = now_key {
-                self.claims_by_key.entry(k).or_default().push(id.clone());
+                add(&mut self.claims_by_key, &k, id.clone());
             }
         }
         match now {
@@ -339,6 +338,18 @@ impl Dirty {
         for c in &pod.claims {
             self.claims.insert((pod.namespace.clone(), c.clone()));
         }
+    }
+}
+
+/// Adds `item` to the list under `key`. Most lists hold one item (a claim's pod, a PV's
+/// claim): a new one is made for one, not the four a first push reserves — 100,000 of them.
+fn add<K, T>(map: &mut HashMap<K, Vec<T>>, key: &K, item: T)
+where
+    K: std::hash::Hash + Eq + Clone,
+{
+    match map.get_mut(key) {
+        Some(list) => list.push(item),
+        None => drop(map.insert(key.clone(), vec![item])),
     }
 }
 
