@@ -15,6 +15,8 @@ use std::{
 };
 
 use axum::{Router, body::Body, http::Request};
+use k8s_openapi::api::core::v1::Pod;
+use serde::Deserialize;
 use tower::ServiceExt;
 
 use criterion::{BatchSize, Criterion};
@@ -172,7 +174,7 @@ fn main() {
     object["metadata"]["namespace"] = "ns7".into();
     object["spec"]["volumes"] =
         serde_json::json!([{"name": "data", "persistentVolumeClaim": {"claimName": "data-7"}}]);
-    let pod = admission::pod_of(&object).expect("a pod");
+    let pod = Pod::deserialize(&object).expect("a pod");
     let demand = placement::pod_block_demand(&view, "ns7", &pod);
     assert_eq!(demand.keys.len(), 1, "the pod's claim resolves");
     // A new claim: what the extender weighs for a pod whose volume is on no node yet.
@@ -193,7 +195,7 @@ fn main() {
 
     c.bench_function("admission: parse pod, resolve claims, validate", |b| {
         b.iter(|| {
-            let pod = admission::pod_of(black_box(&object)).expect("a pod");
+            let pod = Pod::deserialize(black_box(&object)).expect("a pod");
             let demand = placement::pod_block_demand(&view, "ns7", &pod);
             admission::validate_pod(placement, &config, &demand, outlook)
         })

@@ -6,8 +6,7 @@
 
 use std::collections::BTreeSet;
 
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
-use serde_json::Value;
+use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 
 use crate::{
     config::{Config, Enforcement, Steering},
@@ -226,11 +225,6 @@ pub fn steer(placement: Placement<'_>, config: &Config, demand: &BlockDemand) ->
             )
         }
     }
-}
-
-/// Parses the pod for the decisions (shared by both endpoints).
-pub fn pod_of(object: &Value) -> Result<Pod, String> {
-    crate::model::from_json(object).map_err(|e| format!("object.{}: {}", e.path(), e.inner()))
 }
 
 #[cfg(test)]

@@ -22,13 +22,8 @@ pub type NsName = (String, String);
 /// Why a JSON document or tree was refused, with the path to the refused field.
 pub type JsonError = serde_path_to_error::Error<serde_json::Error>;
 
-/// `T` from a JSON tree. The path to a refused field is tracked only once the value is refused:
+/// `T` from JSON text. The path to a refused field is tracked only once the text is refused:
 /// tracking it costs on every field of every request, and only the error message needs it.
-pub fn from_json<T: serde::de::DeserializeOwned>(value: &serde_json::Value) -> Result<T, JsonError> {
-    T::deserialize(value).or_else(|_| serde_path_to_error::deserialize(value))
-}
-
-/// `T` from JSON text, tracking the path the same way as [`from_json`].
 pub fn from_json_slice<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, JsonError> {
     serde_json::from_slice(bytes)
         .or_else(|_| serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(bytes)))
