@@ -47,9 +47,6 @@ pub struct ReadModel {
     pub index: SharedIndex,
     /// Volumes placed by the extender's bind and not yet seen through the watch.
     pub bindings: Mutex<BindingLedger>,
-    /// Ghost disks per node from the last Proxmox inventory (the index holds them in its
-    /// accounting; kept here to zero the gauges of nodes that lost theirs).
-    ghosts: Mutex<Reservations>,
     /// How bind reaches the API server (None: snapshot mode, bindings are only recorded).
     pub client: Option<kube::Client>,
     pub ledger: Mutex<AdmittedLedger>,
@@ -74,7 +71,6 @@ impl ReadModel {
             config,
             index,
             bindings: Mutex::new(BindingLedger::new(BINDING_TTL)),
-            ghosts: Mutex::default(),
             client: None,
             ledger: Mutex::new(AdmittedLedger::new(confirm_within)),
             metrics,
@@ -171,15 +167,13 @@ impl ReadModel {
                 .get_or_create(&crate::metrics::NodeLabels { node: node.clone() })
                 .set(keys.len() as i64);
         }
-        let mut current = self.ghosts.lock().unwrap_or_else(|e| e.into_inner());
-        for node in current.keys().filter(|n| !ghosts.contains_key(*n)) {
+        let before = self.index.set_reserved(ghosts.clone());
+        for node in before.keys().filter(|n| !ghosts.contains_key(*n)) {
             self.metrics
                 .ghost_disks
                 .get_or_create(&crate::metrics::NodeLabels { node: node.clone() })
                 .set(0);
         }
-        self.index.set_reserved(ghosts.clone());
-        *current = ghosts;
     }
 
     /// The planning loop published a tick's gauges.

@@ -123,14 +123,16 @@ impl SharedIndex {
         self.changed(&mut inner, |_, _| {});
     }
 
-    /// Replaces the ghost disks the accounting holds on top of what is watched.
-    pub fn set_reserved(&self, reserved: Reservations) {
+    /// Replaces the ghost disks the accounting holds on top of what is watched; returns the
+    /// ones they replace.
+    pub fn set_reserved(&self, reserved: Reservations) -> Reservations {
         let mut inner = self.write();
         if inner.reserved == reserved {
-            return;
+            return reserved;
         }
-        inner.reserved = reserved.clone();
+        let before = std::mem::replace(&mut inner.reserved, reserved.clone());
         self.changed(&mut inner, |live, state| live.set_reserved(state, reserved));
+        before
     }
 
     /// After a change to `inner`: brings the accounting up to date with `update`, publishes
