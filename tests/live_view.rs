@@ -220,6 +220,29 @@ fn start() -> impl Strategy<Value = Vec<Object>> {
     prop::collection::vec(object(), 0..25)
 }
 
+/// Takes `step` into the state, and tells the live view as the shared index does.
+fn take(state: &mut ClusterState, live: &mut LiveView, reserved: &mut Reservations, step: Step) {
+    match step {
+        Step::Apply(object) => {
+            let key = object.key();
+            let old = state.apply(object);
+            live.changed(state, &key, old.as_ref());
+        }
+        Step::Delete(key) => {
+            let old = state.delete(&key);
+            live.changed(state, &key, old.as_ref());
+        }
+        Step::Reset(kind, objects) => {
+            state.reset(kind, objects);
+            live.rebuild(state);
+        }
+        Step::Reserve(r) => {
+            *reserved = r.clone();
+            live.set_reserved(state, r);
+        }
+    }
+}
+
 fn settings() -> Settings {
     Settings::from(&Config::default())
 }
@@ -236,25 +259,7 @@ proptest! {
         let mut reserved = Reservations::new();
         let mut live = LiveView::build(&state, settings(), reserved.clone());
         for (i, step) in steps.into_iter().enumerate() {
-            match step.clone() {
-                Step::Apply(object) => {
-                    let key = object.key();
-                    let old = state.apply(object);
-                    live.changed(&state, &key, old.as_ref());
-                }
-                Step::Delete(key) => {
-                    let old = state.delete(&key);
-                    live.changed(&state, &key, old.as_ref());
-                }
-                Step::Reset(kind, objects) => {
-                    state.reset(kind, objects);
-                    live.rebuild(&state);
-                }
-                Step::Reserve(r) => {
-                    reserved = r.clone();
-                    live.set_reserved(&state, r);
-                }
-            }
+            take(&mut state, &mut live, &mut reserved, step.clone());
             let scratch = accounting::account(&state, &settings(), &reserved);
             prop_assert_eq!(live.view(), &scratch, "after step {} ({:?})", i, step);
         }
@@ -299,24 +304,14 @@ proptest! {
         steps in prop::collection::vec(many_nodes_step(), 1..80),
     ) {
         let mut state = ClusterState::from_objects(initial);
-        let mut live = LiveView::build(&state, settings(), Reservations::new());
+        let mut reserved = Reservations::new();
+        let mut live = LiveView::build(&state, settings(), reserved.clone());
         for (i, step) in steps.into_iter().enumerate() {
             // A published copy shares chunks with the live view: changes must not reach it.
             let published = live.view().clone();
-            let before = accounting::account(&state, &settings(), &Reservations::new());
-            match step.clone() {
-                Step::Apply(object) => {
-                    let key = object.key();
-                    let old = state.apply(object);
-                    live.changed(&state, &key, old.as_ref());
-                }
-                Step::Delete(key) => {
-                    let old = state.delete(&key);
-                    live.changed(&state, &key, old.as_ref());
-                }
-                _ => unreachable!("only applies and deletes are generated"),
-            }
-            let scratch = accounting::account(&state, &settings(), &Reservations::new());
+            let before = accounting::account(&state, &settings(), &reserved);
+            take(&mut state, &mut live, &mut reserved, step.clone());
+            let scratch = accounting::account(&state, &settings(), &reserved);
             prop_assert_eq!(live.view(), &scratch, "after step {} ({:?})", i, step);
             prop_assert_eq!(&published, &before, "a published view changed at step {}", i);
         }
