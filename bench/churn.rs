@@ -31,6 +31,7 @@ use apiserver::ApiServer;
 use headroom::{
     config::Config,
     decide::accounting::{ClusterView, Settings},
+    model::ns_name,
     shared_index::SharedIndex,
     source::live,
 };
@@ -135,15 +136,15 @@ impl Slot {
 
     /// Whether `view` shows `step` of this slot.
     fn shown(&self, view: &ClusterView, step: Step) -> bool {
-        let claim = (self.namespace.clone(), self.name.clone());
+        let claim = ns_name(&self.namespace, &self.name);
         let on_node = || {
             view.node(&self.node)
-                .is_some_and(|n| n.volume_keys.contains(&self.key))
+                .is_some_and(|n| n.volume_keys.contains(self.key.as_str()))
         };
         let attached = || {
             view.key_nodes
-                .get(&self.key)
-                .is_some_and(|nodes| nodes.contains(&self.other_node))
+                .get(self.key.as_str())
+                .is_some_and(|nodes| nodes.iter().any(|n| *n == self.other_node))
         };
         match step {
             Step::ClaimCreated => view.block_claims.contains_key(&claim),

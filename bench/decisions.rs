@@ -36,7 +36,8 @@ use headroom::{
     events::EventSink,
     index::{ClusterState, Object},
     model::{
-        AttachmentInfo, ClaimInfo, Controller, CsiNodeInfo, NodeInfo, PodInfo, StorageClassInfo, VolumeInfo,
+        AttachmentInfo, ClaimInfo, Controller, CsiNodeInfo, Name, NodeInfo, PodInfo, StorageClassInfo,
+        VolumeInfo, ns_name,
     },
     read_model::ReadModel,
     server,
@@ -52,95 +53,76 @@ const GI: i64 = 1 << 30;
 fn synthetic(nodes: usize, pods: usize, claims: usize) -> ClusterState {
     let mut s = ClusterState::default();
     let node_name = |i: usize| format!("w{:05}", i % nodes);
-    s.storage_classes.insert(
-        "proxmox-lvm".into(),
-        StorageClassInfo {
-            name: "proxmox-lvm".into(),
-            provisioner: BLOCK.into(),
-            is_default: false,
-        },
-    );
+    s.apply(Object::StorageClass(StorageClassInfo {
+        name: "proxmox-lvm".into(),
+        provisioner: BLOCK.into(),
+        is_default: false,
+    }));
     for n in 0..nodes {
-        let name = node_name(n);
-        s.nodes.insert(
-            name.clone(),
-            NodeInfo {
-                name: name.clone(),
-                ready: true,
-                memory_allocatable: 64 * GI,
-                cpu_allocatable_millis: 16_000,
-                provider_id: Some(format!("proxmox://lab/{}", 1000 + n)),
-                ..Default::default()
-            },
-        );
-        s.csi_nodes.insert(
-            name.clone(),
-            CsiNodeInfo {
-                name,
-                drivers: [(BLOCK.to_owned(), Some(28))].into_iter().collect(),
-            },
-        );
+        let name = Name::from(node_name(n));
+        s.apply(Object::Node(NodeInfo {
+            name: name.clone(),
+            ready: true,
+            memory_allocatable: 64 * GI,
+            cpu_allocatable_millis: 16_000,
+            provider_id: Some(format!("proxmox://lab/{}", 1000 + n)),
+            ..Default::default()
+        }));
+        s.apply(Object::CsiNode(CsiNodeInfo {
+            name,
+            drivers: [(BLOCK.to_owned(), Some(28))].into_iter().collect(),
+        }));
     }
     for c in 0..claims {
-        let (ns, pv) = (format!("ns{}", c % 500), format!("pv-{c}"));
-        s.claims.insert(
-            (ns.clone(), format!("data-{c}")),
-            ClaimInfo {
-                namespace: ns,
-                name: format!("data-{c}"),
-                storage_class: Some("proxmox-lvm".into()),
-                volume_name: Some(pv.clone()),
-            },
+        let (ns, pv) = (
+            Name::from(format!("ns{}", c % 500)),
+            Name::from(format!("pv-{c}")),
         );
-        s.volumes.insert(
-            pv.clone(),
-            VolumeInfo {
-                name: pv.clone(),
-                csi_driver: Some(BLOCK.into()),
-                volume_handle: Some(format!("lab/pve/local-lvm/vm-9999-{pv}")),
-                pinned_to: Vec::new(),
-            },
-        );
-        s.attachments.insert(
-            format!("csi-{c}"),
-            AttachmentInfo {
-                name: format!("csi-{c}"),
-                attacher: BLOCK.into(),
-                node_name: node_name(c),
-                pv_name: Some(pv),
-                inline_handle: None,
-                attached: true,
-                detaching: false,
-                attach_error: false,
-            },
-        );
+        s.apply(Object::Claim(ClaimInfo {
+            namespace: ns,
+            name: format!("data-{c}").into(),
+            storage_class: Some("proxmox-lvm".into()),
+            volume_name: Some(pv.clone()),
+        }));
+        s.apply(Object::Volume(VolumeInfo {
+            name: pv.clone(),
+            csi_driver: Some(BLOCK.into()),
+            volume_handle: Some(format!("lab/pve/local-lvm/vm-9999-{pv}").into()),
+            pinned_to: Vec::new(),
+        }));
+        s.apply(Object::Attachment(AttachmentInfo {
+            name: format!("csi-{c}").into(),
+            attacher: BLOCK.into(),
+            node_name: node_name(c).into(),
+            pv_name: Some(pv),
+            inline_handle: None,
+            attached: true,
+            detaching: false,
+            attach_error: false,
+        }));
     }
     for p in 0..pods {
-        let ns = format!("ns{}", p % 500);
-        s.pods.insert(
-            (ns.clone(), format!("pod-{p}")),
-            PodInfo {
-                namespace: ns,
-                name: format!("pod-{p}"),
-                node_name: Some(node_name(p)),
-                terminal: false,
-                claims: if p < claims {
-                    vec![format!("data-{p}")]
-                } else {
-                    vec![]
-                },
-                memory_request: GI / 4,
-                memory_limit: GI / 4,
-                cpu_request_millis: 100,
-                controller: Controller::Other,
-                owner: 1 + (p / 3) as u64,
-                // Two labels, as a Deployment's pods carry (app, pod-template-hash).
-                labels: headroom::model::label_hashes([
-                    (&"app".to_owned(), &format!("app-{}", p / 3)),
-                    (&"pod-template-hash".to_owned(), &"5d9".to_owned()),
-                ]),
+        s.apply(Object::Pod(PodInfo {
+            namespace: format!("ns{}", p % 500).into(),
+            name: format!("pod-{p}").into(),
+            node_name: Some(node_name(p).into()),
+            terminal: false,
+            claims: if p < claims {
+                vec![format!("data-{p}").into()]
+            } else {
+                vec![]
             },
-        );
+            memory_request: GI / 4,
+            memory_limit: GI / 4,
+            cpu_request_millis: 100,
+            controller: Controller::Other,
+            owner: 1 + (p / 3) as u64,
+            // Two labels, as a Deployment's pods carry (app, pod-template-hash).
+            labels: headroom::model::label_hashes([
+                (&"app".to_owned(), &format!("app-{}", p / 3)),
+                (&"pod-template-hash".to_owned(), &"5d9".to_owned()),
+            ]),
+        }));
     }
     s
 }
@@ -160,7 +142,7 @@ fn main() {
     let none = Reservations::new();
     let view = accounting::account(&state, &settings, &none);
     let placement = Placement::new(&view, &none);
-    let names: Vec<String> = state.nodes.keys().cloned().collect();
+    let names: Vec<String> = state.nodes.keys().map(|n| n.to_string()).collect();
     // The benchmark bodies' pod: it mounts claim data-7 (already on w00007).
     let review: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(concat!(
@@ -179,7 +161,7 @@ fn main() {
     assert_eq!(demand.keys.len(), 1, "the pod's claim resolves");
     // A new claim: what the extender weighs for a pod whose volume is on no node yet.
     let fresh = BlockDemand {
-        keys: BTreeSet::from(["claim:ns7/new-0".to_owned()]),
+        keys: BTreeSet::from([Name::from("claim:ns7/new-0")]),
         ..Default::default()
     };
     let outlook = Outlook {
@@ -254,18 +236,14 @@ fn main() {
     // One change at a time: a pod moves between two nodes (its claim follows), a
     // VolumeAttachment flips attached/failing. What the index does per watch event.
     let mut live = LiveView::build(&state, settings.clone(), none.clone());
-    let moved = state
-        .pods
-        .get(&("ns7".to_owned(), "pod-7".to_owned()))
-        .cloned()
-        .expect("pod-7");
+    let moved = state.pods.get(&ns_name("ns7", "pod-7")).cloned().expect("pod-7");
     let mut flip = 0usize;
     group.bench_function("live view: one pod moves to another node", |b| {
         let mut state = state.clone();
         b.iter(|| {
             flip += 1;
             let mut pod = moved.clone();
-            pod.node_name = Some(format!("w{:05}", (7 + flip % 2) % nodes));
+            pod.node_name = Some(format!("w{:05}", (7 + flip % 2) % nodes).into());
             let object = Object::Pod(pod);
             let key = object.key();
             let old = state.apply(object);

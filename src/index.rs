@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::model::{
-    AttachmentInfo, BudgetInfo, ClaimInfo, CsiNodeInfo, EventInfo, NodeInfo, NsName, PodInfo,
+    AttachmentInfo, BudgetInfo, ClaimInfo, CsiNodeInfo, EventInfo, Name, Names, NodeInfo, NsName, PodInfo,
     StorageClassInfo, VolumeInfo,
 };
 
@@ -88,21 +88,21 @@ impl Object {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectKey {
     pub kind: Kind,
-    pub namespace: String,
-    pub name: String,
+    pub namespace: Name,
+    pub name: Name,
 }
 
 impl Object {
     /// The key this object is stored under.
     pub fn key(&self) -> ObjectKey {
         let (namespace, name) = match self {
-            Object::Node(o) => (String::new(), o.name.clone()),
-            Object::CsiNode(o) => (String::new(), o.name.clone()),
-            Object::StorageClass(o) => (String::new(), o.name.clone()),
-            Object::Volume(o) => (String::new(), o.name.clone()),
+            Object::Node(o) => (Name::default(), o.name.clone()),
+            Object::CsiNode(o) => (Name::default(), o.name.clone()),
+            Object::StorageClass(o) => (Name::default(), o.name.clone()),
+            Object::Volume(o) => (Name::default(), o.name.clone()),
             Object::Claim(o) => (o.namespace.clone(), o.name.clone()),
             Object::Pod(o) => (o.namespace.clone(), o.name.clone()),
-            Object::Attachment(o) => (String::new(), o.name.clone()),
+            Object::Attachment(o) => (Name::default(), o.name.clone()),
             Object::Event(o) => (o.namespace.clone(), o.name.clone()),
             Object::Budget(o) => (o.namespace.clone(), o.name.clone()),
         };
@@ -112,20 +112,58 @@ impl Object {
             name,
         }
     }
+
+    /// Makes the names this object shares with others (namespaces, nodes, claims, volumes,
+    /// drivers) the one allocation `names` holds for each. The object's own name is not
+    /// interned when nothing else names it (pods, attachments, Events): pods come and go with
+    /// new names, and would only fill the set.
+    fn intern(&mut self, names: &mut Names) {
+        match self {
+            Object::Node(o) => names.intern(&mut o.name),
+            Object::CsiNode(o) => names.intern(&mut o.name),
+            Object::StorageClass(o) => names.intern(&mut o.name),
+            Object::Volume(o) => {
+                names.intern(&mut o.name);
+                names.intern_opt(&mut o.csi_driver);
+                names.intern_opt(&mut o.volume_handle);
+                o.pinned_to.iter_mut().for_each(|n| names.intern(n));
+            }
+            Object::Claim(o) => {
+                names.intern(&mut o.namespace);
+                names.intern(&mut o.name);
+                names.intern_opt(&mut o.storage_class);
+                names.intern_opt(&mut o.volume_name);
+            }
+            Object::Pod(o) => {
+                names.intern(&mut o.namespace);
+                names.intern_opt(&mut o.node_name);
+                o.claims.iter_mut().for_each(|n| names.intern(n));
+                o.claims.shrink_to_fit();
+            }
+            Object::Attachment(o) => {
+                names.intern(&mut o.attacher);
+                names.intern(&mut o.node_name);
+                names.intern_opt(&mut o.pv_name);
+                names.intern_opt(&mut o.inline_handle);
+            }
+            Object::Event(o) => names.intern(&mut o.namespace),
+            Object::Budget(o) => names.intern(&mut o.namespace),
+        }
+    }
 }
 
 /// Every watched object, keyed by name (cluster-scoped) or namespace/name.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default)]
 pub struct ClusterState {
-    pub nodes: BTreeMap<String, NodeInfo>,
-    pub csi_nodes: HashMap<String, CsiNodeInfo>,
-    pub storage_classes: HashMap<String, StorageClassInfo>,
-    pub volumes: HashMap<String, VolumeInfo>,
+    pub nodes: BTreeMap<Name, NodeInfo>,
+    pub csi_nodes: HashMap<Name, CsiNodeInfo>,
+    pub storage_classes: HashMap<Name, StorageClassInfo>,
+    pub volumes: HashMap<Name, VolumeInfo>,
     pub claims: HashMap<NsName, ClaimInfo>,
     /// Read freely; change only through `apply`, `delete` and `reset`, which keep the pods
     /// without a node indexed.
     pub pods: HashMap<NsName, PodInfo>,
-    pub attachments: HashMap<String, AttachmentInfo>,
+    pub attachments: HashMap<Name, AttachmentInfo>,
     /// LUN-cap incidents and kubelet evictions (core Events live an hour: what must last
     /// longer is counted in the tick's durable windows).
     pub events: BTreeMap<NsName, EventInfo>,
@@ -133,6 +171,24 @@ pub struct ClusterState {
     /// The pods without a node, kept as pods change: planning looks at them on every tick, and
     /// they are a handful among 150,000.
     unscheduled: BTreeSet<NsName>,
+    /// The shared names of every object above.
+    names: Names,
+}
+
+/// Two states are equal when they hold the same objects (how their names are shared is not
+/// what they say).
+impl PartialEq for ClusterState {
+    fn eq(&self, other: &Self) -> bool {
+        self.nodes == other.nodes
+            && self.csi_nodes == other.csi_nodes
+            && self.storage_classes == other.storage_classes
+            && self.volumes == other.volumes
+            && self.claims == other.claims
+            && self.pods == other.pods
+            && self.attachments == other.attachments
+            && self.events == other.events
+            && self.budgets == other.budgets
+    }
 }
 
 impl ClusterState {
@@ -151,7 +207,8 @@ impl ClusterState {
     }
 
     /// Adds or replaces an object; returns the one it replaced.
-    pub fn apply(&mut self, object: Object) -> Option<Object> {
+    pub fn apply(&mut self, mut object: Object) -> Option<Object> {
+        object.intern(&mut self.names);
         match object {
             Object::Node(o) => self.nodes.insert(o.name.clone(), o).map(Object::Node),
             Object::CsiNode(o) => self.csi_nodes.insert(o.name.clone(), o).map(Object::CsiNode),
@@ -260,12 +317,12 @@ mod tests {
             Object::Pod(PodInfo {
                 namespace: "a".into(),
                 name: name.into(),
-                node_name: node.map(str::to_owned),
+                node_name: node.map(Name::from),
                 ..Default::default()
             })
         };
         let unscheduled = |s: &ClusterState| {
-            let mut names: Vec<String> = s.unscheduled_pods().map(|p| p.name.clone()).collect();
+            let mut names: Vec<Name> = s.unscheduled_pods().map(|p| p.name.clone()).collect();
             names.sort();
             names
         };

@@ -15,7 +15,7 @@ use std::{
 
 use crate::{
     decide::{accounting::Reservations, projection::AdmittedDemand},
-    model::NsName,
+    model::{Name, NsName},
 };
 
 /// What one admitted object will need.
@@ -115,9 +115,9 @@ impl AdmittedLedger {
 /// node that looked emptiest before any of them arrived there.
 #[derive(Debug)]
 pub struct BindingLedger {
-    bindings: HashMap<NsName, (String, BTreeSet<String>, Instant)>,
+    bindings: HashMap<NsName, (Name, BTreeSet<Name>, Instant)>,
     /// Block volume keys of pods seen by filter/prioritize (bind carries only the pod's name).
-    demands: HashMap<String, (BTreeSet<String>, Instant)>,
+    demands: HashMap<String, (BTreeSet<Name>, Instant)>,
     /// Nodes the filter passed (as name hashes: 5,000 names per filter call must not mean
     /// 5,000 allocations), by pod UID: bind places a pod only on one of these.
     passed: HashMap<String, (Vec<u64>, Instant)>,
@@ -156,7 +156,7 @@ impl BindingLedger {
     }
 
     /// Remembers what a pod (by UID) needs, from a filter or prioritize request.
-    pub fn remember(&mut self, uid: &str, keys: BTreeSet<String>, now: Instant) {
+    pub fn remember(&mut self, uid: &str, keys: BTreeSet<Name>, now: Instant) {
         insert_bounded(&mut self.demands, uid, keys, now, self.ttl);
     }
 
@@ -174,13 +174,13 @@ impl BindingLedger {
     }
 
     /// What a pod needs, as last seen by filter or prioritize.
-    pub fn demand(&self, uid: &str) -> Option<&BTreeSet<String>> {
+    pub fn demand(&self, uid: &str) -> Option<&BTreeSet<Name>> {
         self.demands.get(uid).map(|(k, _)| k)
     }
 
     /// Records that `pod` was bound to `node` holding `keys`.
-    pub fn record(&mut self, pod: NsName, node: &str, keys: BTreeSet<String>, now: Instant) {
-        self.bindings.insert(pod, (node.to_owned(), keys, now));
+    pub fn record(&mut self, pod: NsName, node: &str, keys: BTreeSet<Name>, now: Instant) {
+        self.bindings.insert(pod, (Name::from(node), keys, now));
     }
 
     /// Drops bindings the watch now shows (`seen(pod, node)`) or that are older than the TTL,
@@ -290,7 +290,7 @@ mod tests {
     fn bindings_hold_until_seen_or_expired() {
         let t0 = Instant::now();
         let mut l = BindingLedger::new(Duration::from_secs(300));
-        let keys = |ks: &[&str]| ks.iter().map(|k| k.to_string()).collect::<BTreeSet<_>>();
+        let keys = |ks: &[&str]| ks.iter().map(|k| Name::from(*k)).collect::<BTreeSet<_>>();
         l.record(("a".into(), "p1".into()), "n1", keys(&["h1"]), t0);
         l.record(("a".into(), "p2".into()), "n1", keys(&["h2", "h1"]), t0);
         l.record(

@@ -85,7 +85,7 @@ pub struct ClusterGauges {
     pub resources: Family<ResourceLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     /// The per-node values last set: a gauge is looked up (label hashed, family locked) only
     /// when its node changed — 5,000 nodes, four gauges each, on every evaluation.
-    last_nodes: std::sync::Mutex<std::collections::HashMap<String, NodeGaugeValues>>,
+    last_nodes: std::sync::Mutex<std::collections::HashMap<crate::model::Name, NodeGaugeValues>>,
 }
 
 /// One node's gauge values.
@@ -175,14 +175,16 @@ impl ClusterGauges {
             if last.get(&n.name) == Some(&now) {
                 continue;
             }
-            let l = NodeLabels { node: n.name.clone() };
+            let l = NodeLabels {
+                node: n.name.to_string(),
+            };
             self.node_block_volumes.get_or_create(&l).set(now.block_volumes);
             self.node_failing_to_attach
                 .get_or_create(&l)
                 .set(now.failing_to_attach);
             self.node_soft_cap.get_or_create(&l).set(now.soft_cap);
             self.node_hard_cap.get_or_create(&l).set(now.hard_cap);
-            last.insert(l.node, now);
+            last.insert(n.name.clone(), now);
         }
         drop(last);
         self.free_block_slots.set(p.free_block_slots);

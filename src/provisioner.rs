@@ -748,7 +748,7 @@ impl Actuator {
             .with_state(|s, _| s.nodes.keys().cloned().collect::<Vec<_>>());
         let name = (1..)
             .map(|n| p.vm.name_pattern.replace("{n}", &n.to_string()))
-            .find(|name| !vms.iter().any(|v| &v.name == name) && !known_nodes.contains(name))
+            .find(|name| !vms.iter().any(|v| &v.name == name) && !known_nodes.iter().any(|n| n == name))
             .expect("an unbounded range has a free name");
         // Read again right before cloning: a VM made by hand since the first read must not be
         // cloned over, nor share its name (the runbook's clone script aborts the same way).

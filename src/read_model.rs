@@ -22,6 +22,7 @@ use crate::{
     events::EventSink,
     ledger::{Admitted, AdmittedLedger, BindingLedger},
     metrics::Metrics,
+    model::ns_name,
     shared_index::SharedIndex,
 };
 
@@ -164,14 +165,18 @@ impl ReadModel {
         for (node, keys) in &ghosts {
             self.metrics
                 .ghost_disks
-                .get_or_create(&crate::metrics::NodeLabels { node: node.clone() })
+                .get_or_create(&crate::metrics::NodeLabels {
+                    node: node.to_string(),
+                })
                 .set(keys.len() as i64);
         }
         let before = self.index.set_reserved(ghosts.clone());
         for node in before.keys().filter(|n| !ghosts.contains_key(*n)) {
             self.metrics
                 .ghost_disks
-                .get_or_create(&crate::metrics::NodeLabels { node: node.clone() })
+                .get_or_create(&crate::metrics::NodeLabels {
+                    node: node.to_string(),
+                })
                 .set(0);
         }
     }
@@ -195,10 +200,8 @@ impl ReadModel {
         }
         self.index.with_state(|s, _| {
             ledger.total(Instant::now(), |what| match what {
-                Admitted::Pod { namespace, name } => s.pods.contains_key(&(namespace.clone(), name.clone())),
-                Admitted::Claim { namespace, name } => {
-                    s.claims.contains_key(&(namespace.clone(), name.clone()))
-                }
+                Admitted::Pod { namespace, name } => s.pods.contains_key(&ns_name(namespace, name)),
+                Admitted::Claim { namespace, name } => s.claims.contains_key(&ns_name(namespace, name)),
                 Admitted::Unnamed { .. } => false,
             })
         })

@@ -329,7 +329,7 @@ fn reservations_count_on_their_node_and_merge_with_watched_handles() {
     reservations
         .entry("n1".into())
         .or_default()
-        .extend(["h-c1".to_owned(), "h-new".to_owned()]);
+        .extend(["h-c1".into(), "h-new".into()]);
     let view = view_of(objects, &reservations);
     assert_eq!(
         block_volumes(&view, "n1"),

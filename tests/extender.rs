@@ -276,7 +276,7 @@ fn block_volumes(h: &Harness) -> BTreeMap<String, i64> {
     let placement = headroom::decide::placement::Placement::new(&view, &reservations);
     view.nodes
         .iter()
-        .map(|n| (n.name.clone(), placement.block_volumes(n)))
+        .map(|n| (n.name.to_string(), placement.block_volumes(n)))
         .collect()
 }
 
@@ -319,7 +319,7 @@ async fn sixty_placements_on_the_seed_cluster_end_evenly_spread() {
     };
     let h0 = Harness::new(items.clone(), Config::default());
     let before = block_volumes(&h0);
-    let workers: Vec<String> = h0.app.view().schedulable().map(|n| n.name.clone()).collect();
+    let workers: Vec<String> = h0.app.view().schedulable().map(|n| n.name.to_string()).collect();
     let worker_refs: Vec<&str> = workers.iter().map(String::as_str).collect();
     // Pods bring generic ephemeral block volumes: the claim does not exist before the pod.
     items.push(storage_class("proxmox-lvm", BLOCK, false));

@@ -16,7 +16,7 @@ use headroom::{
         live_view::LiveView,
     },
     index::{ClusterState, Kind, Object, ObjectKey},
-    model::{AttachmentInfo, ClaimInfo, CsiNodeInfo, NodeInfo, PodInfo, StorageClassInfo, VolumeInfo},
+    model::{AttachmentInfo, ClaimInfo, CsiNodeInfo, Name, NodeInfo, PodInfo, StorageClassInfo, VolumeInfo},
     shared_index::SharedIndex,
 };
 use proptest::{prelude::*, sample::select};
@@ -38,11 +38,11 @@ const VOLUMES: [&str; 5] = ["pv0", "pv1", "pv2", "pv3", "pv4"];
 const HANDLES: [&str; 3] = ["h0", "h1", "h2"];
 const CLASSES: [&str; 3] = ["block", "nfs", "other"];
 
-fn name(pool: &'static [&'static str]) -> impl Strategy<Value = String> {
-    select(pool).prop_map(str::to_owned)
+fn name(pool: &'static [&'static str]) -> impl Strategy<Value = Name> {
+    select(pool).prop_map(Name::from)
 }
 
-fn maybe(pool: &'static [&'static str]) -> impl Strategy<Value = Option<String>> {
+fn maybe(pool: &'static [&'static str]) -> impl Strategy<Value = Option<Name>> {
     proptest::option::of(name(pool))
 }
 
@@ -98,7 +98,7 @@ fn volume() -> impl Strategy<Value = Object> {
         .prop_map(|(name, driver, handle)| {
             Object::Volume(VolumeInfo {
                 name,
-                csi_driver: driver.map(str::to_owned),
+                csi_driver: driver.map(Name::from),
                 volume_handle: handle,
                 pinned_to: vec![],
             })
@@ -116,7 +116,7 @@ fn claim() -> impl Strategy<Value = Object> {
             Object::Claim(ClaimInfo {
                 namespace,
                 name,
-                storage_class: class.map(str::to_owned),
+                storage_class: class.map(Name::from),
                 volume_name,
             })
         })
@@ -134,7 +134,7 @@ fn pod() -> impl Strategy<Value = Object> {
         .prop_map(|(namespace, name, node_name, terminal, claims, mem_gi)| {
             Object::Pod(PodInfo {
                 namespace,
-                name: name.to_owned(),
+                name: name.into(),
                 node_name,
                 terminal,
                 claims,
@@ -158,8 +158,8 @@ fn attachment() -> impl Strategy<Value = Object> {
         .prop_map(
             |(name, attacher, node_name, pv_name, inline_handle, (attached, detaching, attach_error))| {
                 Object::Attachment(AttachmentInfo {
-                    name: name.to_owned(),
-                    attacher: attacher.to_owned(),
+                    name: name.into(),
+                    attacher: attacher.into(),
                     node_name,
                     pv_name,
                     inline_handle,
@@ -199,7 +199,7 @@ fn objects_of(kind: Kind) -> BoxedStrategy<Vec<Object>> {
 fn reservations() -> impl Strategy<Value = Reservations> {
     prop::collection::btree_map(
         name(&NODES),
-        prop::collection::btree_set(select(&["h0", "h1", "ghost:x"][..]).prop_map(str::to_owned), 1..3),
+        prop::collection::btree_set(select(&["h0", "h1", "ghost:x"][..]).prop_map(Name::from), 1..3),
         0..3,
     )
 }
@@ -269,7 +269,7 @@ proptest! {
 /// Nodes by the hundred (the view keeps them in chunks of 64): nodes join and leave between
 /// others, pods come and go on them, and the view stays the one from scratch.
 fn many_nodes_step() -> impl Strategy<Value = Step> {
-    let name = (0u32..200).prop_map(|i| format!("m{i:03}"));
+    let name = (0u32..200).prop_map(|i| Name::from(format!("m{i:03}")));
     prop_oneof![
         3 => (name.clone(), any::<bool>()).prop_map(|(name, ready)| Step::Apply(Object::Node(NodeInfo {
             name,
@@ -278,12 +278,12 @@ fn many_nodes_step() -> impl Strategy<Value = Step> {
         }))),
         1 => name.clone().prop_map(|name| Step::Delete(ObjectKey {
             kind: Kind::Node,
-            namespace: String::new(),
+            namespace: Name::default(),
             name,
         })),
         3 => (name, 0u32..20, 1i64..4).prop_map(|(node, pod, mem_gi)| Step::Apply(Object::Pod(PodInfo {
             namespace: "a".into(),
-            name: format!("p{pod}"),
+            name: format!("p{pod}").into(),
             node_name: Some(node),
             memory_request: mem_gi << 30,
             ..Default::default()
@@ -297,7 +297,7 @@ proptest! {
     #[test]
     fn the_view_of_hundreds_of_nodes_kept_per_change_is_the_view_from_scratch(
         initial in prop::collection::vec((0u32..200).prop_map(|i| Object::Node(NodeInfo {
-            name: format!("m{i:03}"),
+            name: format!("m{i:03}").into(),
             ready: true,
             ..Default::default()
         })), 100..180),
@@ -359,8 +359,8 @@ fn the_shared_index_publishes_the_view_of_every_change() {
     let held = |index: &SharedIndex| index.view().node("n1").map(|n| n.block_volumes);
     assert_eq!(held(&index), Some(1));
     index.set_reserved(BTreeMap::from([(
-        "n1".to_owned(),
-        BTreeSet::from(["ghost:vm-1-disk-1".to_owned()]),
+        Name::from("n1"),
+        BTreeSet::from([Name::from("ghost:vm-1-disk-1")]),
     )]));
     assert_eq!(held(&index), Some(2));
     index.delete(&attachment.key());
@@ -369,7 +369,10 @@ fn the_shared_index_publishes_the_view_of_every_change() {
         accounting::account(
             s,
             &settings(),
-            &BTreeMap::from([("n1".to_owned(), BTreeSet::from(["ghost:vm-1-disk-1".to_owned()]))]),
+            &BTreeMap::from([(
+                Name::from("n1"),
+                BTreeSet::from([Name::from("ghost:vm-1-disk-1")]),
+            )]),
         )
     });
     assert_eq!(*index.view(), scratch);

@@ -20,7 +20,7 @@ use serde::Serialize;
 use crate::{
     config::Config,
     index::ClusterState,
-    model::{AttachmentInfo, ClaimInfo, NodeInfo, NsName, PodInfo},
+    model::{AttachmentInfo, ClaimInfo, Name, NodeInfo, NsName, PodInfo},
 };
 
 /// The accounting settings taken from the config.
@@ -45,13 +45,13 @@ impl From<&Config> for Settings {
 pub const LUNS_PER_VM: i64 = 29;
 
 /// Volume keys held on nodes by something the watches do not show (yet): node → keys.
-pub type Reservations = BTreeMap<String, BTreeSet<String>>;
+pub type Reservations = BTreeMap<Name, BTreeSet<Name>>;
 
 /// One node's capacity and use.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct NodeUsage {
-    pub name: String,
+    pub name: Name,
     pub block_volumes: i64,
     pub soft_cap: i64,
     pub hard_cap: i64,
@@ -76,7 +76,7 @@ pub struct NodeUsage {
     #[serde(skip)]
     pub pod_volumes: i64,
     #[serde(skip)]
-    pub volume_keys: BTreeSet<String>,
+    pub volume_keys: BTreeSet<Name>,
 }
 
 impl NodeUsage {
@@ -124,15 +124,15 @@ pub struct ClusterView {
     /// Node name → its index in `nodes`. The extender looks up 5,000 names per request, and a
     /// binary search over `nodes` missed the cache on every probe. Changes only when a node
     /// comes or goes.
-    pub(crate) node_index: Arc<HashMap<String, usize>>,
+    pub(crate) node_index: Arc<HashMap<Name, usize>>,
     /// Block claims: namespace/name → their volume key and state.
-    pub block_claims: imbl::HashMap<NsName, (String, ClaimState)>,
+    pub block_claims: imbl::HashMap<NsName, (Name, ClaimState)>,
     /// Volume key → the nodes holding it (normally one), sorted.
-    pub key_nodes: imbl::HashMap<String, Vec<String>>,
+    pub key_nodes: imbl::HashMap<Name, Vec<Name>>,
     /// StorageClasses whose provisioner is the block driver.
-    pub block_classes: BTreeSet<String>,
+    pub block_classes: BTreeSet<Name>,
     /// The default StorageClass, for claims that name none.
-    pub default_class: Option<String>,
+    pub default_class: Option<Name>,
     /// How many of `block_claims` are Pending, kept as the claims change: every PVC admission
     /// reads it, and there may be 100,000 claims.
     pub(crate) pending_claims: i64,
@@ -219,7 +219,7 @@ pub fn unschedulable_reason(node: &NodeInfo) -> Option<String> {
 pub struct ClaimResolver<'a> {
     pub(crate) state: &'a ClusterState,
     pub(crate) settings: &'a Settings,
-    default_class: Option<&'a str>,
+    default_class: Option<&'a Name>,
 }
 
 impl<'a> ClaimResolver<'a> {
@@ -228,7 +228,7 @@ impl<'a> ClaimResolver<'a> {
             .storage_classes
             .values()
             .find(|c| c.is_default)
-            .map(|c| c.name.as_str());
+            .map(|c| &c.name);
         Self {
             state,
             settings,
@@ -242,7 +242,7 @@ impl<'a> ClaimResolver<'a> {
         let class = match class {
             Some("") => return false,
             Some(c) => Some(c),
-            None => self.default_class,
+            None => self.default_class.map(Name::as_str),
         };
         class
             .and_then(|c| self.state.storage_classes.get(c))
@@ -250,7 +250,7 @@ impl<'a> ClaimResolver<'a> {
     }
 
     /// The StorageClasses whose provisioner is the block driver.
-    pub fn block_classes(&self) -> BTreeSet<String> {
+    pub fn block_classes(&self) -> BTreeSet<Name> {
         self.state
             .storage_classes
             .values()
@@ -260,11 +260,11 @@ impl<'a> ClaimResolver<'a> {
     }
 
     /// The volume key of a block claim, or `None` when the claim is not block.
-    pub fn key(&self, claim: &ClaimInfo) -> Option<String> {
-        if let Some(pv) = claim.volume_name.as_deref() {
+    pub fn key(&self, claim: &ClaimInfo) -> Option<Name> {
+        if let Some(pv) = &claim.volume_name {
             if let Some(volume) = self.state.volumes.get(pv) {
                 let block = volume.csi_driver.as_deref() == Some(self.settings.block_driver.as_str());
-                return block.then(|| volume_key(pv, volume.volume_handle.as_deref()));
+                return block.then(|| volume_key(pv, volume.volume_handle.as_ref()));
             }
             // Bound to a PV the index has not seen (yet): judge by the class.
             return self
@@ -272,32 +272,33 @@ impl<'a> ClaimResolver<'a> {
                 .then(|| volume_key(pv, None));
         }
         self.class_is_block(claim.storage_class.as_deref())
-            .then(|| format!("claim:{}/{}", claim.namespace, claim.name))
+            .then(|| Name::from(format!("claim:{}/{}", claim.namespace, claim.name)))
     }
 
     /// The key of the claim `name` in `namespace`, if it exists and is block.
-    pub fn key_of(&self, namespace: &str, name: &str) -> Option<String> {
+    pub fn key_of(&self, namespace: &Name, name: &Name) -> Option<Name> {
         self.state
             .claims
-            .get(&(namespace.to_owned(), name.to_owned()))
+            .get(&(namespace.clone(), name.clone()))
             .and_then(|c| self.key(c))
     }
 }
 
-/// A PV's volume key: its CSI handle, or its name when the handle is unknown.
-fn volume_key(pv: &str, handle: Option<&str>) -> String {
+/// A PV's volume key: its CSI handle (the volume's own, shared), or its name when the handle is
+/// unknown.
+fn volume_key(pv: &str, handle: Option<&Name>) -> Name {
     match handle {
-        Some(h) => h.to_owned(),
-        None => format!("pv:{pv}"),
+        Some(h) => h.clone(),
+        None => Name::from(format!("pv:{pv}")),
     }
 }
 
 /// The volume key a VolumeAttachment holds: its PV's, its inline volume's handle, or its own.
-fn attachment_key(state: &ClusterState, va: &AttachmentInfo) -> String {
+fn attachment_key(state: &ClusterState, va: &AttachmentInfo) -> Name {
     match (&va.pv_name, &va.inline_handle) {
-        (Some(pv), _) => volume_key(pv, state.volumes.get(pv).and_then(|v| v.volume_handle.as_deref())),
+        (Some(pv), _) => volume_key(pv, state.volumes.get(pv).and_then(|v| v.volume_handle.as_ref())),
         (None, Some(handle)) => handle.clone(),
-        (None, None) => format!("va:{}", va.name),
+        (None, None) => Name::from(format!("va:{}", va.name)),
     }
 }
 
@@ -306,9 +307,9 @@ fn attachment_key(state: &ClusterState, va: &AttachmentInfo) -> String {
 #[derive(Debug, Default)]
 pub(crate) struct Load {
     /// Keys holding a LUN here.
-    held: BTreeSet<String>,
+    held: BTreeSet<Name>,
     /// Keys whose attachment here failed: they hold no LUN.
-    failing: BTreeSet<String>,
+    failing: BTreeSet<Name>,
     /// Distinct keys of the node's pods (failing or not).
     pod_volumes: i64,
     memory_requested_bytes: i64,
@@ -322,7 +323,7 @@ impl Load {
         resolver: &ClaimResolver,
         attachments: impl IntoIterator<Item = &'s AttachmentInfo>,
         pods: impl IntoIterator<Item = &'s PodInfo>,
-        reserved: Option<&BTreeSet<String>>,
+        reserved: Option<&BTreeSet<Name>>,
     ) -> Load {
         let mut load = Load::default();
         // Attached, attaching or detaching, a block attachment holds a LUN; a failed one none.
@@ -358,7 +359,7 @@ impl Load {
     }
 
     /// Every key the node names, held or failing: what `key_nodes` lists it under.
-    pub(crate) fn keys(&self) -> impl Iterator<Item = &String> {
+    pub(crate) fn keys(&self) -> impl Iterator<Item = &Name> {
         self.held.iter().chain(&self.failing)
     }
 
@@ -424,31 +425,30 @@ pub(crate) fn claim_state(claim: &ClaimInfo, held_somewhere: bool, users: Users)
 /// Computes the accounting of `state`, with `reservations` held on top of what is watched.
 pub fn account(state: &ClusterState, settings: &Settings, reservations: &Reservations) -> ClusterView {
     let resolver = ClaimResolver::new(state, settings);
-    let mut attachments_on: BTreeMap<&str, Vec<&AttachmentInfo>> = BTreeMap::new();
+    let mut attachments_on: BTreeMap<&Name, Vec<&AttachmentInfo>> = BTreeMap::new();
     for va in state.attachments.values() {
-        attachments_on.entry(va.node_name.as_str()).or_default().push(va);
+        attachments_on.entry(&va.node_name).or_default().push(va);
     }
-    let mut pods_on: BTreeMap<&str, Vec<&PodInfo>> = BTreeMap::new();
+    let mut pods_on: BTreeMap<&Name, Vec<&PodInfo>> = BTreeMap::new();
     let mut users: HashMap<(&str, &str), Users> = HashMap::new();
     for pod in state.pods.values() {
         for c in &pod.claims {
             users.entry((&pod.namespace, c)).or_default().add(pod);
         }
-        if let Some(node) = pod.node_name.as_deref() {
+        if let Some(node) = &pod.node_name {
             pods_on.entry(node).or_default().push(pod);
         }
     }
     // Every node anything is held on, Node object or not (a pod may name a node that is gone).
-    let names: BTreeSet<&str> = state
+    let names: BTreeSet<&Name> = state
         .nodes
         .keys()
-        .map(String::as_str)
         .chain(attachments_on.keys().copied())
         .chain(pods_on.keys().copied())
-        .chain(reservations.keys().map(String::as_str))
+        .chain(reservations.keys())
         .collect();
     let mut nodes = Vec::with_capacity(state.nodes.len());
-    let mut key_nodes: imbl::HashMap<String, Vec<String>> = imbl::HashMap::new();
+    let mut key_nodes: imbl::HashMap<Name, Vec<Name>> = imbl::HashMap::new();
     for name in names {
         let load = Load::of(
             &resolver,
@@ -461,7 +461,7 @@ pub fn account(state: &ClusterState, settings: &Settings, reservations: &Reserva
             key_nodes
                 .entry(k.clone())
                 .or_insert_with(|| Vec::with_capacity(1))
-                .push(name.to_owned());
+                .push(name.clone());
         }
         if let Some(node) = state.nodes.get(name) {
             nodes.push(Arc::new(load.usage(&resolver, node)));
@@ -486,13 +486,13 @@ pub fn account(state: &ClusterState, settings: &Settings, reservations: &Reserva
         block_claims,
         key_nodes,
         block_classes: resolver.block_classes(),
-        default_class: resolver.default_class.map(str::to_owned),
+        default_class: resolver.default_class.cloned(),
         pending_claims,
     }
 }
 
 /// Node name → position in `nodes`.
-pub(crate) fn index_of<'n>(nodes: impl Iterator<Item = &'n Arc<NodeUsage>>) -> HashMap<String, usize> {
+pub(crate) fn index_of<'n>(nodes: impl Iterator<Item = &'n Arc<NodeUsage>>) -> HashMap<Name, usize> {
     nodes.enumerate().map(|(i, n)| (n.name.clone(), i)).collect()
 }
 

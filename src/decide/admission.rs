@@ -220,7 +220,7 @@ pub fn steer(placement: Placement<'_>, config: &Config, demand: &BlockDemand) ->
                     .view
                     .schedulable()
                     .filter(|n| !fits(n))
-                    .map(|n| n.name.clone())
+                    .map(|n| n.name.to_string())
                     .collect(),
             )
         }
@@ -246,7 +246,7 @@ mod tests {
     /// `n` new block volumes (claims no node holds yet).
     fn new_volumes(n: usize) -> BlockDemand {
         BlockDemand {
-            keys: (0..n).map(|i| format!("claim:apps/new-{i}")).collect(),
+            keys: (0..n).map(|i| format!("claim:apps/new-{i}").into()).collect(),
             unindexed: 0,
         }
     }

@@ -31,8 +31,8 @@ pub fn stale_attachments(
         .filter(|va| !state.nodes.contains_key(&va.node_name))
         .filter(|va| !running_vms.contains(va.node_name.as_str()))
         .map(|va| StaleAttachment {
-            name: va.name.clone(),
-            node: va.node_name.clone(),
+            name: va.name.to_string(),
+            node: va.node_name.to_string(),
         })
         .collect();
     stale.sort_by(|a, b| a.name.cmp(&b.name));

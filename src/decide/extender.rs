@@ -141,6 +141,7 @@ mod tests {
             fixtures::cluster,
         },
         index::ClusterState,
+        model::Name,
     };
 
     fn view(state: &ClusterState) -> ClusterView {
@@ -149,7 +150,7 @@ mod tests {
 
     fn demand(keys: &[&str]) -> BlockDemand {
         BlockDemand {
-            keys: keys.iter().map(|k| k.to_string()).collect(),
+            keys: keys.iter().map(|k| Name::from(*k)).collect(),
             unindexed: 0,
         }
     }

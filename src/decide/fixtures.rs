@@ -9,10 +9,10 @@ use crate::{
         placement::Placement,
         time::Timestamp,
     },
-    index::ClusterState,
+    index::{ClusterState, Object},
     model::{
-        AttachmentInfo, ClaimInfo, Controller, CsiNodeInfo, NodeInfo, PodInfo, StorageClassInfo, VolumeInfo,
-        owner_hash,
+        AttachmentInfo, ClaimInfo, Controller, CsiNodeInfo, Name, NodeInfo, PodInfo, StorageClassInfo,
+        VolumeInfo, owner_hash,
     },
 };
 
@@ -23,33 +23,24 @@ pub const DRIVER: &str = "csi.proxmox.sinextra.dev";
 /// named `<node>-p<v>`.
 pub fn cluster(counts: &[usize]) -> ClusterState {
     let mut s = ClusterState::default();
-    s.storage_classes.insert(
-        "block".into(),
-        StorageClassInfo {
-            name: "block".into(),
-            provisioner: DRIVER.into(),
-            is_default: false,
-        },
-    );
+    s.apply(Object::StorageClass(StorageClassInfo {
+        name: "block".into(),
+        provisioner: DRIVER.into(),
+        is_default: false,
+    }));
     for (i, count) in counts.iter().enumerate() {
         let node = format!("n{}", i + 1);
-        s.nodes.insert(
-            node.clone(),
-            NodeInfo {
-                name: node.clone(),
-                ready: true,
-                memory_allocatable: 32 * GI,
-                cpu_allocatable_millis: 8000,
-                ..Default::default()
-            },
-        );
-        s.csi_nodes.insert(
-            node.clone(),
-            CsiNodeInfo {
-                name: node.clone(),
-                drivers: [(DRIVER.to_owned(), Some(28))].into(),
-            },
-        );
+        s.apply(Object::Node(NodeInfo {
+            name: node.as_str().into(),
+            ready: true,
+            memory_allocatable: 32 * GI,
+            cpu_allocatable_millis: 8000,
+            ..Default::default()
+        }));
+        s.apply(Object::CsiNode(CsiNodeInfo {
+            name: node.as_str().into(),
+            drivers: [(DRIVER.to_owned(), Some(28))].into(),
+        }));
         for v in 0..*count {
             add_pod(&mut s, &node, &format!("{node}-p{v}"), 1);
         }
@@ -61,40 +52,31 @@ pub fn cluster(counts: &[usize]) -> ClusterState {
 pub fn add_pod(s: &mut ClusterState, node: &str, name: &str, volumes: usize) {
     let mut claims = Vec::new();
     for v in 0..volumes {
-        let claim = format!("{name}-c{v}");
-        let pv = format!("pv-{claim}");
-        s.claims.insert(
-            ("apps".into(), claim.clone()),
-            ClaimInfo {
-                namespace: "apps".into(),
-                name: claim.clone(),
-                storage_class: Some("block".into()),
-                volume_name: Some(pv.clone()),
-            },
-        );
-        s.volumes.insert(
-            pv.clone(),
-            VolumeInfo {
-                name: pv.clone(),
-                csi_driver: Some(DRIVER.into()),
-                volume_handle: Some(format!("h/{pv}")),
-                pinned_to: Vec::new(),
-            },
-        );
-        s.attachments.insert(
-            format!("va-{pv}"),
-            AttachmentInfo {
-                name: format!("va-{pv}"),
-                attacher: DRIVER.into(),
-                node_name: node.into(),
-                pv_name: Some(pv),
-                attached: true,
-                ..Default::default()
-            },
-        );
+        let claim = Name::from(format!("{name}-c{v}"));
+        let pv = Name::from(format!("pv-{claim}"));
+        s.apply(Object::Claim(ClaimInfo {
+            namespace: "apps".into(),
+            name: claim.clone(),
+            storage_class: Some("block".into()),
+            volume_name: Some(pv.clone()),
+        }));
+        s.apply(Object::Volume(VolumeInfo {
+            name: pv.clone(),
+            csi_driver: Some(DRIVER.into()),
+            volume_handle: Some(format!("h/{pv}").into()),
+            pinned_to: Vec::new(),
+        }));
+        s.apply(Object::Attachment(AttachmentInfo {
+            name: format!("va-{pv}").into(),
+            attacher: DRIVER.into(),
+            node_name: node.into(),
+            pv_name: Some(pv),
+            attached: true,
+            ..Default::default()
+        }));
         claims.push(claim);
     }
-    s.apply(crate::index::Object::Pod(PodInfo {
+    s.apply(Object::Pod(PodInfo {
         namespace: "apps".into(),
         name: name.into(),
         node_name: Some(node.into()),

@@ -179,7 +179,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::model::{AttachmentInfo, VolumeInfo};
+    use crate::model::{AttachmentInfo, Name, VolumeInfo};
 
     const T0: Timestamp = Timestamp(1_780_000_000_000);
     const DRIVER: &str = "csi.proxmox.sinextra.dev";
@@ -289,8 +289,8 @@ mod tests {
             name: "va-ccc".into(),
             attacher: DRIVER.into(),
             node_name: "n3".into(),
-            pv_name: pv.map(str::to_owned),
-            inline_handle: inline.map(str::to_owned),
+            pv_name: pv.map(Name::from),
+            inline_handle: inline.map(Name::from),
             attached: true,
             ..Default::default()
         };

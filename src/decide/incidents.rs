@@ -209,10 +209,10 @@ fn answer_lun_cap(input: &Situation<'_>, ledger: &Ledger, out: &mut Response) {
         match destination(input, pod, &keys, node, |_| true) {
             Some(to) if actuator.moving.is_none() && out.stuck_pod_move.is_none() => {
                 out.stuck_pod_move = Some(PodMove {
-                    namespace: pod.namespace.clone(),
-                    name: pod.name.clone(),
+                    namespace: pod.namespace.to_string(),
+                    name: pod.name.to_string(),
                     from: node.to_owned(),
-                    toward: to.name.clone(),
+                    toward: to.name.to_string(),
                     cause: MoveCause::LunCapIncident,
                     reason: format!(
                         "a volume of it found no free LUN on {node} (FailedAttachVolume); {} has room under its soft cap",

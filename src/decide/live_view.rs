@@ -17,7 +17,7 @@ use std::{
 use crate::{
     decide::accounting::{self, ClaimResolver, ClaimState, ClusterView, Load, Reservations, Settings, Users},
     index::{ClusterState, Kind, Object, ObjectKey},
-    model::{AttachmentInfo, NsName, PodInfo},
+    model::{AttachmentInfo, Name, NsName, PodInfo},
 };
 
 /// The accounting of one `ClusterState`, updated as the state changes.
@@ -27,25 +27,25 @@ pub struct LiveView {
     view: ClusterView,
     reserved: Reservations,
     /// Node name → the pods bound to it (terminal or not).
-    pods_on: HashMap<String, Vec<NsName>>,
+    pods_on: HashMap<Name, Vec<NsName>>,
     /// Node name → the VolumeAttachments naming it.
-    attachments_on: HashMap<String, Vec<String>>,
+    attachments_on: HashMap<Name, Vec<Name>>,
     /// Claim → the names of the pods (in its namespace) that mount it.
-    pods_by_claim: HashMap<NsName, Vec<String>>,
+    pods_by_claim: HashMap<NsName, Vec<Name>>,
     /// PV name → the claims bound to it (`spec.volumeName`).
-    claims_by_pv: HashMap<String, Vec<NsName>>,
+    claims_by_pv: HashMap<Name, Vec<NsName>>,
     /// PV name → the VolumeAttachments of it.
-    attachments_by_pv: HashMap<String, Vec<String>>,
+    attachments_by_pv: HashMap<Name, Vec<Name>>,
     /// Volume key → the block claims resolving to it.
-    claims_by_key: HashMap<String, Vec<NsName>>,
+    claims_by_key: HashMap<Name, Vec<NsName>>,
     /// Node name → the keys it is listed under in `key_nodes` (held or failing).
-    node_keys: HashMap<String, BTreeSet<String>>,
+    node_keys: HashMap<Name, BTreeSet<Name>>,
 }
 
 /// What one change may have changed.
 #[derive(Default)]
 struct Dirty {
-    nodes: BTreeSet<String>,
+    nodes: BTreeSet<Name>,
     claims: BTreeSet<NsName>,
 }
 
@@ -240,7 +240,7 @@ impl LiveView {
                 .flatten()
                 .filter_map(|id| state.pods.get(id));
             let load = Load::of(&resolver, attachments, pods, self.reserved.get(name));
-            let keys: BTreeSet<String> = load.keys().cloned().collect();
+            let keys: BTreeSet<Name> = load.keys().cloned().collect();
             let before = self.node_keys.remove(name).unwrap_or_default();
             for gone in before.difference(&keys) {
                 if let Some(holders) = self.view.key_nodes.get_mut(gone) {
@@ -309,8 +309,7 @@ impl LiveView {
         if before == now {
             return;
         }
-        let pending =
-            |c: &Option<(String, ClaimState)>| i64::from(matches!(c, Some((_, ClaimState::Pending))));
+        let pending = |c: &Option<(Name, ClaimState)>| i64::from(matches!(c, Some((_, ClaimState::Pending))));
         self.view.pending_claims += pending(&now) - pending(&before);
         let before_key = before.map(|(k, _)| k);
         let now_key = now.as_ref().map(|(k, _)| k.clone());

@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::Pod;
 
 use crate::{
     decide::accounting::{ClusterView, NodeUsage, Reservations},
-    model::PodInfo,
+    model::{Name, PodInfo, ns_name},
 };
 
 /// The view plus volumes reserved on nodes since it was built (bindings made by the extender).
@@ -42,18 +42,13 @@ impl<'a> Placement<'a> {
     /// reserved). Every caller asks it of many nodes — the extender of 5,000 candidates — so
     /// each key's holders are looked up once, in the view's key → nodes index (usually empty: a
     /// new claim is held nowhere), and the nodes are passed, not named.
-    pub fn needed_on<'k>(&self, keys: &'k BTreeSet<String>) -> impl Fn(&NodeUsage) -> i64 + 'k
+    pub fn needed_on<'k>(&self, keys: &'k BTreeSet<Name>) -> impl Fn(&NodeUsage) -> i64 + 'k
     where
         'a: 'k,
     {
-        let holders: Vec<(&str, &[String])> = keys
+        let holders: Vec<(&Name, &[Name])> = keys
             .iter()
-            .map(|k| {
-                (
-                    k.as_str(),
-                    self.view.key_nodes.get(k).map_or(&[][..], Vec::as_slice),
-                )
-            })
+            .map(|k| (k, self.view.key_nodes.get(k).map_or(&[][..], Vec::as_slice)))
             .collect();
         let reservations = self.reservations;
         move |node| {
@@ -69,7 +64,7 @@ impl<'a> Placement<'a> {
 
     /// Whether a pod needing `keys` fits on a node under its soft cap (asked of many nodes, as
     /// [`Self::needed_on`]). A node whose CSI plugin has not registered takes no new volume.
-    pub fn fits_on<'k>(&self, keys: &'k BTreeSet<String>) -> impl Fn(&NodeUsage) -> bool + 'k
+    pub fn fits_on<'k>(&self, keys: &'k BTreeSet<Name>) -> impl Fn(&NodeUsage) -> bool + 'k
     where
         'a: 'k,
     {
@@ -113,14 +108,14 @@ impl<'a> Placement<'a> {
 /// How full one node is: its block volumes against its soft cap.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeFill {
-    pub name: String,
+    pub name: Name,
     pub block_volumes: i64,
     pub soft_cap: i64,
 }
 
 /// The volume keys of an indexed pod's block claims (claims the view does not know are not
 /// block, or not created yet).
-pub fn pod_block_keys(view: &ClusterView, pod: &PodInfo) -> BTreeSet<String> {
+pub fn pod_block_keys(view: &ClusterView, pod: &PodInfo) -> BTreeSet<Name> {
     pod.claims
         .iter()
         .filter_map(|c| {
@@ -135,7 +130,7 @@ pub fn pod_block_keys(view: &ClusterView, pod: &PodInfo) -> BTreeSet<String> {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BlockDemand {
     /// Volume keys of its block claims (distinct).
-    pub keys: BTreeSet<String>,
+    pub keys: BTreeSet<Name>,
     /// Keys of block claims the pod brings itself (generic ephemeral volumes not yet created).
     pub unindexed: usize,
 }
@@ -161,15 +156,12 @@ pub fn pod_block_demand(view: &ClusterView, namespace: &str, pod: &Pod) -> Block
         if let Some(pvc) = &v.persistent_volume_claim {
             // A claim the index has not seen yet is not counted here: a block claim's own
             // admission put it in the admitted demand.
-            if let Some((key, _)) = view
-                .block_claims
-                .get(&(namespace.to_owned(), pvc.claim_name.clone()))
-            {
+            if let Some((key, _)) = view.block_claims.get(&ns_name(namespace, &pvc.claim_name)) {
                 demand.keys.insert(key.clone());
             }
         } else if let Some(eph) = &v.ephemeral {
             let claim = format!("{pod_name}-{}", v.name);
-            if let Some((key, _)) = view.block_claims.get(&(namespace.to_owned(), claim.clone())) {
+            if let Some((key, _)) = view.block_claims.get(&ns_name(namespace, &claim)) {
                 demand.keys.insert(key.clone());
                 continue;
             }
@@ -184,7 +176,7 @@ pub fn pod_block_demand(view: &ClusterView, namespace: &str, pod: &Pod) -> Block
                 } else {
                     claim
                 };
-                if demand.keys.insert(format!("claim:{namespace}/{id}")) {
+                if demand.keys.insert(Name::from(format!("claim:{namespace}/{id}"))) {
                     demand.unindexed += 1;
                 }
             }
@@ -204,8 +196,8 @@ mod tests {
         },
     };
 
-    fn keys(k: &[&str]) -> BTreeSet<String> {
-        k.iter().map(|s| s.to_string()).collect()
+    fn keys(k: &[&str]) -> BTreeSet<Name> {
+        k.iter().map(|s| Name::from(*s)).collect()
     }
 
     #[test]
@@ -214,11 +206,8 @@ mod tests {
         state.csi_nodes.remove("n2");
         let view = accounting::account(&state, &Settings::from(&Config::default()), &Reservations::new());
         // n1: one new volume reserved, and one it already holds (not counted twice).
-        let reservations: Reservations = [(
-            "n1".to_owned(),
-            keys(&["claim:apps/bound-just-now", "h/pv-n1-p0-c0"]),
-        )]
-        .into();
+        let reservations: Reservations =
+            [("n1".into(), keys(&["claim:apps/bound-just-now", "h/pv-n1-p0-c0"]))].into();
         let p = Placement::new(&view, &reservations);
         let n1 = view.node("n1").unwrap();
         let n2 = view.node("n2").unwrap();
@@ -270,7 +259,7 @@ mod tests {
         );
         let reservations = Reservations::new();
         let p = Placement::new(&view, &reservations);
-        let names: Vec<String> = p.fullest(3).into_iter().map(|n| n.name).collect();
+        let names: Vec<Name> = p.fullest(3).into_iter().map(|n| n.name).collect();
         assert_eq!(names, ["n2", "n4", "n3"], "ties by name");
         assert_eq!(
             p.fullest(1),

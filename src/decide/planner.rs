@@ -23,7 +23,7 @@ use crate::{
         rebalance::PodMove,
     },
     index::ClusterState,
-    model::{Controller, PodInfo},
+    model::{Controller, Name, PodInfo},
 };
 
 /// No scale-down this soon after a scale-up (the new node has barely filled).
@@ -110,7 +110,7 @@ fn first_fit(mut needs: Vec<Fit>, bins: &mut Vec<Fit>, new: Option<Fit>) -> Opti
 }
 
 /// What `pod` asks of a node, its block volumes being `keys`.
-fn pod_fit(pod: &PodInfo, keys: &BTreeSet<String>) -> Fit {
+fn pod_fit(pod: &PodInfo, keys: &BTreeSet<Name>) -> Fit {
     Fit {
         memory: pod.memory_request,
         cpu: pod.cpu_request_millis,
@@ -177,8 +177,8 @@ pub fn size(
             unfit.push(need);
         } else {
             oversized_pods.push(OversizedPod {
-                namespace: pod.namespace.clone(),
-                name: pod.name.clone(),
+                namespace: pod.namespace.to_string(),
+                name: pod.name.to_string(),
                 reason: format!(
                     "requests {} MiB memory, {}m CPU and {} block volumes; a worker VM has {} MiB, {}m and {} slots",
                     need.memory >> 20,

@@ -438,6 +438,7 @@ mod tests {
     use crate::{
         config::{Above, Below, Config},
         decide::accounting::{ClaimState, NodeUsage},
+        model::Name,
     };
 
     const GI: i64 = 1024 * 1024 * 1024;
@@ -469,8 +470,8 @@ mod tests {
         let block_claims = (0..pending)
             .map(|i| {
                 (
-                    ("ns".to_owned(), format!("c{i}")),
-                    (format!("claim:ns/c{i}"), ClaimState::Pending),
+                    (Name::from("ns"), Name::from(format!("c{i}"))),
+                    (Name::from(format!("claim:ns/c{i}")), ClaimState::Pending),
                 )
             })
             .collect();

@@ -24,7 +24,7 @@ use crate::{
         time::Timestamp,
     },
     index::ClusterState,
-    model::{Controller, PodInfo},
+    model::{Controller, Name, PodInfo, ns_name},
 };
 
 /// A move whose replacement does not run elsewhere within this long is given up (counted as
@@ -114,7 +114,7 @@ pub fn settle(state: &ClusterState, moving: &MoveInProgress, now: Timestamp) -> 
     let m = &moving.pod;
     let still_there = state
         .pods
-        .get(&(m.namespace.clone(), m.name.clone()))
+        .get(&ns_name(&m.namespace, &m.name))
         .is_some_and(|p| !p.terminal && p.node_name.as_deref() == Some(m.from.as_str()));
     let (mut placed, mut waiting) = (0, 0);
     for pod in state.pods.values().filter(|p| p.owner == m.owner && !p.terminal) {
@@ -179,7 +179,7 @@ pub fn outlook(input: &Situation<'_>, windows: &mut Windows) -> Outlook {
         .map(|n| (n, p.block_volumes(n)))
         .collect();
     let count = |(n, c): &(&NodeUsage, i64)| NodeCount {
-        node: n.name.clone(),
+        node: n.name.to_string(),
         block_volumes: *c,
     };
     // Ties go to the first name, so the same cluster always names the same nodes.
@@ -319,10 +319,10 @@ fn pick(input: &Situation<'_>, from: &NodeUsage, held: i64) -> Result<PodMove, S
         });
     };
     Ok(PodMove {
-        namespace: c.pod.namespace.clone(),
-        name: c.pod.name.clone(),
-        from: from.name.clone(),
-        toward: c.toward.name.clone(),
+        namespace: c.pod.namespace.to_string(),
+        name: c.pod.name.to_string(),
+        from: from.name.to_string(),
+        toward: c.toward.name.to_string(),
         cause: MoveCause::Rebalance,
         reason: String::new(),
         owner: c.pod.owner,
@@ -365,7 +365,7 @@ pub(crate) fn unmovable(s: &Situation<'_>, pod: &PodInfo, from: &str) -> Option<
 pub(crate) fn destination<'v>(
     s: &Situation<'v>,
     pod: &PodInfo,
-    keys: &BTreeSet<String>,
+    keys: &BTreeSet<Name>,
     from: &str,
     also: impl Fn(&NodeUsage) -> bool,
 ) -> Option<&'v NodeUsage> {
@@ -715,7 +715,7 @@ mod tests {
     #[test]
     fn a_move_settles_when_its_replacement_is_on_another_node() {
         let state = cluster(&[3, 1]);
-        let pod = |s: &ClusterState| s.pods[&("apps".to_owned(), "n1-p0".to_owned())].clone();
+        let pod = |s: &ClusterState| s.pods[&ns_name("apps", "n1-p0")].clone();
         let moving = n1_p0_moving(pod(&state).owner);
         let later = |mins: u64| T0.plus(Duration::from_secs(mins * 60));
         // (case, the evicted pod's node (None: pending; "gone": deleted), minutes, result)
@@ -733,12 +733,12 @@ mod tests {
         ];
         for (case, node, mins, want) in rows {
             let mut s = state.clone();
-            let key = ("apps".to_owned(), "n1-p0".to_owned());
+            let key = ns_name("apps", "n1-p0");
             match node {
                 Some("gone") => drop(s.pods.remove(&key)),
                 other => {
                     let mut moved = s.pods[&key].clone();
-                    moved.node_name = other.map(str::to_owned);
+                    moved.node_name = other.map(Name::from);
                     s.apply(crate::index::Object::Pod(moved));
                 }
             }

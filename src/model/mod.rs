@@ -4,6 +4,7 @@
 //! trim identically. A trimmed object keeps no managedFields, annotations or status it does not
 //! need, which is what keeps the index small at 150,000 pods.
 
+pub mod name;
 pub mod quantity;
 
 use std::collections::BTreeMap;
@@ -13,11 +14,17 @@ use k8s_openapi::api::{
     policy::v1::PodDisruptionBudget,
     storage::v1::{CSINode, StorageClass, VolumeAttachment},
 };
+pub use name::{Name, Names};
 use quantity::QuantityError;
 use serde::{Deserialize, Serialize};
 
 /// A namespaced name, `namespace/name`.
-pub type NsName = (String, String);
+pub type NsName = (Name, Name);
+
+/// The namespaced name `namespace/name`, for a lookup by text.
+pub fn ns_name(namespace: &str, name: &str) -> NsName {
+    (Name::from(namespace), Name::from(name))
+}
 
 /// Why a JSON document or tree was refused, with the path to the refused field.
 pub type JsonError = serde_path_to_error::Error<serde_json::Error>;
@@ -35,7 +42,7 @@ pub const BLOCK_VOLUMES_RESOURCE: &str = "headroom.io/block-volumes";
 /// A node with what schedulability and capacity need.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct NodeInfo {
-    pub name: String,
+    pub name: Name,
     pub ready: bool,
     pub unschedulable: bool,
     /// Taints with effect NoSchedule or NoExecute (they make the node unschedulable).
@@ -53,48 +60,48 @@ pub struct NodeInfo {
 /// The block driver's published attach limit on one node (the hard cap).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct CsiNodeInfo {
-    pub name: String,
+    pub name: Name,
     /// driver name → `allocatable.count` (None when the driver publishes no count).
     pub drivers: BTreeMap<String, Option<i64>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct StorageClassInfo {
-    pub name: String,
+    pub name: Name,
     pub provisioner: String,
     pub is_default: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct VolumeInfo {
-    pub name: String,
-    pub csi_driver: Option<String>,
-    pub volume_handle: Option<String>,
+    pub name: Name,
+    pub csi_driver: Option<Name>,
+    pub volume_handle: Option<Name>,
     /// Nodes a required node affinity pins the volume to (`kubernetes.io/hostname`, as
     /// local-path and local PVs have): a pod using it cannot run anywhere else.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub pinned_to: Vec<String>,
+    pub pinned_to: Vec<Name>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct ClaimInfo {
-    pub namespace: String,
-    pub name: String,
-    pub storage_class: Option<String>,
+    pub namespace: Name,
+    pub name: Name,
+    pub storage_class: Option<Name>,
     /// The bound PV (`spec.volumeName`). Accounting reads binding from this, not from
     /// `status.phase`, so the phase is not kept (100,000 strings at scale).
-    pub volume_name: Option<String>,
+    pub volume_name: Option<Name>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct PodInfo {
-    pub namespace: String,
-    pub name: String,
-    pub node_name: Option<String>,
+    pub namespace: Name,
+    pub name: Name,
+    pub node_name: Option<Name>,
     /// Succeeded or Failed: holds no resources and no volumes.
     pub terminal: bool,
     /// Claim names in the pod's namespace, generic ephemeral volumes included.
-    pub claims: Vec<String>,
+    pub claims: Vec<Name>,
     /// Effective requests as kube-scheduler computes them.
     pub memory_request: i64,
     pub memory_limit: i64,
@@ -136,8 +143,8 @@ pub enum Requirement {
 /// A PodDisruptionBudget: whom it covers and whether it allows an eviction now.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BudgetInfo {
-    pub namespace: String,
-    pub name: String,
+    pub namespace: Name,
+    pub name: Name,
     /// `status.disruptionsAllowed`; 0 until the disruption controller has computed it (the
     /// Eviction API refuses meanwhile too).
     pub disruptions_allowed: i64,
@@ -189,8 +196,8 @@ impl From<&PodDisruptionBudget> for BudgetInfo {
             all
         });
         BudgetInfo {
-            namespace: pdb.metadata.namespace.clone().unwrap_or_default(),
-            name: pdb.metadata.name.clone().unwrap_or_default(),
+            namespace: name_of(&pdb.metadata.namespace),
+            name: name_of(&pdb.metadata.name),
             disruptions_allowed: pdb
                 .status
                 .as_ref()
@@ -244,12 +251,12 @@ impl Controller {
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct AttachmentInfo {
-    pub name: String,
-    pub attacher: String,
-    pub node_name: String,
-    pub pv_name: Option<String>,
+    pub name: Name,
+    pub attacher: Name,
+    pub node_name: Name,
+    pub pv_name: Option<Name>,
     /// Set for inline (migrated) volumes, which have no PV object.
-    pub inline_handle: Option<String>,
+    pub inline_handle: Option<Name>,
     pub attached: bool,
     pub detaching: bool,
     /// `status.attachError` is set (e.g. "no free lun found"): while it is not attached, the
@@ -263,6 +270,11 @@ impl AttachmentInfo {
     pub fn failing(&self) -> bool {
         self.attach_error && !self.attached
     }
+}
+
+/// A metadata name or namespace (empty when unset).
+fn name_of(s: &Option<String>) -> Name {
+    Name::from(s.as_deref().unwrap_or_default())
 }
 
 fn is_true(s: &str) -> bool {
@@ -305,7 +317,7 @@ impl TryFrom<&Node> for NodeInfo {
             .is_some_and(|v| is_true(v));
         let gpus = quantity(allocatable, "nvidia.com/gpu", 1)?.max(i64::from(gpu_label));
         Ok(NodeInfo {
-            name: node.metadata.name.clone().unwrap_or_default(),
+            name: name_of(&node.metadata.name),
             ready,
             unschedulable: spec.and_then(|s| s.unschedulable).unwrap_or(false),
             hard_taints,
@@ -338,7 +350,7 @@ impl From<&CSINode> for CsiNodeInfo {
             })
             .collect();
         CsiNodeInfo {
-            name: n.metadata.name.clone().unwrap_or_default(),
+            name: name_of(&n.metadata.name),
             drivers,
         }
     }
@@ -354,7 +366,7 @@ impl From<&StorageClass> for StorageClassInfo {
         .iter()
         .any(|k| annotations.and_then(|a| a.get(*k)).is_some_and(|v| is_true(v)));
         StorageClassInfo {
-            name: sc.metadata.name.clone().unwrap_or_default(),
+            name: name_of(&sc.metadata.name),
             provisioner: sc.provisioner.clone(),
             is_default,
         }
@@ -372,18 +384,18 @@ impl From<&PersistentVolume> for VolumeInfo {
             .and_then(|a| a.required.as_ref())
             .map(|r| r.node_selector_terms.as_slice())
             .unwrap_or_default();
-        let mut pinned_to: Vec<String> = terms
+        let mut pinned_to: Vec<Name> = terms
             .iter()
             .flat_map(|t| t.match_expressions.iter().flatten())
             .filter(|e| e.key == "kubernetes.io/hostname" && e.operator == "In")
-            .flat_map(|e| e.values.iter().flatten().cloned())
+            .flat_map(|e| e.values.iter().flatten().map(Name::from))
             .collect();
         pinned_to.sort();
         pinned_to.dedup();
         VolumeInfo {
-            name: pv.metadata.name.clone().unwrap_or_default(),
-            csi_driver: csi.map(|c| c.driver.clone()),
-            volume_handle: csi.map(|c| c.volume_handle.clone()),
+            name: name_of(&pv.metadata.name),
+            csi_driver: csi.map(|c| Name::from(&c.driver)),
+            volume_handle: csi.map(|c| Name::from(&c.volume_handle)),
             pinned_to,
         }
     }
@@ -393,10 +405,13 @@ impl From<&PersistentVolumeClaim> for ClaimInfo {
     fn from(pvc: &PersistentVolumeClaim) -> Self {
         let spec = pvc.spec.as_ref();
         ClaimInfo {
-            namespace: pvc.metadata.namespace.clone().unwrap_or_default(),
-            name: pvc.metadata.name.clone().unwrap_or_default(),
-            storage_class: spec.and_then(|s| s.storage_class_name.clone()),
-            volume_name: spec.and_then(|s| s.volume_name.clone()).filter(|v| !v.is_empty()),
+            namespace: name_of(&pvc.metadata.namespace),
+            name: name_of(&pvc.metadata.name),
+            storage_class: spec.and_then(|s| s.storage_class_name.as_deref()).map(Name::from),
+            volume_name: spec
+                .and_then(|s| s.volume_name.as_deref())
+                .filter(|v| !v.is_empty())
+                .map(Name::from),
         }
     }
 }
@@ -410,11 +425,11 @@ impl From<&VolumeAttachment> for AttachmentInfo {
             .as_ref()
             .and_then(|s| s.csi.as_ref());
         AttachmentInfo {
-            name: va.metadata.name.clone().unwrap_or_default(),
-            attacher: va.spec.attacher.clone(),
-            node_name: va.spec.node_name.clone(),
-            pv_name: va.spec.source.persistent_volume_name.clone(),
-            inline_handle: inline.map(|c| c.volume_handle.clone()),
+            name: name_of(&va.metadata.name),
+            attacher: Name::from(&va.spec.attacher),
+            node_name: Name::from(&va.spec.node_name),
+            pv_name: va.spec.source.persistent_volume_name.as_deref().map(Name::from),
+            inline_handle: inline.map(|c| Name::from(&c.volume_handle)),
             attached: va.status.as_ref().is_some_and(|s| s.attached),
             detaching: va.metadata.deletion_timestamp.is_some(),
             attach_error: va.status.as_ref().is_some_and(|s| s.attach_error.is_some()),
@@ -435,11 +450,11 @@ pub enum Incident {
 /// The Events headroom reads, trimmed: the runbook's LUN-cap incident and eviction churn.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EventInfo {
-    pub namespace: String,
-    pub name: String,
+    pub namespace: Name,
+    pub name: Name,
     pub incident: Incident,
     /// The pod it is about (`involvedObject`, kind Pod), in the Event's namespace.
-    pub pod: Option<String>,
+    pub pod: Option<Name>,
     /// How many times it happened (`count`, or `series.count`; at least 1).
     pub count: i64,
     /// When it last happened, as milliseconds since the epoch (0: not said).
@@ -458,7 +473,7 @@ impl EventInfo {
             _ => return None,
         };
         let pod = (event.involved_object.kind.as_deref() == Some("Pod"))
-            .then(|| event.involved_object.name.clone())
+            .then(|| event.involved_object.name.as_deref().map(Name::from))
             .flatten();
         let series = event.series.as_ref();
         let count = series.and_then(|s| s.count).or(event.count).unwrap_or(1).max(1) as i64;
@@ -472,8 +487,8 @@ impl EventInfo {
             .or_else(|| event.metadata.creation_timestamp.as_ref().map(|t| at(&t.0)))
             .unwrap_or(0);
         Some(EventInfo {
-            namespace: event.metadata.namespace.clone().unwrap_or_default(),
-            name: event.metadata.name.clone().unwrap_or_default(),
+            namespace: name_of(&event.metadata.namespace),
+            name: name_of(&event.metadata.name),
             incident,
             pod,
             count,
@@ -545,17 +560,17 @@ pub fn pod_resources(pod: &Pod) -> Result<Resources, QuantityError> {
 }
 
 /// The claim names a pod mounts: PVC volumes and generic ephemeral volumes (`<pod>-<volume>`).
-pub fn pod_claims(pod: &Pod) -> Vec<String> {
+pub fn pod_claims(pod: &Pod) -> Vec<Name> {
     let pod_name = pod.metadata.name.as_deref().unwrap_or_default();
-    let mut claims: Vec<String> = pod
+    let mut claims: Vec<Name> = pod
         .spec
         .as_ref()
         .and_then(|s| s.volumes.as_ref())
         .into_iter()
         .flatten()
         .filter_map(|v| match (&v.persistent_volume_claim, &v.ephemeral) {
-            (Some(pvc), _) => Some(pvc.claim_name.clone()),
-            (None, Some(_)) => Some(format!("{pod_name}-{}", v.name)),
+            (Some(pvc), _) => Some(Name::from(&pvc.claim_name)),
+            (None, Some(_)) => Some(Name::from(format!("{pod_name}-{}", v.name))),
             _ => None,
         })
         .collect();
@@ -583,13 +598,14 @@ impl TryFrom<&Pod> for PodInfo {
             .find(|o| o.controller == Some(true))
             .map_or(0, |o| owner_hash(&o.uid));
         Ok(PodInfo {
-            namespace: pod.metadata.namespace.clone().unwrap_or_default(),
-            name: pod.metadata.name.clone().unwrap_or_default(),
+            namespace: name_of(&pod.metadata.namespace),
+            name: name_of(&pod.metadata.name),
             node_name: pod
                 .spec
                 .as_ref()
-                .and_then(|s| s.node_name.clone())
-                .filter(|n| !n.is_empty()),
+                .and_then(|s| s.node_name.as_deref())
+                .filter(|n| !n.is_empty())
+                .map(Name::from),
             terminal: phase == "Succeeded" || phase == "Failed",
             claims: pod_claims(pod),
             memory_request,

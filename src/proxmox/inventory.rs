@@ -202,7 +202,7 @@ pub struct AttachedDisks {
     by_vmid: std::collections::HashMap<u32, String>,
     nodes: std::collections::HashSet<String>,
     /// CSI disk name (last segment of the volume handle) → handle.
-    handle_of: std::collections::HashMap<String, String>,
+    handle_of: std::collections::HashMap<String, crate::model::Name>,
     /// Node → disk names with a VolumeAttachment there.
     attached: std::collections::HashMap<String, std::collections::BTreeSet<String>>,
     /// Node → disk names whose VolumeAttachment there says attached (and is not detaching):
@@ -214,14 +214,14 @@ impl AttachedDisks {
     pub fn from_state(state: &crate::index::ClusterState, block_driver: &str) -> Self {
         let mut out = Self::default();
         for n in state.nodes.values() {
-            out.nodes.insert(n.name.clone());
+            out.nodes.insert(n.name.to_string());
             let vmid = n
                 .provider_id
                 .as_deref()
                 .and_then(|p| p.strip_prefix("proxmox://"))
                 .and_then(|p| p.rsplit('/').next());
             if let Some(id) = vmid.and_then(|v| v.parse().ok()) {
-                out.by_vmid.insert(id, n.name.clone());
+                out.by_vmid.insert(id, n.name.to_string());
             }
         }
         let mut pv_disk = std::collections::HashMap::new();
@@ -248,11 +248,14 @@ impl AttachedDisks {
             if let Some(disk) = disk {
                 if va.attached && !va.detaching {
                     out.confirmed
-                        .entry(va.node_name.clone())
+                        .entry(va.node_name.to_string())
                         .or_default()
                         .insert(disk.clone());
                 }
-                out.attached.entry(va.node_name.clone()).or_default().insert(disk);
+                out.attached
+                    .entry(va.node_name.to_string())
+                    .or_default()
+                    .insert(disk);
             }
         }
         out
@@ -306,8 +309,8 @@ pub async fn disk_drift(pve: &PveClient, vms: &[Vm], known: &AttachedDisks) -> R
                 .handle_of
                 .get(disk)
                 .cloned()
-                .unwrap_or_else(|| format!("ghost:{disk}"));
-            out.ghosts.entry(node.to_owned()).or_default().insert(key);
+                .unwrap_or_else(|| format!("ghost:{disk}").into());
+            out.ghosts.entry(node.into()).or_default().insert(key);
         }
         let missing: std::collections::BTreeSet<String> = known
             .confirmed

@@ -35,7 +35,7 @@ use crate::{
         placement::{self, BlockDemand, Placement},
     },
     metrics::RejectLabels,
-    model::NsName,
+    model::{Name, NsName, ns_name},
 };
 
 pub fn router(app: Arc<ReadModel>) -> Router {
@@ -296,7 +296,7 @@ async fn bind(State(app): State<Arc<ReadModel>>, budget: Budget, headers: Header
             "ExtenderBindingArgs needs PodName, PodNamespace and Node",
         ));
     }
-    let pod: NsName = (args.pod_namespace.clone(), args.pod_name.clone());
+    let pod: NsName = ns_name(&args.pod_namespace, &args.pod_name);
     if let Some(why) = bind_refusal(&app, &pod, &args) {
         tracing::warn!(pod = %args.pod_name, namespace = %args.pod_namespace, node = %args.node, why, "bind refused");
         app.metrics
@@ -360,7 +360,7 @@ fn bind_refusal(app: &ReadModel, pod: &NsName, args: &BindingArgs) -> Option<&'s
 
 /// The volume keys a bound pod takes: its indexed block claims, and what filter and
 /// prioritize resolved for it (generic ephemeral volumes whose claims do not exist yet).
-fn bound_keys(app: &ReadModel, pod: &NsName, uid: &str) -> BTreeSet<String> {
+fn bound_keys(app: &ReadModel, pod: &NsName, uid: &str) -> BTreeSet<Name> {
     let view = app.view();
     let mut keys = app.index.with_state(|s, _| {
         s.pods

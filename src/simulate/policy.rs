@@ -202,7 +202,7 @@ impl Sim<'_> {
         let ours: Vec<&accounting::NodeUsage> = workers
             .iter()
             .copied()
-            .filter(|n| self.autoscaled.contains(&n.name))
+            .filter(|n| self.autoscaled.contains(n.name.as_str()))
             .collect();
         let sum = |nodes: &[&accounting::NodeUsage], f: fn(&accounting::NodeUsage) -> i64| {
             nodes.iter().map(|n| f(n) as f64).sum::<f64>()
@@ -230,7 +230,7 @@ impl Sim<'_> {
         };
         ours.iter().min_by(|a, b| load(a).total_cmp(&load(b))).map(|n| {
             (
-                n.name.clone(),
+                n.name.to_string(),
                 "requests fit the other nodes with 20% headroom".to_owned(),
             )
         })

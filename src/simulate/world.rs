@@ -23,8 +23,8 @@ use crate::{
     },
     index::{ClusterState, Kind, Object, ObjectKey},
     model::{
-        AttachmentInfo, ClaimInfo, Controller, CsiNodeInfo, NodeInfo, PodInfo, VolumeInfo, owner_hash,
-        quantity,
+        AttachmentInfo, ClaimInfo, Controller, CsiNodeInfo, Name, NodeInfo, NsName, PodInfo, VolumeInfo,
+        ns_name, owner_hash, quantity,
     },
 };
 
@@ -49,8 +49,8 @@ pub(super) struct Sim<'a> {
     pub(super) policy: Policy,
     pub(super) state: ClusterState,
     /// Pod → seconds it has waited (Pending, or stuck).
-    pub(super) waiting: BTreeMap<(String, String), u64>,
-    pub(super) stuck: BTreeSet<(String, String)>,
+    pub(super) waiting: BTreeMap<NsName, u64>,
+    pub(super) stuck: BTreeSet<NsName>,
     pub(super) booting: Vec<(u64, String)>,
     /// Stopped VMs a scale-up starts before it clones.
     pub(super) spares: Vec<String>,
@@ -76,13 +76,13 @@ pub(super) struct Sim<'a> {
     /// Host memory left for worker VMs (None: unlimited).
     pub(super) host_free: Option<i64>,
     /// Pods a drain evicted and when, until they are placed again: (since, drained node).
-    pub(super) evicted: BTreeMap<(String, String), (u64, String)>,
+    pub(super) evicted: BTreeMap<NsName, (u64, String)>,
     /// When the scenario last created demand (pods or claims).
     pub(super) last_demand_at: Option<u64>,
     /// When each removal started.
     pub(super) removals: Vec<u64>,
     /// The pod being moved and when it left its node.
-    pub(super) moving: Option<((String, String), u64)>,
+    pub(super) moving: Option<(NsName, u64)>,
 }
 
 /// A provision the world carries out: the clone ends (the VM boots) at `booting_at`, the Node
@@ -251,7 +251,9 @@ impl Sim<'_> {
     pub(super) fn create_pod(&mut self, t: u64, c: &CreatePods, i: u32) -> bool {
         self.last_demand_at = Some(t);
         let name = format!("{}-{i}", c.prefix);
-        let claims: Vec<String> = (0..c.block_volumes).map(|v| format!("data{v}-{name}")).collect();
+        let claims: Vec<Name> = (0..c.block_volumes)
+            .map(|v| Name::from(format!("data{v}-{name}")))
+            .collect();
         if self.policy == Policy::Proactive && !claims.is_empty() {
             let view = self.view();
             let reservations = Reservations::new();
@@ -264,7 +266,7 @@ impl Sim<'_> {
             let demand = BlockDemand {
                 keys: claims
                     .iter()
-                    .map(|cl| format!("claim:{}/{cl}", c.namespace))
+                    .map(|cl| Name::from(format!("claim:{}/{cl}", c.namespace)))
                     .collect(),
                 ..Default::default()
             };
@@ -276,21 +278,18 @@ impl Sim<'_> {
             }
         }
         for claim in &claims {
-            self.state.claims.insert(
-                (c.namespace.clone(), claim.clone()),
-                ClaimInfo {
-                    namespace: c.namespace.clone(),
-                    name: claim.clone(),
-                    storage_class: Some(c.storage_class.clone()),
-                    volume_name: None,
-                },
-            );
+            self.state.apply(Object::Claim(ClaimInfo {
+                namespace: Name::from(&c.namespace),
+                name: claim.clone(),
+                storage_class: Some(Name::from(&c.storage_class)),
+                volume_name: None,
+            }));
         }
         let memory = quantity::parse_scaled(&c.memory, 1).unwrap_or(0);
-        let id = (c.namespace.clone(), name.clone());
+        let id = ns_name(&c.namespace, &name);
         self.state.apply(Object::Pod(PodInfo {
-            namespace: c.namespace.clone(),
-            name,
+            namespace: id.0.clone(),
+            name: id.1.clone(),
             node_name: None,
             terminal: false,
             claims,
@@ -307,7 +306,7 @@ impl Sim<'_> {
 
     /// Deletes pods by name prefix; their volumes detach (and go, with `deleteClaims`).
     pub(super) fn delete_pods(&mut self, t: u64, d: &DeletePods) {
-        let gone: Vec<(String, String)> = self
+        let gone: Vec<NsName> = self
             .state
             .pods
             .keys()
@@ -396,7 +395,7 @@ impl Sim<'_> {
     /// Evicts a moved pod: its volumes detach from its node and it waits for the scheduler,
     /// as a controller's replacement would.
     pub(super) fn start_move(&mut self, t: u64, m: &PodMove) {
-        let id = (m.namespace.clone(), m.name.clone());
+        let id = ns_name(&m.namespace, &m.name);
         let Some(pod) = self.state.pods.get(&id).cloned() else {
             return;
         };
@@ -453,7 +452,7 @@ impl Sim<'_> {
         let landed = self
             .state
             .pods
-            .get(&(moving.pod.namespace.clone(), moving.pod.name.clone()))
+            .get(&ns_name(&moving.pod.namespace, &moving.pod.name))
             .and_then(|p| p.node_name.clone())
             .unwrap_or_default();
         if let Some((_, since)) = self.moving.take() {
@@ -489,7 +488,7 @@ impl Sim<'_> {
         (1..)
             .map(|n| pattern.replace("{n}", &n.to_string()))
             .find(|n| {
-                !self.state.nodes.contains_key(n)
+                !self.state.nodes.contains_key(n.as_str())
                     && !self.spares.contains(n)
                     && !self.booting.iter().any(|(_, b)| b == n)
                     && !self.provisions.iter().any(|p| &p.vm == n)
@@ -517,7 +516,7 @@ impl Sim<'_> {
             {
                 self.status.progress(i, Phase::Joining, None, at(t));
             }
-            if t >= ready_at && !self.state.nodes.contains_key(&vm) {
+            if t >= ready_at && !self.state.nodes.contains_key(vm.as_str()) {
                 self.join(&vm, None);
                 self.report.timeline.push((t, format!("{vm} Ready")));
                 changed = true;
@@ -558,7 +557,7 @@ impl Sim<'_> {
         if let Some(n) = self.state.nodes.get_mut(node) {
             n.unschedulable = true;
         }
-        let on_node: Vec<(String, String)> = self
+        let on_node: Vec<NsName> = self
             .state
             .pods
             .values()
@@ -662,7 +661,7 @@ impl Sim<'_> {
         // Placed again: no longer waiting.
         let waiting = &self.waiting;
         self.evicted.retain(|id, _| waiting.contains_key(id));
-        let stranded: Vec<((String, String), (u64, String))> = self
+        let stranded: Vec<(NsName, (u64, String))> = self
             .evicted
             .iter()
             .filter(|(_, (since, _))| t - since > STRANDED_AFTER)
@@ -701,7 +700,7 @@ impl Sim<'_> {
         }
         // A drain dies with the process: the node is uncordoned, what moved stays moved.
         if let Some(d) = self.drain.take() {
-            if let Some(n) = self.state.nodes.get_mut(&d.node) {
+            if let Some(n) = self.state.nodes.get_mut(d.node.as_str()) {
                 n.unschedulable = false;
             }
             self.report
@@ -718,9 +717,9 @@ impl Sim<'_> {
     pub(super) fn join(&mut self, name: &str, count: Option<i64>) {
         let vm = VmCapacity::from_config(self.config);
         self.state.nodes.insert(
-            name.to_owned(),
+            name.into(),
             NodeInfo {
-                name: name.to_owned(),
+                name: name.into(),
                 ready: true,
                 memory_allocatable: vm.memory_bytes - 700 * 1024 * 1024,
                 cpu_allocatable_millis: self.vm_cpu_millis(),
@@ -729,9 +728,9 @@ impl Sim<'_> {
         );
         let drivers = [(self.config.block_driver.clone(), count)].into_iter().collect();
         self.state.csi_nodes.insert(
-            name.to_owned(),
+            name.into(),
             CsiNodeInfo {
-                name: name.to_owned(),
+                name: name.into(),
                 drivers,
             },
         );
@@ -754,7 +753,7 @@ impl Sim<'_> {
 
     /// Places waiting pods, first come first served; true when one was placed.
     pub(super) fn schedule(&mut self, t: u64) -> bool {
-        let waiting: Vec<(String, String)> = self
+        let waiting: Vec<NsName> = self
             .waiting
             .keys()
             .filter(|id| !self.stuck.contains(*id))
@@ -773,7 +772,7 @@ impl Sim<'_> {
                 continue;
             };
             let keys = pod_block_keys(&view, &pod);
-            let fits_memory: Vec<String> = view
+            let fits_memory: Vec<Name> = view
                 .schedulable()
                 .filter(|n| n.memory_allocatable_bytes - n.memory_requested_bytes >= pod.memory_request)
                 .map(|n| n.name.clone())
@@ -808,7 +807,7 @@ impl Sim<'_> {
                                 b.memory_requested_bytes as f64 / b.memory_allocatable_bytes.max(1) as f64;
                             ra.total_cmp(&rb)
                         })
-                        .map(|n| n.name.clone()),
+                        .map(|n| n.name.to_string()),
                 }
             };
             let Some(node) = chosen else { continue };
@@ -845,11 +844,11 @@ impl Sim<'_> {
     }
 
     /// Binds a pod: its claims get PVs and attachments on the node.
-    pub(super) fn bind(&mut self, id: &(String, String), node: &str) {
+    pub(super) fn bind(&mut self, id: &NsName, node: &str) {
         let Some(mut pod) = self.state.pods.get(id).cloned() else {
             return;
         };
-        pod.node_name = Some(node.to_owned());
+        pod.node_name = Some(node.into());
         let claims = pod.claims.clone();
         self.state.apply(Object::Pod(pod));
         for c in claims {
@@ -859,23 +858,23 @@ impl Sim<'_> {
             if claim.volume_name.is_some() {
                 continue;
             }
-            let pv = format!("pv-{}-{c}", id.0);
+            let pv = Name::from(format!("pv-{}-{c}", id.0));
             claim.volume_name = Some(pv.clone());
             self.state.volumes.insert(
                 pv.clone(),
                 VolumeInfo {
                     name: pv.clone(),
-                    csi_driver: Some(self.config.block_driver.clone()),
-                    volume_handle: Some(format!("sim/{pv}")),
+                    csi_driver: Some(Name::from(&self.config.block_driver)),
+                    volume_handle: Some(format!("sim/{pv}").into()),
                     pinned_to: Vec::new(),
                 },
             );
             self.state.attachments.insert(
-                format!("va-{pv}"),
+                format!("va-{pv}").into(),
                 AttachmentInfo {
-                    name: format!("va-{pv}"),
-                    attacher: self.config.block_driver.clone(),
-                    node_name: node.to_owned(),
+                    name: format!("va-{pv}").into(),
+                    attacher: Name::from(&self.config.block_driver),
+                    node_name: node.into(),
                     pv_name: Some(pv),
                     inline_handle: None,
                     attached: true,

@@ -136,8 +136,8 @@ async fn watch<K: Watched>(client: Client, index: SharedIndex) {
             }
             watcher::Event::Delete(obj) => index.delete(&ObjectKey {
                 kind: K::KIND,
-                namespace: obj.namespace().unwrap_or_default(),
-                name: obj.name_any(),
+                namespace: obj.namespace().unwrap_or_default().into(),
+                name: obj.name_any().into(),
             }),
         }
     }
