@@ -113,10 +113,11 @@ impl Object {
         }
     }
 
-    /// Makes the names this object shares with others (namespaces, nodes, claims, volumes,
-    /// drivers) the one allocation `names` holds for each. The object's own name is not
-    /// interned when nothing else names it (pods, attachments, Events): pods come and go with
-    /// new names, and would only fill the set.
+    /// Makes the names this object shares with others (namespaces, nodes, claims, PVs,
+    /// drivers) the one allocation `names` holds for each. A name only one object has is not
+    /// interned (pods, attachments, Events, volume handles): pods come and go with new names,
+    /// and each would only cost the set a slot. A volume handle is shared as it is: the
+    /// accounting's volume keys are clones of the PV's.
     fn intern(&mut self, names: &mut Names) {
         match self {
             Object::Node(o) => names.intern(&mut o.name),
@@ -125,7 +126,6 @@ impl Object {
             Object::Volume(o) => {
                 names.intern(&mut o.name);
                 names.intern_opt(&mut o.csi_driver);
-                names.intern_opt(&mut o.volume_handle);
                 o.pinned_to.iter_mut().for_each(|n| names.intern(n));
             }
             Object::Claim(o) => {
@@ -144,7 +144,6 @@ impl Object {
                 names.intern(&mut o.attacher);
                 names.intern(&mut o.node_name);
                 names.intern_opt(&mut o.pv_name);
-                names.intern_opt(&mut o.inline_handle);
             }
             Object::Event(o) => names.intern(&mut o.namespace),
             Object::Budget(o) => names.intern(&mut o.namespace),

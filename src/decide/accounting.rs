@@ -16,9 +16,11 @@ use std::{
 };
 
 use serde::Serialize;
+use smallvec::SmallVec;
 
 use crate::{
     config::Config,
+    decide::shared_map::SharedMap,
     index::ClusterState,
     model::{AttachmentInfo, ClaimInfo, Name, NodeInfo, NsName, PodInfo},
 };
@@ -43,6 +45,10 @@ impl From<&Config> for Settings {
 
 /// The SCSI LUNs proxmox-csi tries on a VM (1–29): no VM holds more block volumes.
 pub const LUNS_PER_VM: i64 = 29;
+
+/// The nodes holding one volume key, sorted: one, as a rule (two while a volume moves), kept
+/// in place rather than in an allocation of its own — there are 100,000 keys.
+pub type Holders = SmallVec<[Name; 1]>;
 
 /// Volume keys held on nodes by something the watches do not show (yet): node → keys.
 pub type Reservations = BTreeMap<Name, BTreeSet<Name>>;
@@ -126,9 +132,9 @@ pub struct ClusterView {
     /// comes or goes.
     pub(crate) node_index: Arc<HashMap<Name, usize>>,
     /// Block claims: namespace/name → their volume key and state.
-    pub block_claims: imbl::HashMap<NsName, (Name, ClaimState)>,
+    pub block_claims: SharedMap<NsName, (Name, ClaimState)>,
     /// Volume key → the nodes holding it (normally one), sorted.
-    pub key_nodes: imbl::HashMap<Name, Vec<Name>>,
+    pub key_nodes: SharedMap<Name, Holders>,
     /// StorageClasses whose provisioner is the block driver.
     pub block_classes: BTreeSet<Name>,
     /// The default StorageClass, for claims that name none.
@@ -448,7 +454,7 @@ pub fn account(state: &ClusterState, settings: &Settings, reservations: &Reserva
         .chain(reservations.keys())
         .collect();
     let mut nodes = Vec::with_capacity(state.nodes.len());
-    let mut key_nodes: imbl::HashMap<Name, Vec<Name>> = imbl::HashMap::new();
+    let mut key_nodes: SharedMap<Name, Holders> = SharedMap::new();
     for name in names {
         let load = Load::of(
             &resolver,
@@ -457,11 +463,10 @@ pub fn account(state: &ClusterState, settings: &Settings, reservations: &Reserva
             reservations.get(name),
         );
         for k in load.keys() {
-            // One holder is the rule: room for one, not the four a first push reserves.
-            key_nodes
-                .entry(k.clone())
-                .or_insert_with(|| Vec::with_capacity(1))
-                .push(name.clone());
+            match key_nodes.get_mut(k) {
+                Some(holders) => holders.push(name.clone()),
+                None => drop(key_nodes.insert(k.clone(), Holders::from_buf([name.clone()]))),
+            }
         }
         if let Some(node) = state.nodes.get(name) {
             nodes.push(Arc::new(load.usage(&resolver, node)));

@@ -14,8 +14,12 @@ use std::{
     sync::Arc,
 };
 
+use smallvec::SmallVec;
+
 use crate::{
-    decide::accounting::{self, ClaimResolver, ClaimState, ClusterView, Load, Reservations, Settings, Users},
+    decide::accounting::{
+        self, ClaimResolver, ClaimState, ClusterView, Holders, Load, Reservations, Settings, Users,
+    },
     index::{ClusterState, Kind, Object, ObjectKey},
     model::{AttachmentInfo, Name, NsName, PodInfo},
 };
@@ -27,17 +31,17 @@ pub struct LiveView {
     view: ClusterView,
     reserved: Reservations,
     /// Node name → the pods bound to it (terminal or not).
-    pods_on: HashMap<Name, Vec<NsName>>,
+    pods_on: HashMap<Name, List<NsName>>,
     /// Node name → the VolumeAttachments naming it.
-    attachments_on: HashMap<Name, Vec<Name>>,
+    attachments_on: HashMap<Name, List<Name>>,
     /// Claim → the names of the pods (in its namespace) that mount it.
-    pods_by_claim: HashMap<NsName, Vec<Name>>,
+    pods_by_claim: HashMap<NsName, List<Name>>,
     /// PV name → the claims bound to it (`spec.volumeName`).
-    claims_by_pv: HashMap<Name, Vec<NsName>>,
+    claims_by_pv: HashMap<Name, List<NsName>>,
     /// PV name → the VolumeAttachments of it.
-    attachments_by_pv: HashMap<Name, Vec<Name>>,
+    attachments_by_pv: HashMap<Name, List<Name>>,
     /// Volume key → the block claims resolving to it.
-    claims_by_key: HashMap<Name, Vec<NsName>>,
+    claims_by_key: HashMap<Name, List<NsName>>,
     /// Node name → the keys it is listed under in `key_nodes` (held or failing).
     node_keys: HashMap<Name, BTreeSet<Name>>,
 }
@@ -254,13 +258,17 @@ impl LiveView {
                     .extend(self.claims_by_key.get(gone).into_iter().flatten().cloned());
             }
             for new in keys.difference(&before) {
-                let holders = self
-                    .view
-                    .key_nodes
-                    .entry(new.clone())
-                    .or_insert_with(|| Vec::with_capacity(1));
-                if let Err(at) = holders.binary_search(name) {
-                    holders.insert(at, name.clone());
+                match self.view.key_nodes.get_mut(new) {
+                    Some(holders) => {
+                        if let Err(at) = holders.binary_search(name) {
+                            holders.insert(at, name.clone());
+                        }
+                    }
+                    None => drop(
+                        self.view
+                            .key_nodes
+                            .insert(new.clone(), Holders::from_buf([name.clone()])),
+                    ),
                 }
                 dirty
                     .claims
@@ -340,20 +348,24 @@ impl Dirty {
     }
 }
 
-/// Adds `item` to the list under `key`. Most lists hold one item (a claim's pod, a PV's
-/// claim): a new one is made for one, not the four a first push reserves — 100,000 of them.
-fn add<K, T>(map: &mut HashMap<K, Vec<T>>, key: &K, item: T)
+/// The items under one key of a reverse index. Most lists hold one item (a claim's pod, a PV's
+/// claim, a key's claim): it is kept in place, not in an allocation of its own — there are
+/// 100,000 of each.
+type List<T> = SmallVec<[T; 1]>;
+
+/// Adds `item` to the list under `key`.
+fn add<K, T>(map: &mut HashMap<K, List<T>>, key: &K, item: T)
 where
     K: std::hash::Hash + Eq + Clone,
 {
     match map.get_mut(key) {
         Some(list) => list.push(item),
-        None => drop(map.insert(key.clone(), vec![item])),
+        None => drop(map.insert(key.clone(), List::from_buf([item]))),
     }
 }
 
 /// Removes `item` from the list under `key`, and the list once it is empty.
-fn remove<K, T>(map: &mut HashMap<K, Vec<T>>, key: &K, item: &T)
+fn remove<K, T>(map: &mut HashMap<K, List<T>>, key: &K, item: &T)
 where
     K: std::hash::Hash + Eq,
     T: PartialEq,

@@ -20,6 +20,7 @@ pub mod placement;
 pub mod planner;
 pub mod projection;
 pub mod rebalance;
+pub mod shared_map;
 pub mod tick;
 pub mod time;
 

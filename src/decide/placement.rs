@@ -48,7 +48,7 @@ impl<'a> Placement<'a> {
     {
         let holders: Vec<(&Name, &[Name])> = keys
             .iter()
-            .map(|k| (k, self.view.key_nodes.get(k).map_or(&[][..], Vec::as_slice)))
+            .map(|k| (k, self.view.key_nodes.get(k).map_or(&[][..], |h| h.as_slice())))
             .collect();
         let reservations = self.reservations;
         move |node| {
