@@ -244,7 +244,7 @@ fn main() {
             flip += 1;
             let mut pod = moved.clone();
             pod.node_name = Some(format!("w{:05}", (7 + flip % 2) % nodes).into());
-            let object = Object::Pod(pod);
+            let object = Object::Pod(*pod);
             let key = object.key();
             let old = state.apply(object);
             live.changed(&state, &key, old.as_ref());

@@ -12,7 +12,7 @@ use arc_swap::ArcSwap;
 
 use crate::{
     decide::{
-        accounting::{ClusterView, Reservations, Settings},
+        accounting::{self, ClusterView, Reservations, Settings},
         live_view::LiveView,
     },
     index::{ClusterState, Kind, Object, ObjectKey},
@@ -61,12 +61,38 @@ impl IndexInner {
         {
             // The old one goes first: two at once would double the peak at 150k pods.
             self.live = None;
-            self.live = Some(LiveView::build(
-                &self.state,
-                settings.clone(),
-                self.reserved.clone(),
-            ));
+            let started = std::time::Instant::now();
+            // The accounting and the indexes read the state apart: on two cores, side by side
+            // (a relist of 150,000 pods waits for both).
+            let (state, reserved) = (&self.state, &self.reserved);
+            self.live = Some(std::thread::scope(|scope| {
+                let view = scope.spawn(|| accounting::account(state, settings, reserved));
+                let indexed = LiveView::indexed(state, settings.clone(), reserved.clone());
+                // A panic while accounting is a bug, not bad input: let it surface.
+                indexed.with_view(
+                    view.join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+                )
+            }));
+            let built_ms = started.elapsed().as_millis() as u64;
+            release_free_pages();
+            tracing::info!(
+                built_ms,
+                trimmed_ms = started.elapsed().as_millis() as u64 - built_ms,
+                "accounting built"
+            );
         }
+    }
+}
+
+/// Hands the heap's free pages back to the system. A full build follows the load or relist of
+/// every object, whose decoding freed as much as it kept, scattered between what it kept:
+/// glibc keeps those pages (15 MB resident after loading a 5,000-node snapshot).
+fn release_free_pages() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim walks glibc's own heaps under their locks; it has no preconditions.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 

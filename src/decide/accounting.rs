@@ -11,7 +11,7 @@
 //! its VM has LUNs.
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
+    collections::{BTreeMap, BTreeSet},
     sync::Arc,
 };
 
@@ -22,7 +22,7 @@ use crate::{
     config::Config,
     decide::shared_map::SharedMap,
     index::ClusterState,
-    model::{AttachmentInfo, ClaimInfo, Name, NodeInfo, NsName, PodInfo},
+    model::{AttachmentInfo, ClaimInfo, HashMap, Name, NodeInfo, NsName, PodInfo},
 };
 
 /// The accounting settings taken from the config.
@@ -436,7 +436,7 @@ pub fn account(state: &ClusterState, settings: &Settings, reservations: &Reserva
         attachments_on.entry(&va.node_name).or_default().push(va);
     }
     let mut pods_on: BTreeMap<&Name, Vec<&PodInfo>> = BTreeMap::new();
-    let mut users: HashMap<(&str, &str), Users> = HashMap::new();
+    let mut users: HashMap<(&str, &str), Users> = HashMap::default();
     for pod in state.pods.values() {
         for c in &pod.claims {
             users.entry((&pod.namespace, c)).or_default().add(pod);

@@ -258,7 +258,7 @@ fn stuck_pods(state: &ClusterState) -> Vec<(&str, &PodInfo)> {
         .pods
         .values()
         .filter(|p| !p.terminal)
-        .filter_map(|p| Some((p.node_name.as_deref()?, p)))
+        .filter_map(|p| Some((p.node_name.as_deref()?, &**p)))
         .filter(|(node, pod)| {
             pod.claims.iter().any(|claim| {
                 state

@@ -8,11 +8,7 @@
 //! its users or its key's holders change. A StorageClass change (it may re-key every claim) and
 //! a relist rebuild from scratch.
 
-use std::{
-    collections::{BTreeSet, HashMap},
-    mem,
-    sync::Arc,
-};
+use std::{collections::BTreeSet, mem, sync::Arc};
 
 use smallvec::SmallVec;
 
@@ -21,7 +17,7 @@ use crate::{
         self, ClaimResolver, ClaimState, ClusterView, Holders, Load, Reservations, Settings, Users,
     },
     index::{ClusterState, Kind, Object, ObjectKey},
-    model::{AttachmentInfo, Name, NsName, PodInfo},
+    model::{AttachmentInfo, HashMap, Name, NsName, PodInfo},
 };
 
 /// The accounting of one `ClusterState`, updated as the state changes.
@@ -57,17 +53,24 @@ impl LiveView {
     /// The accounting of `state` from scratch, with the indexes that keep it current.
     pub fn build(state: &ClusterState, settings: Settings, reserved: Reservations) -> Self {
         let view = accounting::account(state, &settings, &reserved);
+        Self::indexed(state, settings, reserved).with_view(view)
+    }
+
+    /// The indexes of `state`'s objects, waiting for the view [`accounting::account`] gives of
+    /// the same state, settings and reservations ([`Self::with_view`]): the two read the state
+    /// apart, so a caller with two cores may compute them side by side.
+    pub fn indexed(state: &ClusterState, settings: Settings, reserved: Reservations) -> Self {
         let mut live = LiveView {
             settings,
-            view,
+            view: ClusterView::default(),
             reserved,
-            pods_on: HashMap::new(),
-            attachments_on: HashMap::new(),
-            pods_by_claim: HashMap::new(),
-            claims_by_pv: HashMap::new(),
-            attachments_by_pv: HashMap::new(),
-            claims_by_key: HashMap::new(),
-            node_keys: HashMap::new(),
+            pods_on: HashMap::default(),
+            attachments_on: HashMap::default(),
+            pods_by_claim: HashMap::default(),
+            claims_by_pv: HashMap::default(),
+            attachments_by_pv: HashMap::default(),
+            claims_by_key: HashMap::default(),
+            node_keys: HashMap::default(),
         };
         for (id, pod) in &state.pods {
             live.index_pod(id, pod);
@@ -80,18 +83,24 @@ impl LiveView {
                 add(&mut live.claims_by_pv, pv, id.clone());
             }
         }
-        for (id, (key, _)) in &live.view.block_claims {
-            add(&mut live.claims_by_key, key, id.clone());
+        live
+    }
+
+    /// Takes `view`, the accounting of the state this was indexed from, and indexes its keys.
+    pub fn with_view(mut self, view: ClusterView) -> Self {
+        self.view = view;
+        for (id, (key, _)) in &self.view.block_claims {
+            add(&mut self.claims_by_key, key, id.clone());
         }
-        for (key, nodes) in &live.view.key_nodes {
+        for (key, nodes) in &self.view.key_nodes {
             for node in nodes {
-                live.node_keys
+                self.node_keys
                     .entry(node.clone())
                     .or_default()
                     .insert(key.clone());
             }
         }
-        live
+        self
     }
 
     /// The current accounting.
@@ -242,7 +251,8 @@ impl LiveView {
                 .get(name)
                 .into_iter()
                 .flatten()
-                .filter_map(|id| state.pods.get(id));
+                .filter_map(|id| state.pods.get(id))
+                .map(|p| &**p);
             let load = Load::of(&resolver, attachments, pods, self.reserved.get(name));
             let keys: BTreeSet<Name> = load.keys().cloned().collect();
             let before = self.node_keys.remove(name).unwrap_or_default();

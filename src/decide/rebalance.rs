@@ -422,6 +422,7 @@ mod tests {
         s.pods
             .values_mut()
             .filter(|p| p.node_name.as_deref() == Some("n1"))
+            .map(|p| &mut **p)
     }
 
     /// `apps/n1-p0` (of `owner`, one replica) moving from n1 toward n2 since T0.
@@ -739,7 +740,7 @@ mod tests {
                 other => {
                     let mut moved = s.pods[&key].clone();
                     moved.node_name = other.map(Name::from);
-                    s.apply(crate::index::Object::Pod(moved));
+                    s.apply(crate::index::Object::Pod(*moved));
                 }
             }
             assert_eq!(settle(&s, &moving, later(mins)), want, "{case}");

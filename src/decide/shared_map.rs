@@ -7,11 +7,12 @@
 
 use std::{
     borrow::Borrow,
-    collections::HashMap,
     fmt,
-    hash::{BuildHasher, Hash, RandomState},
+    hash::{BuildHasher, Hash},
     sync::Arc,
 };
+
+use crate::model::{HashMap, Hasher};
 
 /// Entries per shard before the shards are multiplied: a write after a publish copies one.
 const SHARD_TARGET: usize = 256;
@@ -21,7 +22,7 @@ pub struct SharedMap<K, V> {
     shards: Arc<Vec<Arc<HashMap<K, V>>>>,
     bits: u32,
     len: usize,
-    hasher: RandomState,
+    hasher: Hasher,
 }
 
 impl<K, V> Clone for SharedMap<K, V> {
@@ -41,7 +42,7 @@ impl<K, V> Default for SharedMap<K, V> {
             shards: Arc::new(Vec::new()),
             bits: 0,
             len: 0,
-            hasher: RandomState::new(),
+            hasher: Hasher::default(),
         }
     }
 }

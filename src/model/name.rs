@@ -7,6 +7,8 @@
 
 use std::{borrow::Borrow, collections::HashSet, fmt, ops::Deref, sync::Arc};
 
+use super::Hasher;
+
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// An immutable, shared name. Compares, hashes and orders as the string it holds (so maps
@@ -157,7 +159,7 @@ impl<'de> Deserialize<'de> for Name {
 /// cost a scan of every name.
 #[derive(Debug, Clone, Default)]
 pub struct Names {
-    set: HashSet<Name>,
+    set: HashSet<Name, Hasher>,
     after_last_sweep: usize,
 }
 

@@ -630,7 +630,7 @@ impl Sim<'_> {
         self.detach(pod, node);
         if let Some(mut p) = self.state.pods.get(&id).cloned() {
             p.node_name = None;
-            self.state.apply(Object::Pod(p));
+            self.state.apply(Object::Pod(*p));
         }
         self.stuck.remove(&id);
         self.waiting.insert(id.clone(), 0);
@@ -850,7 +850,7 @@ impl Sim<'_> {
         };
         pod.node_name = Some(node.into());
         let claims = pod.claims.clone();
-        self.state.apply(Object::Pod(pod));
+        self.state.apply(Object::Pod(*pod));
         for c in claims {
             let Some(claim) = self.state.claims.get_mut(&(id.0.clone(), c.clone())) else {
                 continue;

@@ -39,8 +39,18 @@ pub enum Listing {
 /// The index from the snapshot file, or from live watches (started here).
 pub async fn open(source: &SourceArgs, listing: Listing) -> anyhow::Result<Loaded> {
     if let Some(path) = &source.snapshot {
+        let started = std::time::Instant::now();
+        let state = file::load(path)?;
+        tracing::info!(
+            file = %path.display(),
+            nodes = state.nodes.len(),
+            pods = state.pods.len(),
+            claims = state.claims.len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "snapshot loaded"
+        );
         return Ok(Loaded {
-            index: SharedIndex::from_state(file::load(path)?),
+            index: SharedIndex::from_state(state),
             watches: None,
             client: None,
         });
