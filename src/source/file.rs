@@ -422,6 +422,37 @@ items:
     }
 
     #[test]
+    fn a_long_list_decodes_in_batches_in_order_and_names_a_bad_item_by_its_place() {
+        // More items than a few batches, ending mid-batch; a later duplicate replaces an earlier.
+        let count = 3 * BATCH + 17;
+        let item = |i: usize, memory: &str| {
+            format!(
+                r#"{{"kind":"Node","metadata":{{"name":"n{}"}},"status":{{"allocatable":{{"memory":"{memory}"}}}}}}"#,
+                i % (count - 1)
+            )
+        };
+        let items: Vec<String> = (0..count).map(|i| item(i, &format!("{}", i + 1))).collect();
+        let list = format!(r#"{{"kind":"List","items":[{}]}}"#, items.join(","));
+        let state = parse("big.json", &list).unwrap();
+        assert_eq!(state.nodes.len(), count - 1);
+        assert_eq!(
+            state.nodes["n0"].memory_allocatable, count as i64,
+            "the last of two wins"
+        );
+        assert_eq!(state.nodes["n5"].memory_allocatable, 6);
+
+        let bad = 2 * BATCH + 3;
+        let mut items = items;
+        items[bad] = item(bad, "lots");
+        let list = format!(r#"{{"kind":"List","items":[{}]}}"#, items.join(","));
+        let err = parse("big.json", &list).unwrap_err().to_string();
+        assert!(
+            err.starts_with(&format!("big.json: items[{bad}] (Node n{bad})")),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn broken_syntax_is_reported() {
         assert!(matches!(
             parse("s", "kind: [List"),
