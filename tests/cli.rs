@@ -825,3 +825,31 @@ async fn the_readme_plot_is_what_simulate_draws() {
         "docs/img/incident-2026-05-26.svg is stale: run `headroom simulate --scenario examples/scenarios/incident-2026-05-26.yaml --plot docs/img/incident-2026-05-26.svg`"
     );
 }
+
+/// The README's `status` table is what the first set-up command prints today, column for
+/// column (a name type that ignored the width once shifted every row).
+#[tokio::test]
+async fn the_readme_status_table_is_what_status_prints() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let readme = std::fs::read_to_string(format!("{root}/README.md")).unwrap();
+    let section = readme
+        .split("## What `status` shows")
+        .nth(1)
+        .expect("the README shows a status table");
+    let shown = section
+        .split("```")
+        .nth(1)
+        .expect("in a code block")
+        .trim_start_matches('\n');
+    let out = run(&[
+        "status",
+        "--snapshot",
+        &format!("{root}/examples/seed-cluster.yaml"),
+        "--config",
+        &format!("{root}/examples/config.yaml"),
+    ])
+    .await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let printed = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(printed.trim_end(), shown.trim_end());
+}

@@ -128,7 +128,8 @@ impl From<Name> for String {
 
 impl fmt::Display for Name {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        // As `str` does, so that width and alignment apply (`status` pads node names).
+        fmt::Display::fmt(&*self.0, f)
     }
 }
 
@@ -255,6 +256,13 @@ mod tests {
             "{} names kept for 1,000 live ones",
             names.len()
         );
+    }
+
+    #[test]
+    fn it_formats_as_its_text_with_width_and_alignment() {
+        let n = Name::from("node1");
+        assert_eq!(format!("[{n:<8}] [{n:>7}] [{n}]"), "[node1   ] [  node1] [node1]");
+        assert_eq!(format!("{n:?}"), r#""node1""#);
     }
 
     #[test]
