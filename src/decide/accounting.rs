@@ -463,10 +463,7 @@ pub fn account(state: &ClusterState, settings: &Settings, reservations: &Reserva
             reservations.get(name),
         );
         for k in load.keys() {
-            match key_nodes.get_mut(k) {
-                Some(holders) => holders.push(name.clone()),
-                None => drop(key_nodes.insert(k.clone(), Holders::from_buf([name.clone()]))),
-            }
+            key_nodes.get_or_insert_with(k, Holders::new).push(name.clone());
         }
         if let Some(node) = state.nodes.get(name) {
             nodes.push(Arc::new(load.usage(&resolver, node)));

@@ -268,17 +268,9 @@ impl LiveView {
                     .extend(self.claims_by_key.get(gone).into_iter().flatten().cloned());
             }
             for new in keys.difference(&before) {
-                match self.view.key_nodes.get_mut(new) {
-                    Some(holders) => {
-                        if let Err(at) = holders.binary_search(name) {
-                            holders.insert(at, name.clone());
-                        }
-                    }
-                    None => drop(
-                        self.view
-                            .key_nodes
-                            .insert(new.clone(), Holders::from_buf([name.clone()])),
-                    ),
+                let holders = self.view.key_nodes.get_or_insert_with(new, Holders::new);
+                if let Err(at) = holders.binary_search(name) {
+                    holders.insert(at, name.clone());
                 }
                 dirty
                     .claims
@@ -368,10 +360,7 @@ fn add<K, T>(map: &mut HashMap<K, List<T>>, key: &K, item: T)
 where
     K: std::hash::Hash + Eq + Clone,
 {
-    match map.get_mut(key) {
-        Some(list) => list.push(item),
-        None => drop(map.insert(key.clone(), List::from_buf([item]))),
-    }
+    map.entry(key.clone()).or_default().push(item);
 }
 
 /// Removes `item` from the list under `key`, and the list once it is empty.

@@ -107,12 +107,26 @@ impl<K: Hash + Eq + Clone, V: Clone> SharedMap<K, V> {
     pub fn insert(&mut self, key: K, value: V) -> Option<V> {
         let old = self.shard_mut(&key).insert(key, value);
         if old.is_none() {
-            self.len += 1;
-            if self.len > SHARD_TARGET << self.bits {
-                self.reshard(self.bits + 1);
-            }
+            self.count_one_more();
         }
         old
+    }
+
+    /// The value under `key`, made by `make` first when there is none.
+    pub fn get_or_insert_with(&mut self, key: &K, make: impl FnOnce() -> V) -> &mut V {
+        if !self.contains_key(key) {
+            // Resharding first: the reference returned must point into the final shard.
+            self.count_one_more();
+        }
+        self.shard_mut(key).entry(key.clone()).or_insert_with(make)
+    }
+
+    /// One entry more; the shards multiply once each holds more than its target.
+    fn count_one_more(&mut self) {
+        self.len += 1;
+        if self.len > SHARD_TARGET << self.bits {
+            self.reshard(self.bits + 1);
+        }
     }
 
     pub fn remove<Q>(&mut self, key: &Q) -> Option<V>
@@ -222,6 +236,21 @@ mod tests {
             .filter(|(a, b)| Arc::ptr_eq(a, b))
             .count();
         assert_eq!(shared, map.shards.len() - 1);
+    }
+
+    #[test]
+    fn get_or_insert_with_makes_a_value_once_and_counts_it_through_resharding() {
+        let mut map: SharedMap<u32, Vec<u32>> = SharedMap::new();
+        for i in 0..20_000 {
+            map.get_or_insert_with(&(i % 5_000), Vec::new).push(i);
+        }
+        let published = map.clone();
+        map.get_or_insert_with(&7, Vec::new).push(99);
+        assert_eq!(map.len(), 5_000);
+        assert_eq!(map.iter().count(), 5_000);
+        assert_eq!(map.get(&7), Some(&vec![7, 5_007, 10_007, 15_007, 99]));
+        assert_eq!(published.get(&7), Some(&vec![7, 5_007, 10_007, 15_007]));
+        assert!(map.bits > 0, "5,000 entries are sharded");
     }
 
     #[test]
