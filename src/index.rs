@@ -138,7 +138,6 @@ impl Object {
                 names.intern(&mut o.namespace);
                 names.intern_opt(&mut o.node_name);
                 o.claims.iter_mut().for_each(|n| names.intern(n));
-                o.claims.shrink_to_fit();
             }
             Object::Attachment(o) => {
                 names.intern(&mut o.attacher);

@@ -583,6 +583,8 @@ pub fn pod_claims(pod: &Pod) -> Vec<Name> {
         .collect();
     claims.sort();
     claims.dedup();
+    // Kept with the pod in the index: no room for more (150,000 pods).
+    claims.shrink_to_fit();
     claims
 }
 
