@@ -283,25 +283,15 @@ fn decode(file: &str, position: Position, item: Item<'_>) -> Result<Option<Objec
         object,
         reason,
     };
-    // Borrowed from the text, or copied out of the tree (which the decoding takes).
-    let (text_head, tree_head): (Head, Head);
-    let (kind, name, namespace) = match item {
-        Item::Tree(Value::Object(ref map)) => {
+    let text_head;
+    let (kind, name, namespace) = match &item {
+        Item::Tree(Value::Object(map)) => {
             let meta = map.get("metadata");
             let field = |f: &str| meta.and_then(|m| m.get(f)).and_then(Value::as_str);
-            let owned = |s: Option<&str>| s.map(|s| std::borrow::Cow::Owned(s.to_owned()));
-            tree_head = Head {
-                kind: owned(map.get("kind").and_then(Value::as_str)),
-                metadata: Some(HeadMeta {
-                    name: owned(field("name")),
-                    namespace: owned(field("namespace")),
-                }),
-            };
-            let meta = tree_head.metadata.as_ref();
             (
-                tree_head.kind.as_deref().unwrap_or_default(),
-                meta.and_then(|m| m.name.as_deref()),
-                meta.and_then(|m| m.namespace.as_deref()),
+                map.get("kind").and_then(Value::as_str).unwrap_or_default(),
+                field("name"),
+                field("namespace"),
             )
         }
         Item::Text(text) if text.starts_with('{') => {
@@ -337,7 +327,7 @@ fn decode(file: &str, position: Position, item: Item<'_>) -> Result<Option<Objec
     if name == "?" {
         return Err(fail(described(), "has no `metadata.name`".into()));
     }
-    fn typed<K: Watched>(item: Item<'_>) -> Result<Option<Object>, String> {
+    fn typed<K: Watched>(item: &Item<'_>) -> Result<Option<Object>, String> {
         let obj: K = match item {
             Item::Tree(value) => serde_path_to_error::deserialize(value),
             Item::Text(text) => crate::model::from_json_slice(text.as_bytes()),
@@ -347,15 +337,15 @@ fn decode(file: &str, position: Position, item: Item<'_>) -> Result<Option<Objec
     }
     use k8s_openapi::api::{core::v1 as core, storage::v1 as storage};
     let object = match kind {
-        Kind::Node => typed::<core::Node>(item),
-        Kind::CsiNode => typed::<storage::CSINode>(item),
-        Kind::StorageClass => typed::<storage::StorageClass>(item),
-        Kind::PersistentVolume => typed::<core::PersistentVolume>(item),
-        Kind::PersistentVolumeClaim => typed::<core::PersistentVolumeClaim>(item),
-        Kind::Pod => typed::<core::Pod>(item),
-        Kind::VolumeAttachment => typed::<storage::VolumeAttachment>(item),
-        Kind::Event => typed::<core::Event>(item),
-        Kind::PodDisruptionBudget => typed::<k8s_openapi::api::policy::v1::PodDisruptionBudget>(item),
+        Kind::Node => typed::<core::Node>(&item),
+        Kind::CsiNode => typed::<storage::CSINode>(&item),
+        Kind::StorageClass => typed::<storage::StorageClass>(&item),
+        Kind::PersistentVolume => typed::<core::PersistentVolume>(&item),
+        Kind::PersistentVolumeClaim => typed::<core::PersistentVolumeClaim>(&item),
+        Kind::Pod => typed::<core::Pod>(&item),
+        Kind::VolumeAttachment => typed::<storage::VolumeAttachment>(&item),
+        Kind::Event => typed::<core::Event>(&item),
+        Kind::PodDisruptionBudget => typed::<k8s_openapi::api::policy::v1::PodDisruptionBudget>(&item),
     }
     .map_err(|reason| fail(described(), reason))?;
     Ok(object)
