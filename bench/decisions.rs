@@ -20,6 +20,9 @@ use serde::Deserialize;
 use tower::ServiceExt;
 
 use criterion::{BatchSize, Criterion};
+
+#[path = "echo.rs"]
+mod echo;
 use headroom::{
     config::Config,
     decide::{
@@ -45,8 +48,6 @@ use headroom::{
 };
 
 const BLOCK: &str = "csi.proxmox.sinextra.dev";
-/// What the echo route answers: an allowed AdmissionReview of the same shape as headroom's.
-const ECHO_ANSWER: &str = r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"705ab4f5-6393-11e8-b7cc-42010a800002","allowed":true,"status":{}}}"#;
 const GI: i64 = 1 << 30;
 
 /// The generator's cluster: claim `c` and pod `c` on node `c % nodes`, namespace `ns{c % 500}`.
@@ -317,20 +318,7 @@ fn main() {
     ));
     // The floor, in the harness only: the same router reads the same body within the same
     // budget and answers a fixed AdmissionReview — everything but parse, decide and encode.
-    let router = server::routes(app).route(
-        "/echo",
-        axum::routing::post(
-            |budget: server::http::Budget, headers: axum::http::HeaderMap, body: Body| async move {
-                match server::http::read_body(&headers, body, budget).await {
-                    Ok(_) => axum::response::IntoResponse::into_response((
-                        [(axum::http::header::CONTENT_TYPE, "application/json")],
-                        ECHO_ANSWER,
-                    )),
-                    Err(e) => axum::response::IntoResponse::into_response(e),
-                }
-            },
-        ),
-    );
+    let router = echo::with_echo(server::routes(app));
     let mut review = review;
     review["request"]["namespace"] = "ns7".into();
     review["request"]["object"] = object.clone();
