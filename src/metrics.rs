@@ -11,10 +11,10 @@ use prometheus_client::{
 /// Labels of `headroom_admission_requests_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AdmissionLabels {
-    pub kind: String,
-    pub operation: String,
-    pub verdict: String,
-    pub reason: String,
+    pub kind: &'static str,
+    pub operation: &'static str,
+    pub verdict: &'static str,
+    pub reason: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

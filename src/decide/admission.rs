@@ -69,18 +69,12 @@ impl Verdict {
     }
 }
 
-/// Why a request is not looked at, if it is not.
-pub fn skip_reason(
-    config: &Config,
-    namespace: &str,
-    labels: Option<&std::collections::BTreeMap<String, String>>,
-) -> Option<&'static str> {
+/// Why a request is not looked at, if it is not; `ignore_label` is the value of the object's
+/// `headroom.io/ignore` label.
+pub fn skip_reason(config: &Config, namespace: &str, ignore_label: Option<&str>) -> Option<&'static str> {
     if config.excluded_namespaces.iter().any(|n| n == namespace) {
         Some("excluded-namespace")
-    } else if labels
-        .and_then(|l| l.get(IGNORE_LABEL))
-        .is_some_and(|v| v == "true")
-    {
+    } else if ignore_label == Some("true") {
         Some("ignore-label")
     } else {
         None
@@ -266,10 +260,8 @@ mod tests {
     #[test]
     fn skip_reasons() {
         let config = Config::default();
-        let labels = |v: &str| [(IGNORE_LABEL.to_owned(), v.to_owned())].into();
-        type Labels = Option<std::collections::BTreeMap<String, String>>;
-        // (case, namespace, labels, reason)
-        let rows: Vec<(&str, &str, Labels, Option<&str>)> = vec![
+        // (case, namespace, the ignore label's value, reason)
+        let rows: Vec<(&str, &str, Option<&str>, Option<&str>)> = vec![
             ("an ordinary namespace", "apps", None, None),
             (
                 "kube-system is excluded",
@@ -277,21 +269,11 @@ mod tests {
                 None,
                 Some("excluded-namespace"),
             ),
-            (
-                "the ignore label",
-                "apps",
-                Some(labels("true")),
-                Some("ignore-label"),
-            ),
-            (
-                "the ignore label set to false",
-                "apps",
-                Some(labels("false")),
-                None,
-            ),
+            ("the ignore label", "apps", Some("true"), Some("ignore-label")),
+            ("the ignore label set to false", "apps", Some("false"), None),
         ];
         for (case, ns, labels, want) in rows {
-            assert_eq!(skip_reason(&config, ns, labels.as_ref()), want, "{case}");
+            assert_eq!(skip_reason(&config, ns, labels), want, "{case}");
         }
     }
 

@@ -6,7 +6,6 @@
 //! and the lowercase spellings older clients use; output is always PascalCase.
 
 use std::{
-    borrow::Cow,
     collections::{BTreeMap, BTreeSet},
     sync::Arc,
     time::Instant,
@@ -26,7 +25,7 @@ use serde_json::{Value, json};
 
 use super::{
     http::{Budget, HttpError, Timer},
-    objects::PodIn,
+    objects::{PodIn, Text},
 };
 use crate::read_model::ReadModel;
 use crate::{
@@ -61,31 +60,7 @@ struct ExtenderArgs<'a> {
         default,
         borrow
     )]
-    node_names: Option<Vec<NodeName<'a>>>,
-}
-
-/// A candidate's name, borrowed from the body unless JSON escapes made it differ. serde
-/// borrows a `Cow` only as a field of its own; inside a `Vec` it copied each of 5,000 names.
-#[derive(Debug)]
-struct NodeName<'a>(Cow<'a, str>);
-
-impl<'de: 'a, 'a> Deserialize<'de> for NodeName<'a> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Text<'a>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Text<'a> {
-            type Value = NodeName<'a>;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a node name")
-            }
-            fn visit_borrowed_str<E: serde::de::Error>(self, s: &'de str) -> Result<Self::Value, E> {
-                Ok(NodeName(Cow::Borrowed(s)))
-            }
-            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Self::Value, E> {
-                Ok(NodeName(Cow::Owned(s.to_owned())))
-            }
-        }
-        d.deserialize_str(Text(std::marker::PhantomData))
-    }
+    node_names: Option<Vec<Text<'a>>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -108,7 +83,7 @@ struct BindingArgs {
 
 /// The candidates in the mode the scheduler used: names (nodeCacheCapable) or full Nodes.
 enum Candidates<'a> {
-    Names(Vec<NodeName<'a>>),
+    Names(Vec<Text<'a>>),
     Nodes(Vec<Value>),
 }
 
@@ -425,6 +400,8 @@ async fn create_binding(client: &kube::Client, args: &BindingArgs) -> Result<(),
 
 #[cfg(test)]
 mod tests {
+    use std::borrow::Cow;
+
     use super::*;
 
     #[test]

@@ -2,7 +2,7 @@
 //! request's one pass; the rest of each object (managedFields, status, …) is skipped unread.
 //! Each converts into the Kubernetes type the decisions take.
 
-use std::collections::BTreeMap;
+use std::{borrow::Cow, collections::BTreeMap};
 
 use k8s_openapi::{
     api::core::v1::{
@@ -27,7 +27,59 @@ pub struct MetaIn {
     pub name: Option<String>,
     pub namespace: Option<String>,
     pub uid: Option<String>,
-    pub labels: Option<BTreeMap<String, String>>,
+    /// Of the labels, only `headroom.io/ignore`'s value: no decision reads the others, and
+    /// keeping them cost a map and two strings per label on every request.
+    #[serde(rename = "labels", default, deserialize_with = "ignore_label")]
+    pub ignore: Option<String>,
+}
+
+/// The value of the `headroom.io/ignore` label in a `labels` map (null or absent: none).
+fn ignore_label<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    struct Labels;
+    impl<'de> serde::de::Visitor<'de> for Labels {
+        type Value = Option<String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a map of labels")
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut ignore = None;
+            while let Some(key) = map.next_key::<Text<'de>>()? {
+                let value = map.next_value::<Text<'de>>()?;
+                if key.0 == crate::decide::admission::IGNORE_LABEL {
+                    ignore = Some(value.0.into_owned());
+                }
+            }
+            Ok(ignore)
+        }
+    }
+    d.deserialize_any(Labels)
+}
+
+/// A JSON string borrowed from the body unless escapes made it differ. serde borrows a `Cow`
+/// only as a field of its own: inside a `Vec` or as a map's key it copies every one.
+#[derive(Debug)]
+pub struct Text<'a>(pub Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Visitor<'a> {
+            type Value = Text<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: serde::de::Error>(self, s: &'de str) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Borrowed(s)))
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Owned(s.to_owned())))
+            }
+        }
+        d.deserialize_str(Visitor(std::marker::PhantomData))
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -69,7 +121,6 @@ impl From<PodIn> for Pod {
                 name: pod.metadata.name,
                 namespace: pod.metadata.namespace,
                 uid: pod.metadata.uid,
-                labels: pod.metadata.labels,
                 ..Default::default()
             },
             spec: pod.spec.map(|s| PodSpec {
@@ -107,7 +158,6 @@ impl From<ClaimIn> for PersistentVolumeClaim {
             metadata: ObjectMeta {
                 name: claim.metadata.name,
                 namespace: claim.metadata.namespace,
-                labels: claim.metadata.labels,
                 ..Default::default()
             },
             spec: claim.spec.map(|s| PersistentVolumeClaimSpec {
@@ -116,5 +166,62 @@ impl From<ClaimIn> for PersistentVolumeClaim {
             }),
             status: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::from_json_slice;
+
+    fn ignore(meta: &str) -> Result<Option<String>, String> {
+        from_json_slice::<MetaIn>(meta.as_bytes())
+            .map(|m| m.ignore)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn of_the_labels_only_the_ignore_label_is_kept() {
+        // The ignore label's value, or where the error is.
+        type Want = Result<Option<&'static str>, &'static str>;
+        // (case, metadata, want)
+        let rows: [(&str, &str, Want); 6] = [
+            ("no labels", r#"{"name":"p"}"#, Ok(None)),
+            ("null labels", r#"{"labels":null}"#, Ok(None)),
+            (
+                "among others",
+                r#"{"labels":{"app":"x","headroom.io/ignore":"true","tier":"db"}}"#,
+                Ok(Some("true")),
+            ),
+            (
+                "a key spelled with escapes",
+                r#"{"labels":{"headroom.io\/ignore":"tr\u0075e"}}"#,
+                Ok(Some("true")),
+            ),
+            ("other labels only", r#"{"labels":{"app":"x"}}"#, Ok(None)),
+            (
+                "a value that is not a string",
+                r#"{"labels":{"app":7}}"#,
+                Err("labels.app"),
+            ),
+        ];
+        for (case, meta, want) in rows {
+            let got = ignore(meta);
+            match (want, &got) {
+                (Ok(want), Ok(got)) => assert_eq!(got.as_deref(), want, "{case}"),
+                (Err(path), Err(e)) => assert!(e.starts_with(path), "{case}: {e}"),
+                _ => panic!("{case}: {got:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn text_is_checked_for_utf8_once_and_still_refused_when_it_is_not() {
+        let name = from_json_slice::<MetaIn>(r#"{"name":"café"}"#.as_bytes())
+            .unwrap()
+            .name;
+        assert_eq!(name.as_deref(), Some("café"));
+        let refused = from_json_slice::<MetaIn>(b"{\"name\":\"caf\xe9\"}").unwrap_err();
+        assert!(refused.to_string().contains("invalid unicode"), "{refused}");
     }
 }

@@ -4,7 +4,7 @@
 //! wrong content type); every readable review gets HTTP 200 with an AdmissionReview v1 answer
 //! echoing the request's uid. Work is bounded by the `?timeout=` the API server appends.
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::sync::Arc;
 
 use axum::{
     Extension, Router,
@@ -171,7 +171,8 @@ trait FromReview: serde::de::DeserializeOwned {
     const KIND: &'static str;
     /// The object, when the envelope's pass read it as this type.
     fn read(object: ObjectIn) -> Option<Self>;
-    fn labels(&self) -> Option<&BTreeMap<String, String>>;
+    /// The value of its `headroom.io/ignore` label.
+    fn ignore_label(&self) -> Option<&str>;
 }
 
 impl Review {
@@ -212,8 +213,8 @@ impl FromReview for PodIn {
             _ => None,
         }
     }
-    fn labels(&self) -> Option<&BTreeMap<String, String>> {
-        self.metadata.labels.as_ref()
+    fn ignore_label(&self) -> Option<&str> {
+        self.metadata.ignore.as_deref()
     }
 }
 
@@ -225,8 +226,8 @@ impl FromReview for ClaimIn {
             _ => None,
         }
     }
-    fn labels(&self) -> Option<&BTreeMap<String, String>> {
-        self.metadata.labels.as_ref()
+    fn ignore_label(&self) -> Option<&str> {
+        self.metadata.ignore.as_deref()
     }
 }
 
@@ -301,24 +302,28 @@ fn answer(uid: &str, verdict: Option<&Outcome>, patch: &[PatchOperation]) -> Res
     axum::Json(review).into_response()
 }
 
-fn count(app: &ReadModel, review: &Review, verdict: &str, reason: &str) {
+fn count(app: &ReadModel, review: &Review, verdict: &'static str, reason: &'static str) {
     // The request names its kind and operation: only a closed set becomes a label value, or
     // made-up kinds would grow /metrics without bound.
     let kind = match review.kind.as_str() {
-        k @ ("Pod" | "PersistentVolumeClaim") => k,
+        "Pod" => "Pod",
+        "PersistentVolumeClaim" => "PersistentVolumeClaim",
         _ => "other",
     };
     let operation = match review.operation.as_str() {
-        o @ ("CREATE" | "UPDATE" | "DELETE" | "CONNECT") => o,
+        "CREATE" => "CREATE",
+        "UPDATE" => "UPDATE",
+        "DELETE" => "DELETE",
+        "CONNECT" => "CONNECT",
         _ => "other",
     };
     app.metrics
         .admission_requests
         .get_or_create(&AdmissionLabels {
-            kind: kind.into(),
-            operation: operation.into(),
-            verdict: verdict.into(),
-            reason: reason.into(),
+            kind,
+            operation,
+            verdict,
+            reason,
         })
         .inc();
 }
@@ -333,8 +338,8 @@ fn in_scope(review: &Review) -> bool {
 /// The answer for a review of an excluded namespace or an object labelled
 /// `headroom.io/ignore` (`labels`: the object's, when it could be read): allowed untouched,
 /// counted under the reason.
-fn skipped(app: &ReadModel, review: &Review, labels: Option<&BTreeMap<String, String>>) -> Option<Response> {
-    let reason = admission::skip_reason(&app.config, &review.namespace, labels)?;
+fn skipped(app: &ReadModel, review: &Review, ignore_label: Option<&str>) -> Option<Response> {
+    let reason = admission::skip_reason(&app.config, &review.namespace, ignore_label)?;
     count(app, review, "allow", reason);
     Some(answer(&review.uid, None, &[]))
 }
@@ -347,7 +352,7 @@ fn read_object<T: FromReview>(
     review: &mut Review,
 ) -> Result<T, Box<Response>> {
     match review.object::<T>() {
-        Ok(object) => match skipped(app, review, object.labels()) {
+        Ok(object) => match skipped(app, review, object.ignore_label()) {
             Some(answer) => Err(Box::new(answer)),
             None => Ok(object),
         },
