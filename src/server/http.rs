@@ -215,9 +215,7 @@ impl<'a> Timer<'a> {
         self.app
             .metrics
             .bad_requests
-            .get_or_create(&RouteLabels {
-                route: self.route.into(),
-            })
+            .get_or_create(&RouteLabels { route: self.route })
             .inc();
         tracing::debug!(route = self.route, status = e.status.as_u16(), error = %e.message, "bad request");
         e.into_response()
@@ -229,9 +227,7 @@ impl Drop for Timer<'_> {
         self.app
             .metrics
             .request_duration
-            .get_or_create(&RouteLabels {
-                route: self.route.into(),
-            })
+            .get_or_create(&RouteLabels { route: self.route })
             .observe(self.start.elapsed().as_secs_f64());
     }
 }
