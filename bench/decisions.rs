@@ -89,7 +89,7 @@ fn synthetic(nodes: usize, pods: usize, claims: usize) -> ClusterState {
             name: pv.clone(),
             csi_driver: Some(BLOCK.into()),
             volume_handle: Some(format!("lab/pve/local-lvm/vm-9999-{pv}").into()),
-            pinned_to: Vec::new(),
+            pinned_to: Box::default(),
         }));
         s.apply(Object::Attachment(AttachmentInfo {
             name: format!("csi-{c}").into(),
@@ -109,9 +109,9 @@ fn synthetic(nodes: usize, pods: usize, claims: usize) -> ClusterState {
             node_name: Some(node_name(p).into()),
             terminal: false,
             claims: if p < claims {
-                vec![format!("data-{p}").into()]
+                [format!("data-{p}").into()].into()
             } else {
-                vec![]
+                Box::default()
             },
             memory_request: GI / 4,
             memory_limit: GI / 4,
@@ -122,7 +122,8 @@ fn synthetic(nodes: usize, pods: usize, claims: usize) -> ClusterState {
             labels: headroom::model::label_hashes([
                 (&"app".to_owned(), &format!("app-{}", p / 3)),
                 (&"pod-template-hash".to_owned(), &"5d9".to_owned()),
-            ]),
+            ])
+            .into(),
         }));
     }
     s

@@ -100,7 +100,7 @@ fn volume() -> impl Strategy<Value = Object> {
                 name,
                 csi_driver: driver.map(Name::from),
                 volume_handle: handle,
-                pinned_to: vec![],
+                pinned_to: Box::default(),
             })
         })
 }
@@ -137,7 +137,7 @@ fn pod() -> impl Strategy<Value = Object> {
                 name: name.into(),
                 node_name,
                 terminal,
-                claims,
+                claims: claims.into(),
                 memory_request: mem_gi << 30,
                 memory_limit: mem_gi << 31,
                 cpu_request_millis: mem_gi * 100,

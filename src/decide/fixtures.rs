@@ -64,7 +64,7 @@ pub fn add_pod(s: &mut ClusterState, node: &str, name: &str, volumes: usize) {
             name: pv.clone(),
             csi_driver: Some(DRIVER.into()),
             volume_handle: Some(format!("h/{pv}").into()),
-            pinned_to: Vec::new(),
+            pinned_to: Box::default(),
         }));
         s.apply(Object::Attachment(AttachmentInfo {
             name: format!("va-{pv}").into(),
@@ -80,7 +80,7 @@ pub fn add_pod(s: &mut ClusterState, node: &str, name: &str, volumes: usize) {
         namespace: "apps".into(),
         name: name.into(),
         node_name: Some(node.into()),
-        claims,
+        claims: claims.into(),
         memory_request: GI,
         cpu_request_millis: 100,
         controller: Controller::Other,

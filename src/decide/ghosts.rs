@@ -283,7 +283,7 @@ mod tests {
             name: "pv-ccc".into(),
             csi_driver: Some(DRIVER.into()),
             volume_handle: Some("homelab/pve1/local-lvm/vm-9999-pvc-ccc".into()),
-            pinned_to: Vec::new(),
+            pinned_to: Box::default(),
         };
         let va = |pv: Option<&str>, inline: Option<&str>| AttachmentInfo {
             name: "va-ccc".into(),

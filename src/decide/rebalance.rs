@@ -605,7 +605,7 @@ mod tests {
                 |s| {
                     let db = (String::from("app"), String::from("db"));
                     s.pods.get_mut(&("apps".into(), "n1-p0".into())).unwrap().labels =
-                        crate::model::label_hashes([(&db.0, &db.1)]);
+                        crate::model::label_hashes([(&db.0, &db.1)]).into();
                     s.budgets.insert(
                         ("apps".into(), "db".into()),
                         crate::model::BudgetInfo {
@@ -629,7 +629,7 @@ mod tests {
                 "a volume pinned to the node cannot follow",
                 |s| {
                     for v in s.volumes.values_mut().filter(|v| v.name.starts_with("pv-n1-")) {
-                        v.pinned_to = vec!["n1".into()];
+                        v.pinned_to = ["n1".into()].into();
                     }
                 },
                 "pinned to n1",

@@ -93,8 +93,9 @@ pub struct VolumeInfo {
     pub volume_handle: Option<Name>,
     /// Nodes a required node affinity pins the volume to (`kubernetes.io/hostname`, as
     /// local-path and local PVs have): a pod using it cannot run anywhere else.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub pinned_to: Vec<Name>,
+    /// A boxed slice, not a `Vec`: no capacity word in each of 100,000 volumes.
+    #[serde(default, skip_serializing_if = "<[Name]>::is_empty")]
+    pub pinned_to: Box<[Name]>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -114,8 +115,9 @@ pub struct PodInfo {
     pub node_name: Option<Name>,
     /// Succeeded or Failed: holds no resources and no volumes.
     pub terminal: bool,
-    /// Claim names in the pod's namespace, generic ephemeral volumes included.
-    pub claims: Vec<Name>,
+    /// Claim names in the pod's namespace, generic ephemeral volumes included. This and
+    /// `labels` are boxed slices, not `Vec`s: no capacity word in each of 150,000 pods.
+    pub claims: Box<[Name]>,
     /// Effective requests as kube-scheduler computes them.
     pub memory_request: i64,
     pub memory_limit: i64,
@@ -128,8 +130,8 @@ pub struct PodInfo {
     pub owner: u64,
     /// Its labels as hashes of `key` and `key=value`, sorted: enough to match a
     /// PodDisruptionBudget's selector, 16 bytes a label instead of two strings.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub labels: Vec<u64>,
+    #[serde(default, skip_serializing_if = "<[u64]>::is_empty")]
+    pub labels: Box<[u64]>,
 }
 
 /// The hashes a pod's labels are kept as (see [`PodInfo::labels`]).
@@ -410,7 +412,7 @@ impl From<&PersistentVolume> for VolumeInfo {
             name: name_of(&pv.metadata.name),
             csi_driver: csi.map(|c| Name::from(&c.driver)),
             volume_handle: csi.map(|c| Name::from(&c.volume_handle)),
-            pinned_to,
+            pinned_to: pinned_to.into(),
         }
     }
 }
@@ -574,7 +576,7 @@ pub fn pod_resources(pod: &Pod) -> Result<Resources, QuantityError> {
 }
 
 /// The claim names a pod mounts: PVC volumes and generic ephemeral volumes (`<pod>-<volume>`).
-pub fn pod_claims(pod: &Pod) -> Vec<Name> {
+pub fn pod_claims(pod: &Pod) -> Box<[Name]> {
     let pod_name = pod.metadata.name.as_deref().unwrap_or_default();
     let mut claims: Vec<Name> = pod
         .spec
@@ -590,9 +592,7 @@ pub fn pod_claims(pod: &Pod) -> Vec<Name> {
         .collect();
     claims.sort();
     claims.dedup();
-    // Kept with the pod in the index: no room for more (150,000 pods).
-    claims.shrink_to_fit();
-    claims
+    claims.into()
 }
 
 impl TryFrom<&Pod> for PodInfo {
@@ -633,7 +633,7 @@ impl TryFrom<&Pod> for PodInfo {
                 .metadata
                 .labels
                 .as_ref()
-                .map(|l| label_hashes(l.iter()))
+                .map(|l| label_hashes(l.iter()).into())
                 .unwrap_or_default(),
         })
     }

@@ -292,13 +292,13 @@ impl Sim<'_> {
             name: id.1.clone(),
             node_name: None,
             terminal: false,
-            claims,
+            claims: claims.into(),
             memory_request: memory,
             memory_limit: memory,
             cpu_request_millis: 100,
             controller: Controller::Other,
             owner: owner_hash(&format!("{}/{}", c.namespace, c.prefix)),
-            labels: Vec::new(),
+            labels: Box::default(),
         }));
         self.waiting.insert(id, 0);
         true
@@ -866,7 +866,7 @@ impl Sim<'_> {
                     name: pv.clone(),
                     csi_driver: Some(Name::from(&self.config.block_driver)),
                     volume_handle: Some(format!("sim/{pv}").into()),
-                    pinned_to: Vec::new(),
+                    pinned_to: Box::default(),
                 },
             );
             self.state.attachments.insert(
