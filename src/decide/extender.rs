@@ -159,7 +159,7 @@ mod tests {
     fn nodes() -> ClusterState {
         let mut s = cluster(&[22, 24, 0, 24]);
         s.csi_nodes.remove("n3");
-        s.pods.retain(|_, p| p.node_name.as_deref() != Some("n4"));
+        s.pods.retain(|p| p.node_name.as_deref() != Some("n4"));
         s
     }
 

@@ -72,8 +72,8 @@ impl LiveView {
             claims_by_key: HashMap::default(),
             node_keys: HashMap::default(),
         };
-        for (id, pod) in &state.pods {
-            live.index_pod(id, pod);
+        for pod in state.pods.values() {
+            live.index_pod(&(pod.namespace.clone(), pod.name.clone()), pod);
         }
         for va in state.attachments.values() {
             live.index_attachment(va);

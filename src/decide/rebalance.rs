@@ -751,8 +751,7 @@ mod tests {
         s.pods.remove(&("apps".into(), "n1-p0".into()));
         replacement.name = "n1-p0-x7k2q".into();
         replacement.node_name = Some("n2".into());
-        s.pods
-            .insert(("apps".into(), replacement.name.clone()), replacement);
+        s.pods.insert(replacement);
         assert_eq!(settle(&s, &moving, later(1)), Some(MoveResult::Moved));
     }
 }

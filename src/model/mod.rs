@@ -4,6 +4,7 @@
 //! trim identically. A trimmed object keeps no managedFields, annotations or status it does not
 //! need, which is what keeps the index small at 150,000 pods.
 
+pub mod keyed;
 pub mod name;
 pub mod quantity;
 
@@ -14,6 +15,7 @@ use k8s_openapi::api::{
     policy::v1::PodDisruptionBudget,
     storage::v1::{CSINode, StorageClass, VolumeAttachment},
 };
+pub use keyed::{Keyed, KeyedTable};
 pub use name::{Name, Names};
 use quantity::QuantityError;
 use serde::{Deserialize, Serialize};
@@ -132,6 +134,15 @@ pub struct PodInfo {
     /// PodDisruptionBudget's selector, 16 bytes a label instead of two strings.
     #[serde(default, skip_serializing_if = "<[u64]>::is_empty")]
     pub labels: Box<[u64]>,
+}
+
+impl Keyed for PodInfo {
+    fn namespace(&self) -> &str {
+        &self.namespace
+    }
+    fn name(&self) -> &str {
+        &self.name
+    }
 }
 
 /// The hashes a pod's labels are kept as (see [`PodInfo::labels`]).

@@ -309,9 +309,9 @@ impl Sim<'_> {
         let gone: Vec<NsName> = self
             .state
             .pods
-            .keys()
-            .filter(|(_, name)| name.starts_with(&d.prefix))
-            .cloned()
+            .values()
+            .filter(|p| p.name.starts_with(&d.prefix))
+            .map(|p| (p.namespace.clone(), p.name.clone()))
             .collect();
         for id in &gone {
             let Some(Object::Pod(pod)) = self.state.delete(&ObjectKey {
@@ -597,7 +597,7 @@ impl Sim<'_> {
         // What stays on a drained node (DaemonSet and static pods) goes with it.
         self.state
             .pods
-            .retain(|_, p| p.node_name.as_deref() != Some(node) || p.terminal);
+            .retain(|p| p.node_name.as_deref() != Some(node) || p.terminal);
         self.state.nodes.remove(node);
         self.state.csi_nodes.remove(node);
         self.state.attachments.retain(|_, va| va.node_name != node);
