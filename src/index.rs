@@ -157,7 +157,7 @@ pub struct ClusterState {
     pub csi_nodes: HashMap<Name, CsiNodeInfo>,
     pub storage_classes: HashMap<Name, StorageClassInfo>,
     pub volumes: HashMap<Name, VolumeInfo>,
-    pub claims: HashMap<NsName, ClaimInfo>,
+    pub claims: KeyedTable<ClaimInfo>,
     /// Read freely; change only through `apply`, `delete` and `reset`, which keep the pods
     /// without a node indexed. Boxed and keyed by their own names: 150,000 pods fill a table
     /// of 262,144 slots, and a slot holding a pointer instead of a key and a pod saves 38 MB.
@@ -219,10 +219,7 @@ impl ClusterState {
                 .insert(o.name.clone(), o)
                 .map(Object::StorageClass),
             Object::Volume(o) => self.volumes.insert(o.name.clone(), o).map(Object::Volume),
-            Object::Claim(o) => self
-                .claims
-                .insert((o.namespace.clone(), o.name.clone()), o)
-                .map(Object::Claim),
+            Object::Claim(o) => self.claims.insert(o).map(Object::Claim),
             Object::Pod(o) => {
                 let id = (o.namespace.clone(), o.name.clone());
                 if o.node_name.is_none() {

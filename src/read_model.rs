@@ -22,7 +22,6 @@ use crate::{
     events::EventSink,
     ledger::{Admitted, AdmittedLedger, BindingLedger},
     metrics::Metrics,
-    model::ns_name,
     shared_index::SharedIndex,
 };
 
@@ -200,8 +199,8 @@ impl ReadModel {
         }
         self.index.with_state(|s, _| {
             ledger.total(Instant::now(), |what| match what {
-                Admitted::Pod { namespace, name } => s.pods.contains_key(&ns_name(namespace, name)),
-                Admitted::Claim { namespace, name } => s.claims.contains_key(&ns_name(namespace, name)),
+                Admitted::Pod { namespace, name } => s.pods.get_str(namespace, name).is_some(),
+                Admitted::Claim { namespace, name } => s.claims.get_str(namespace, name).is_some(),
                 Admitted::Unnamed { .. } => false,
             })
         })

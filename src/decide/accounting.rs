@@ -285,7 +285,7 @@ impl<'a> ClaimResolver<'a> {
     pub fn key_of(&self, namespace: &Name, name: &Name) -> Option<Name> {
         self.state
             .claims
-            .get(&(namespace.clone(), name.clone()))
+            .get_str(namespace, name)
             .and_then(|c| self.key(c))
     }
 }
@@ -473,13 +473,13 @@ pub fn account(state: &ClusterState, settings: &Settings, reservations: &Reserva
     let mut pending_claims = 0;
     let block_claims = state
         .claims
-        .iter()
-        .filter_map(|(id, claim)| {
+        .values()
+        .filter_map(|claim| {
             let key = resolver.key(claim)?;
-            let users = users.get(&(id.0.as_str(), id.1.as_str())).copied();
+            let users = users.get(&(&*claim.namespace, &*claim.name)).copied();
             let claim_state = claim_state(claim, key_nodes.contains_key(&key), users.unwrap_or_default());
             pending_claims += i64::from(claim_state == ClaimState::Pending);
-            Some((id.clone(), (key, claim_state)))
+            Some(((claim.namespace.clone(), claim.name.clone()), (key, claim_state)))
         })
         .collect();
     ClusterView {

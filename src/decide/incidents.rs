@@ -263,7 +263,7 @@ fn stuck_pods(state: &ClusterState) -> Vec<(&str, &PodInfo)> {
             pod.claims.iter().any(|claim| {
                 state
                     .claims
-                    .get(&(pod.namespace.clone(), claim.clone()))
+                    .get_str(&pod.namespace, claim)
                     .and_then(|c| c.volume_name.as_deref())
                     .is_some_and(|pv| failing.contains(&(*node, pv)))
             })

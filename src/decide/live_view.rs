@@ -78,9 +78,13 @@ impl LiveView {
         for va in state.attachments.values() {
             live.index_attachment(va);
         }
-        for (id, claim) in &state.claims {
+        for claim in state.claims.values() {
             if let Some(pv) = &claim.volume_name {
-                add(&mut live.claims_by_pv, pv, id.clone());
+                add(
+                    &mut live.claims_by_pv,
+                    pv,
+                    (claim.namespace.clone(), claim.name.clone()),
+                );
             }
         }
         live
@@ -192,7 +196,7 @@ impl LiveView {
         for pod in self.pods_by_claim.get(&claim).into_iter().flatten() {
             if let Some(node) = state
                 .pods
-                .get(&(claim.0.clone(), pod.clone()))
+                .get_str(&claim.0, pod)
                 .and_then(|p| p.node_name.clone())
             {
                 dirty.nodes.insert(node);
@@ -308,7 +312,7 @@ impl LiveView {
             let key = resolver.key(claim)?;
             let mut users = Users::default();
             for pod in self.pods_by_claim.get(&id).into_iter().flatten() {
-                if let Some(pod) = state.pods.get(&(id.0.clone(), pod.clone())) {
+                if let Some(pod) = state.pods.get_str(&id.0, pod) {
                     users.add(pod);
                 }
             }

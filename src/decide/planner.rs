@@ -348,7 +348,7 @@ pub(crate) fn immovable(state: &ClusterState, pod: &PodInfo, node: &str) -> Opti
     for claim in &pod.claims {
         let pinned = state
             .claims
-            .get(&(pod.namespace.clone(), claim.clone()))
+            .get_str(&pod.namespace, claim)
             .and_then(|c| c.volume_name.as_ref())
             .and_then(|pv| state.volumes.get(pv))
             .is_some_and(|v| !v.pinned_to.is_empty() && v.pinned_to.iter().all(|n| n == node));

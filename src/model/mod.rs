@@ -136,14 +136,20 @@ pub struct PodInfo {
     pub labels: Box<[u64]>,
 }
 
-impl Keyed for PodInfo {
-    fn namespace(&self) -> &str {
-        &self.namespace
-    }
-    fn name(&self) -> &str {
-        &self.name
-    }
+/// Namespaced objects kept in a [`KeyedTable`] by their own `namespace` and `name`.
+macro_rules! keyed_by_fields {
+    ($($t:ty),*) => {$(
+        impl Keyed for $t {
+            fn namespace(&self) -> &str {
+                &self.namespace
+            }
+            fn name(&self) -> &str {
+                &self.name
+            }
+        }
+    )*};
 }
+keyed_by_fields!(PodInfo, ClaimInfo);
 
 /// The hashes a pod's labels are kept as (see [`PodInfo::labels`]).
 pub fn label_hashes<'a>(labels: impl IntoIterator<Item = (&'a String, &'a String)>) -> Vec<u64> {

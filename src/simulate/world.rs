@@ -643,7 +643,7 @@ impl Sim<'_> {
             let pv = self
                 .state
                 .claims
-                .get(&(pod.namespace.clone(), claim.clone()))
+                .get_str(&pod.namespace, claim)
                 .and_then(|c| c.volume_name.clone());
             if let Some(pv) = pv {
                 self.state
