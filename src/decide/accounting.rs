@@ -22,7 +22,7 @@ use crate::{
     config::Config,
     decide::shared_map::SharedMap,
     index::ClusterState,
-    model::{AttachmentInfo, ClaimInfo, HashMap, Name, NodeInfo, NsName, PodInfo},
+    model::{AttachmentInfo, ClaimInfo, HashMap, Name, NodeInfo, NsName, PodInfo, name_index::NameIndex},
 };
 
 /// The accounting settings taken from the config.
@@ -130,7 +130,7 @@ pub struct ClusterView {
     /// Node name → its index in `nodes`. The extender looks up 5,000 names per request, and a
     /// binary search over `nodes` missed the cache on every probe. Changes only when a node
     /// comes or goes.
-    pub(crate) node_index: Arc<HashMap<Name, usize>>,
+    pub(crate) node_index: Arc<NameIndex>,
     /// Block claims: namespace/name → their volume key and state.
     pub block_claims: SharedMap<NsName, (Name, ClaimState)>,
     /// Volume key → the nodes holding it (normally one), sorted.
@@ -146,7 +146,7 @@ pub struct ClusterView {
 
 impl ClusterView {
     pub fn node(&self, name: &str) -> Option<&NodeUsage> {
-        self.node_index.get(name).and_then(|i| self.nodes.get(*i))
+        self.node_index.get(name).and_then(|i| self.nodes.get(i))
     }
 
     pub fn schedulable(&self) -> impl Iterator<Item = &NodeUsage> {
@@ -494,8 +494,8 @@ pub fn account(state: &ClusterState, settings: &Settings, reservations: &Reserva
 }
 
 /// Node name → position in `nodes`.
-pub(crate) fn index_of<'n>(nodes: impl Iterator<Item = &'n Arc<NodeUsage>>) -> HashMap<Name, usize> {
-    nodes.enumerate().map(|(i, n)| (n.name.clone(), i)).collect()
+pub(crate) fn index_of<'n>(nodes: impl Iterator<Item = &'n Arc<NodeUsage>>) -> NameIndex {
+    NameIndex::new(nodes.map(|n| &*n.name))
 }
 
 /// How many nodes share one chunk of [`Nodes`].

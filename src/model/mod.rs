@@ -6,6 +6,7 @@
 
 pub mod keyed;
 pub mod name;
+pub mod name_index;
 pub mod quantity;
 
 use std::collections::BTreeMap;

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::{
-    http::{Budget, HttpError, Timer},
+    http::{Budget, HttpError, Timer, json_sized},
     objects::{PodIn, Text},
 };
 use crate::read_model::ReadModel;
@@ -242,14 +242,17 @@ async fn filter(
             )
         }
     };
-    axum::Json(FilterResult {
-        nodes,
-        node_names,
-        failed: &outcome.failed,
-        unresolvable: &outcome.unresolvable,
-        error: "",
-    })
-    .into_response()
+    // The names passed back, quoted, or the Nodes passed back: at most the body's size.
+    json_sized(
+        &FilterResult {
+            nodes,
+            node_names,
+            failed: &outcome.failed,
+            unresolvable: &outcome.unresolvable,
+            error: "",
+        },
+        bytes.len(),
+    )
 }
 
 async fn prioritize(
@@ -277,7 +280,12 @@ async fn prioritize(
         .into_iter()
         .map(|(host, score)| HostPriority { host, score })
         .collect();
-    axum::Json(list).into_response()
+    // `{"Host":"…","Score":10},` per name.
+    json_sized(&list, names.len() * 26 + name_bytes(&names))
+}
+
+fn name_bytes(names: &[&str]) -> usize {
+    names.iter().map(|n| n.len()).sum()
 }
 
 async fn bind(State(app): State<Arc<ReadModel>>, budget: Budget, headers: HeaderMap, body: Body) -> Response {
