@@ -57,10 +57,18 @@ trap 'kill $floor 2>/dev/null' EXIT
 base=https://127.0.0.1:18445
 until curl -sfk -o /dev/null $base/healthz; do sleep 0.5; done
 curl -sk -o /dev/null -H 'content-type: application/json' --data @/tmp/bench-pod-review.json $base/validate
+# The server's own CPU (user + system ticks from /proc) per request answered, around one run.
+cpu_ticks() { awk '{print $14 + $15}' /proc/$floor/stat; }
+measured() { # route conc
+  local before; before=$(cpu_ticks)
+  run "$1" /tmp/bench-pod-review.json "$2"
+  awk -v t="$(( $(cpu_ticks) - before ))" -v hz="$(getconf CLK_TCK)" -v n="$(awk '/ requests in / {print $1}' /tmp/wrk.out)" \
+    'BEGIN {printf "  server CPU per request: %.1f us\n", t / hz * 1e6 / n}'
+}
 for conc in 1 16 64; do
-  run /echo /tmp/bench-pod-review.json "$conc"; echo_rps=$(cat /tmp/wrk.rps)
+  measured /echo "$conc"; echo_rps=$(cat /tmp/wrk.rps)
   for route in /validate /mutate; do
-    run $route /tmp/bench-pod-review.json "$conc"
+    measured $route "$conc"
     awk -v r=$route -v c="$conc" -v a="$(cat /tmp/wrk.rps)" -v e="$echo_rps" \
       'BEGIN {printf "  %s at c=%s: %.2f of /echo\n", r, c, a / e}'
   done
