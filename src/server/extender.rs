@@ -183,13 +183,15 @@ fn demand_of(app: &ReadModel, placement: Placement<'_>, req: &Request) -> BlockD
     demand
 }
 
-async fn filter(
-    State(app): State<Arc<ReadModel>>,
-    budget: Budget,
-    headers: HeaderMap,
-    body: Body,
+/// What filter and prioritize share: read and parse ExtenderArgs, take the view, resolve and
+/// remember the pod's block demand; then `answer` decides and encodes.
+async fn extender_route(
+    app: Arc<ReadModel>,
+    route: &'static str,
+    (budget, headers, body): (Budget, HeaderMap, Body),
+    answer: fn(Asked<'_>) -> Response,
 ) -> Response {
-    let verb = Timer::start(&app, "extender_filter");
+    let verb = Timer::start(&app, route);
     let bytes = match verb.body(budget, &headers, body).await {
         Ok(b) => b,
         Err(response) => return response,
@@ -201,6 +203,58 @@ async fn filter(
     let basis = app.basis();
     let placement = basis.placement();
     let demand = demand_of(&app, placement, &req);
+    answer(Asked {
+        app: &app,
+        placement,
+        req: &req,
+        demand,
+        body_len: bytes.len(),
+    })
+}
+
+/// A parsed extender request with the view it is answered from.
+struct Asked<'r> {
+    app: &'r ReadModel,
+    placement: Placement<'r>,
+    req: &'r Request<'r>,
+    /// The pod's block demand, resolved in `placement`'s view.
+    demand: BlockDemand,
+    /// The request body's size, which bounds the filter's answer.
+    body_len: usize,
+}
+
+async fn filter(
+    State(app): State<Arc<ReadModel>>,
+    budget: Budget,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    extender_route(app, "extender_filter", (budget, headers, body), filter_answer).await
+}
+
+async fn prioritize(
+    State(app): State<Arc<ReadModel>>,
+    budget: Budget,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    extender_route(
+        app,
+        "extender_prioritize",
+        (budget, headers, body),
+        prioritize_answer,
+    )
+    .await
+}
+
+fn filter_answer(asked: Asked<'_>) -> Response {
+    let Asked {
+        app,
+        placement,
+        req,
+        demand,
+        body_len,
+    } = asked;
     let names = req.candidates.names();
     let outcome = if demand.is_empty() {
         extender::FilterOutcome {
@@ -251,31 +305,17 @@ async fn filter(
             unresolvable: &outcome.unresolvable,
             error: "",
         },
-        bytes.len(),
+        body_len,
     )
 }
 
-async fn prioritize(
-    State(app): State<Arc<ReadModel>>,
-    budget: Budget,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    let verb = Timer::start(&app, "extender_prioritize");
-    let bytes = match verb.body(budget, &headers, body).await {
-        Ok(b) => b,
-        Err(response) => return response,
-    };
-    let req = match parse_args(&bytes) {
-        Ok(r) => r,
-        Err(e) => return verb.bad(e),
-    };
-    let basis = app.basis();
-    let placement = basis.placement();
-    let demand = demand_of(&app, placement, &req);
-    let memory = crate::model::pod_resources(&req.pod).map(|r| r.0).unwrap_or(0);
-    let names = req.candidates.names();
-    let scores = extender::prioritize(placement, &demand, memory, app.config.scoring, &names);
+fn prioritize_answer(asked: Asked<'_>) -> Response {
+    let memory = crate::model::pod_resources(&asked.req.pod)
+        .map(|r| r.0)
+        .unwrap_or(0);
+    let names = asked.req.candidates.names();
+    let scoring = asked.app.config.scoring;
+    let scores = extender::prioritize(asked.placement, &asked.demand, memory, scoring, &names);
     let list: Vec<HostPriority> = scores
         .into_iter()
         .map(|(host, score)| HostPriority { host, score })
