@@ -3,7 +3,7 @@
 //! drawn from small pools, so objects are replaced, re-bound and moved often), compared with
 //! `account()` after every step.
 //!
-//! `PROPTEST_CASES` sets the number of sequences.
+//! `PROPTEST_CASES` sets the number of sequences of both properties (defaults 256 and 64).
 
 mod support;
 
@@ -243,12 +243,21 @@ fn take(state: &mut ClusterState, live: &mut LiveView, reserved: &mut Reservatio
     }
 }
 
+/// `PROPTEST_CASES` when set (a field given in the config would override proptest's own
+/// reading of it), else `default`.
+fn cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(default)
+}
+
 fn settings() -> Settings {
     Settings::from(&Config::default())
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(256), ..ProptestConfig::default() })]
 
     #[test]
     fn the_view_kept_per_change_is_the_view_from_scratch(
@@ -292,7 +301,7 @@ fn many_nodes_step() -> impl Strategy<Value = Step> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(64), ..ProptestConfig::default() })]
 
     #[test]
     fn the_view_of_hundreds_of_nodes_kept_per_change_is_the_view_from_scratch(
