@@ -49,19 +49,24 @@ impl IntoResponse for HttpError {
     }
 }
 
-/// A JSON answer written into one buffer of about `size_hint` bytes. The extender's answers
-/// list up to 5,000 names: axum's `Json` starts at 128 bytes and grows by doubling, which
-/// copied the answer a dozen times.
+/// A JSON answer written into one buffer of about `size_hint` bytes. The extender's answer in
+/// full-Node mode holds up to 5,000 Nodes: axum's `Json` starts at 128 bytes and grows by
+/// doubling, which copied the answer a dozen times.
 pub fn json_sized<T: serde::Serialize>(value: &T, size_hint: usize) -> Response {
     let mut buf = Vec::with_capacity(size_hint);
     match serde_json::to_writer(&mut buf, value) {
-        Ok(()) => (
-            [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
-            buf,
-        )
-            .into_response(),
+        Ok(()) => json_bytes(buf),
         Err(e) => HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
+}
+
+/// A 200 answer of JSON already written.
+pub fn json_bytes(json: Vec<u8>) -> Response {
+    (
+        [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+        json,
+    )
+        .into_response()
 }
 
 /// The time left for work: the API server's `?timeout=` minus a margin for the answer to
