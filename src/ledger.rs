@@ -10,12 +10,13 @@
 
 use std::{
     collections::{BTreeSet, HashMap},
+    hash::BuildHasher,
     time::{Duration, Instant},
 };
 
 use crate::{
     decide::{accounting::Reservations, projection::AdmittedDemand},
-    model::{Name, NsName},
+    model::{Hasher, Name, NsName},
 };
 
 /// What one admitted object will need.
@@ -121,6 +122,9 @@ pub struct BindingLedger {
     /// Nodes the filter passed (as name hashes: 5,000 names per filter call must not mean
     /// 5,000 allocations), by pod UID: bind places a pod only on one of these.
     passed: HashMap<String, (Vec<u64>, Instant)>,
+    /// Hashes the passed nodes' names. Seeded per process, and only compared within it;
+    /// FNV a byte at a time was a tenth of the filter route at 5,000 names.
+    node_hasher: Hasher,
     ttl: Duration,
 }
 
@@ -151,6 +155,7 @@ impl BindingLedger {
             bindings: HashMap::new(),
             demands: HashMap::new(),
             passed: HashMap::new(),
+            node_hasher: Hasher::default(),
             ttl,
         }
     }
@@ -162,14 +167,14 @@ impl BindingLedger {
 
     /// Remembers the nodes the filter passed for a pod (by UID).
     pub fn filtered<'a>(&mut self, uid: &str, nodes: impl Iterator<Item = &'a str>, now: Instant) {
-        let nodes = nodes.map(crate::model::name_hash).collect();
+        let nodes = nodes.map(|n| self.node_hasher.hash_one(n)).collect();
         insert_bounded(&mut self.passed, uid, nodes, now, self.ttl);
     }
 
     /// Whether the filter passed `node` for the pod `uid` within the TTL.
     pub fn passed(&self, uid: &str, node: &str, now: Instant) -> bool {
         self.passed.get(uid).is_some_and(|(nodes, at)| {
-            now.saturating_duration_since(*at) < self.ttl && nodes.contains(&crate::model::name_hash(node))
+            now.saturating_duration_since(*at) < self.ttl && nodes.contains(&self.node_hasher.hash_one(node))
         })
     }
 
