@@ -17,11 +17,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
+use rustls::pki_types::ServerName;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
 };
+
+#[path = "../tests/support/mod.rs"]
+mod support;
 
 /// How long each phase lasts and how many connections attack: `cargo bench` measures;
 /// `cargo test --all-targets` runs a short smoke so the bench cannot rot.
@@ -46,18 +49,7 @@ fn scale() -> Scale {
 const POD: &str = include_str!("../tests/data/admission/pod-create.json");
 
 fn tls_config(ca: &Path, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(ca).expect("CA") {
-        roots.add(cert.expect("CA cert")).expect("CA usable");
-    }
-    let mut config =
-        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .expect("versions")
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    Arc::new(config)
+    Arc::new(support::tls_client_config(ca, alpn))
 }
 
 type Tls = tokio_rustls::client::TlsStream<TcpStream>;

@@ -22,6 +22,8 @@ use tokio::{net::TcpListener, sync::watch};
 
 #[path = "echo.rs"]
 mod echo;
+#[path = "../tests/support/mod.rs"]
+mod support;
 
 const EXAMPLE: &str = "examples/seed-cluster.yaml";
 
@@ -86,9 +88,7 @@ async fn serve(snapshot: &Path, listen: SocketAddr) -> anyhow::Result<()> {
 
 async fn check() -> anyhow::Result<()> {
     let started = start(Path::new(EXAMPLE), "127.0.0.1:0".parse()?).await?;
-    let client = reqwest::Client::builder()
-        .use_preconfigured_tls(client_tls(&started.ca)?)
-        .build()?;
+    let client = support::tls_client(&started.ca, &[]);
     let review = std::fs::read_to_string("tests/data/admission/pod-create.json")?;
     for route in ["/echo", "/validate"] {
         let answer = client
@@ -117,17 +117,4 @@ async fn check() -> anyhow::Result<()> {
     );
     println!("tls_floor: /echo and /validate answer over the product's TLS listener");
     Ok(())
-}
-
-fn client_tls(ca: &Path) -> anyhow::Result<rustls::ClientConfig> {
-    use rustls::pki_types::{CertificateDer, pem::PemObject};
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(ca)? {
-        roots.add(cert?)?;
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth())
 }

@@ -73,7 +73,7 @@ impl LiveView {
             node_keys: HashMap::default(),
         };
         for pod in state.pods.values() {
-            live.index_pod(&(pod.namespace.clone(), pod.name.clone()), pod);
+            live.index_pod(pod);
         }
         for va in state.attachments.values() {
             live.index_attachment(va);
@@ -124,13 +124,12 @@ impl LiveView {
                 dirty.nodes.insert(key.name.clone());
             }
             Kind::Pod => {
-                let id = id();
                 if let Some(Object::Pod(old)) = old {
-                    self.unindex_pod(&id, old);
+                    self.unindex_pod(old);
                     dirty.pod(old);
                 }
-                if let Some(new) = state.pods.get(&id) {
-                    self.index_pod(&id, new);
+                if let Some(new) = state.pods.get_str(&key.namespace, &key.name) {
+                    self.index_pod(new);
                     dirty.pod(new);
                 }
             }
@@ -205,7 +204,8 @@ impl LiveView {
         dirty.claims.insert(claim);
     }
 
-    fn index_pod(&mut self, id: &NsName, pod: &PodInfo) {
+    fn index_pod(&mut self, pod: &PodInfo) {
+        let id = pod_id(pod);
         if let Some(node) = &pod.node_name {
             add(&mut self.pods_on, node, id.clone());
         }
@@ -222,9 +222,10 @@ impl LiveView {
         }
     }
 
-    fn unindex_pod(&mut self, id: &NsName, pod: &PodInfo) {
+    fn unindex_pod(&mut self, pod: &PodInfo) {
+        let id = pod_id(pod);
         if let Some(node) = &pod.node_name {
-            remove(&mut self.pods_on, node, id);
+            remove(&mut self.pods_on, node, &id);
         }
         for c in &pod.claims {
             remove(&mut self.pods_by_claim, &(id.0.clone(), c.clone()), &id.1);
@@ -360,6 +361,11 @@ impl Dirty {
 type List<T> = SmallVec<[T; 1]>;
 
 /// Adds `item` to the list under `key`.
+/// A pod's namespace and name, as the reverse indexes key it.
+fn pod_id(pod: &PodInfo) -> NsName {
+    (pod.namespace.clone(), pod.name.clone())
+}
+
 fn add<K, T>(map: &mut HashMap<K, List<T>>, key: &K, item: T)
 where
     K: std::hash::Hash + Eq + Clone,

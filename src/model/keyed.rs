@@ -35,8 +35,9 @@ impl<V: Keyed> KeyedTable<V> {
         self.hasher.hash_one((namespace, name))
     }
 
-    fn hash_of(&self, value: &V) -> u64 {
-        self.hash(value.namespace(), value.name())
+    /// The hash of `value`'s own key, which growing the table recomputes for every object.
+    fn hash_of(hasher: &Hasher, value: &V) -> u64 {
+        hasher.hash_one((value.namespace(), value.name()))
     }
 
     fn matches<'a>(namespace: &'a str, name: &'a str) -> impl Fn(&V) -> bool + 'a {
@@ -72,13 +73,13 @@ impl<V: Keyed> KeyedTable<V> {
 
     /// Puts `value` in under its own key; the object it replaces, if any.
     pub fn insert(&mut self, value: V) -> Option<V> {
-        let hash = self.hash_of(&value);
         let hasher = &self.hasher;
-        let rehash = |v: &V| hasher.hash_one((v.namespace(), v.name()));
+        let hash = Self::hash_of(hasher, &value);
         match self
             .table
-            .entry(hash, Self::matches(value.namespace(), value.name()), rehash)
-        {
+            .entry(hash, Self::matches(value.namespace(), value.name()), |v| {
+                Self::hash_of(hasher, v)
+            }) {
             hashbrown::hash_table::Entry::Occupied(mut e) => Some(std::mem::replace(e.get_mut(), value)),
             hashbrown::hash_table::Entry::Vacant(e) => {
                 e.insert(value);

@@ -336,8 +336,8 @@ fn in_scope(review: &Review) -> bool {
 }
 
 /// The answer for a review of an excluded namespace or an object labelled
-/// `headroom.io/ignore` (`labels`: the object's, when it could be read): allowed untouched,
-/// counted under the reason.
+/// `headroom.io/ignore` (`ignore_label`: that label's value on the object, when it could be
+/// read): allowed untouched, counted under the reason.
 fn skipped(app: &ReadModel, review: &Review, ignore_label: Option<&str>) -> Option<Response> {
     let reason = admission::skip_reason(&app.config, &review.namespace, ignore_label)?;
     count(app, review, "allow", reason);
